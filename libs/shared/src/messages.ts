@@ -1,0 +1,88 @@
+import { z } from 'zod';
+import { CHANNELS } from './config.ts';
+import { COMPONENTS, releaseCustomSchema } from './release.ts';
+
+/*
+ * Payloads of internal events, commands and jobs. Each carries `v` (its schema version); consumers
+ * parse at the edge with these schemas and the domain sees typed values only.
+ */
+
+/** A release as events and jobs refer to it: its signed summary plus the manifest target that proves it. */
+export const releaseRefSchema = releaseCustomSchema.extend({
+  target: z.object({ path: z.string(), length: z.number().int(), sha256: z.string() }),
+});
+export type ReleaseRef = z.infer<typeof releaseRefSchema>;
+
+/** Why a check failed, as operators need to see it. See `CheckFailureKind` in the TUF client. */
+export const checkFailureSchema = z.object({
+  kind: z.enum(['unreachable', 'expired', 'attack', 'local', 'config', 'internal']),
+  code: z.string(),
+  message: z.string(),
+});
+export type CheckFailure = z.infer<typeof checkFailureSchema>;
+
+export const checkRequestSchema = z.object({
+  v: z.literal(1).default(1),
+  /** Echoed in the response so a requester can match it. */
+  request_id: z.string().max(200).optional(),
+  /** Critical/forced: run now, bypassing the recent-result cache and queue order. */
+  forced: z.boolean().default(false),
+  source: z.string().max(200).optional(),
+});
+export type CheckRequest = z.infer<typeof checkRequestSchema>;
+
+export const componentCheckSchema = z.object({
+  component: z.enum(COMPONENTS),
+  installed: z.string(),
+  /** The release to move to, when one is newer and can update from the installed version. */
+  update: releaseRefSchema.optional(),
+  /** Newest visible release that cannot update from `installed` (min_from_version), if newer than `update`. */
+  blocked: z.object({ version: z.string(), min_from_version: z.string() }).optional(),
+});
+export type ComponentCheck = z.infer<typeof componentCheckSchema>;
+
+export const checkResponseSchema = z.object({
+  v: z.literal(1),
+  request_id: z.string().optional(),
+  check_id: z.string(),
+  reason: z.enum(['schedule', 'request', 'startup']),
+  forced: z.boolean(),
+  channel: z.enum(CHANNELS),
+  checked_at: z.iso.datetime(),
+  duration_ms: z.number(),
+  outcome: z.enum(['update_available', 'up_to_date', 'failed']),
+  components: z.array(componentCheckSchema),
+  error: checkFailureSchema.optional(),
+  /** True when this answer is a recent result served again (non-forced request within the cache window). */
+  cached: z.boolean().default(false),
+});
+export type CheckResponse = z.infer<typeof checkResponseSchema>;
+
+export const updateAvailableSchema = z.object({
+  v: z.literal(1),
+  release: releaseRefSchema,
+  installed: z.string(),
+  detected_at: z.iso.datetime(),
+});
+export type UpdateAvailable = z.infer<typeof updateAvailableSchema>;
+
+export const checkJobSchema = z.object({
+  v: z.literal(1),
+  reason: z.enum(['schedule', 'request', 'startup']),
+  forced: z.boolean(),
+  request_id: z.string().optional(),
+});
+export type CheckJob = z.infer<typeof checkJobSchema>;
+
+export const downloadJobSchema = z.object({
+  v: z.literal(1),
+  release: releaseRefSchema,
+  /** What allowed the download: the auto_download policy, a critical release, or an operator. */
+  reason: z.enum(['auto_download', 'critical', 'request']),
+});
+export type DownloadJob = z.infer<typeof downloadJobSchema>;
+
+/** Job id that makes a download job idempotent: one job per release. */
+export function downloadJobId(release: { component: string; version: string }): string {
+  return `download-${release.component}-${release.version}`;
+}

@@ -1,0 +1,74 @@
+import { JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
+import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { Streams, Subjects, type Topic } from './topics.ts';
+
+export type { NatsConnection } from '@nats-io/transport-node';
+
+/** Connects with endless reconnects: a NATS restart is an interruption, not a reason to exit. */
+export async function connectNats(servers: string, name: string, logger: Logger): Promise<NatsConnection> {
+  const nc = await connect({
+    servers: servers.split(',').map((s) => s.trim()),
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+  });
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error') {
+        logger.warn({ nats: status.type }, `NATS ${status.type}`);
+      }
+    }
+  })();
+  return nc;
+}
+
+/**
+ * Creates or updates the durable event stream. Every event is kept there (the last 100 per topic, at
+ * most 30 days) so a subscriber that connects later still sees `update.available` and friends.
+ */
+export async function ensureEventStream(nc: NatsConnection): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const config = {
+    name: Streams.events,
+    subjects: [Subjects.allEvents],
+    storage: StorageType.File,
+    max_age: nanos(30 * 24 * 3600 * 1000),
+    max_msgs_per_subject: 100,
+    duplicate_window: nanos(10 * 60 * 1000),
+  };
+  try {
+    await jsm.streams.info(Streams.events);
+    await jsm.streams.update(Streams.events, config);
+  } catch {
+    await jsm.streams.add(config);
+  }
+}
+
+/** Publishes events to the durable stream. `dedupId` makes a re-publish after a retry a no-op. */
+export class EventPublisher {
+  readonly #js;
+
+  constructor(nc: NatsConnection) {
+    this.#js = jetstream(nc);
+  }
+
+  async publish(topic: Topic, payload: unknown, dedupId?: string): Promise<void> {
+    await this.#js.publish(Subjects.event(topic), JSON.stringify(payload), dedupId ? { msgID: dedupId } : {});
+  }
+}
+
+/**
+ * The newest durable event on a topic, or undefined when there is none: how a subscriber that connects
+ * late learns the current state (a direct get, which nats-server 2.9 supports).
+ */
+export async function lastEvent<T>(nc: NatsConnection, topic: Topic): Promise<T | undefined> {
+  const jsm = await jetstreamManager(nc);
+  try {
+    const message = await jsm.streams.getMessage(Streams.events, { last_by_subj: Subjects.event(topic) });
+    return message?.json<T>();
+  } catch (error) {
+    if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.NoMessageFound) return undefined;
+    throw error;
+  }
+}

@@ -1,0 +1,96 @@
+import { readFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join, normalize } from 'node:path';
+
+/*
+ * Fault injection for a real HTTP(S) file server in tests: a hook the server calls before serving a
+ * file. A fault matches a URL path (exact string or RegExp) and is used `times` times (default: always).
+ */
+
+export type Fault =
+  | { kind: 'status'; status: number }
+  /** Sends the headers and the first `afterBytes` bytes, then never sends more (slow retrieval). */
+  | { kind: 'stall'; afterBytes: number }
+  /** Sends the first `afterBytes` bytes, then destroys the connection (a cut download). */
+  | { kind: 'cut'; afterBytes: number }
+  /** Serves these bytes instead of the file's own. */
+  | { kind: 'replace'; body: Buffer | string }
+  /** Serves the file followed by `extraBytes` more bytes (endless data). */
+  | { kind: 'append'; extraBytes: number };
+
+export interface RequestRecord {
+  method: string;
+  path: string;
+  status: number;
+  bytes: number;
+}
+
+/** Returned by the hook: true when the fault handled the request, false to serve the file normally. */
+export type RequestHook = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+
+export class FaultInjector {
+  readonly requests: RequestRecord[] = [];
+  readonly #root: string;
+  readonly #faults: { match: string | RegExp; fault: Fault; left: number }[] = [];
+  readonly #stalled = new Set<ServerResponse>();
+
+  constructor(root: string) {
+    this.#root = root;
+  }
+
+  add(match: string | RegExp, fault: Fault, times = Number.POSITIVE_INFINITY): void {
+    this.#faults.push({ match, fault, left: times });
+  }
+
+  clear(): void {
+    this.#faults.length = 0;
+    for (const res of this.#stalled) res.destroy();
+    this.#stalled.clear();
+  }
+
+  resetRequests(): void {
+    this.requests.length = 0;
+  }
+
+  readonly hook: RequestHook = async (req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    const record: RequestRecord = { method: req.method ?? 'GET', path, status: 200, bytes: 0 };
+    this.requests.push(record);
+    const write = res.write.bind(res);
+    res.write = ((chunk: Buffer | string, ...rest: never[]) => {
+      record.bytes += Buffer.byteLength(chunk);
+      return write(chunk, ...rest);
+    }) as typeof res.write;
+    res.on('finish', () => {
+      record.status = res.statusCode;
+    });
+
+    const entry = this.#faults.find((f) => f.left > 0 && (typeof f.match === 'string' ? f.match === path : f.match.test(path)));
+    if (!entry) return false;
+    entry.left -= 1;
+    const { fault } = entry;
+    if (fault.kind === 'status') {
+      record.status = fault.status;
+      res.writeHead(fault.status).end();
+      return true;
+    }
+    const file = await readFile(join(this.#root, normalize(path)));
+    if (fault.kind === 'replace') {
+      const body = Buffer.from(fault.body);
+      res.writeHead(200, { 'content-length': body.length });
+      res.end(body);
+    } else if (fault.kind === 'append') {
+      res.writeHead(200);
+      res.write(file);
+      res.end(Buffer.alloc(fault.extraBytes, 0x20));
+    } else if (fault.kind === 'stall') {
+      res.writeHead(200, { 'content-length': file.length });
+      res.write(file.subarray(0, fault.afterBytes));
+      this.#stalled.add(res);
+    } else {
+      res.writeHead(200, { 'content-length': file.length });
+      res.write(file.subarray(0, fault.afterBytes), () => res.destroy());
+    }
+    return true;
+  };
+}

@@ -1,0 +1,47 @@
+/** The seed's bus topics: the names events and commands carry everywhere in the system. */
+export const Topics = {
+  checkRequest: 'update.check.request',
+  checkResponse: 'update.check.response',
+  available: 'update.available',
+  downloadProgress: 'update.download.progress',
+  downloadComplete: 'update.download.complete',
+  installRequest: 'update.install.request',
+  installProgress: 'update.install.progress',
+  installComplete: 'update.install.complete',
+  restartRequired: 'update.restart.required',
+  restartScheduled: 'update.restart.scheduled',
+} as const;
+export type Topic = (typeof Topics)[keyof typeof Topics];
+
+/**
+ * Internal NATS subjects. They live under their own root so that they never collide with AICO's own
+ * subjects (`update.*`, `aico.<tenant>.*`) when both share one NATS server.
+ */
+export const SUBJECT_ROOT = 'aicoupd';
+export const Subjects = {
+  /** Events, captured by the EVENTS stream: `aicoupd.evt.update.available`. */
+  event: (topic: Topic) => `${SUBJECT_ROOT}.evt.${topic}` as const,
+  /** Commands, request/reply over core NATS: `aicoupd.cmd.update.check.request`. */
+  command: (topic: Topic) => `${SUBJECT_ROOT}.cmd.${topic}` as const,
+  allEvents: `${SUBJECT_ROOT}.evt.>`,
+} as const;
+
+export const Streams = {
+  /** Durable update events: a subscriber that connects later still sees them. */
+  events: 'AICO_UPDATE_EVENTS',
+} as const;
+
+/** BullMQ queue names (no colons: BullMQ uses them as key separators). */
+export const Queues = {
+  check: 'aico-update-check',
+  download: 'aico-update-download',
+  install: 'aico-update-install',
+} as const;
+
+/** Redis keys of shared state, outside BullMQ's own keys. */
+export const StateKeys = {
+  /** Hash: component → installed semver version. Owned by the installer; seeded by config. */
+  installed: 'aico-update:installed',
+  /** String: JSON of the last check response, for status and de-duplicated requests. */
+  lastCheck: 'aico-update:last-check',
+} as const;

@@ -1,0 +1,213 @@
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Logger } from '@aico-update/shared';
+import { Metadata, MetadataKind, type TargetFile } from '@tufjs/models';
+import lockfile from 'proper-lockfile';
+import { Updater } from 'tuf-js';
+import { classifyTufError, TufError } from './classify.ts';
+import type { TufFetcher } from './fetcher.ts';
+
+/*
+ * One TUF client per metadata folder. Each session takes the folder's lock, copies the trusted metadata
+ * to a staging folder, runs a fresh tuf-js Updater there (refresh() works once per instance), and only
+ * when the refresh succeeded moves the changed files back, each by an atomic rename. A rejected update,
+ * a crash or a full disk therefore leaves the previously trusted metadata exactly as it was.
+ */
+
+export interface TufClientOptions {
+  /** Trusted metadata (root.json, timestamp.json, …), on a persistent volume. */
+  metadataDir: string;
+  /** The root.json shipped with the service: seeds an empty or unreadable metadata folder. */
+  trustedRootFile: string;
+  metadataUrl: string;
+  targetsUrl: string;
+  /** Verified targets, by URL-encoded target path. */
+  targetsDir: string;
+  fetcher: TufFetcher;
+  logger?: Logger;
+  /** Where the lock file and staging folder live (same disk as metadataDir); default: its parent. */
+  workDir?: string;
+}
+
+export interface RefreshOutcome {
+  /** The verified targets metadata, as of this refresh. */
+  targets: Map<string, TargetFile>;
+  /** Versions of the trusted metadata after the refresh. */
+  versions: Record<'root' | 'timestamp' | 'snapshot' | 'targets', number>;
+  /** Earliest expiry among the trusted top-level metadata (for "expiring soon" alerts). */
+  expiresAt: Date;
+}
+
+export interface TufSession extends RefreshOutcome {
+  /** Returns the local path of the verified target, downloading it unless a valid copy is cached. */
+  fetchTarget(info: TargetFile): Promise<string>;
+}
+
+const ROLE_FILES = ['root.json', 'timestamp.json', 'snapshot.json', 'targets.json'] as const;
+
+export class TufClient {
+  readonly #options: TufClientOptions;
+  readonly #workDir: string;
+
+  constructor(options: TufClientOptions) {
+    this.#options = options;
+    this.#workDir = options.workDir ?? dirname(options.metadataDir);
+  }
+
+  /** Refreshes metadata and runs `use` with the verified result. Throws TufError, classified. */
+  async session<T>(use: (session: TufSession) => Promise<T>): Promise<T> {
+    const { metadataDir } = this.#options;
+    await mkdir(metadataDir, { recursive: true });
+    await mkdir(this.#options.targetsDir, { recursive: true });
+    const release = await this.#lock();
+    const staging = join(this.#workDir, `.${basename(metadataDir)}.staging-${randomBytes(4).toString('hex')}`);
+    try {
+      await this.#ensureTrustedRoot();
+      await mkdir(staging, { recursive: true });
+      for (const name of await readdir(metadataDir)) {
+        if (name.endsWith('.json')) await copyFile(join(metadataDir, name), join(staging, name));
+      }
+      const updater = new Updater({
+        metadataDir: staging,
+        metadataBaseUrl: this.#options.metadataUrl,
+        targetDir: this.#options.targetsDir,
+        targetBaseUrl: this.#options.targetsUrl,
+        fetcher: this.#options.fetcher,
+      });
+      this.#options.fetcher.lastError = undefined;
+      try {
+        await updater.refresh();
+      } catch (error) {
+        throw classifyTufError(error, this.#options.fetcher.lastError);
+      }
+      await this.#commit(staging);
+      const outcome = await readOutcome(staging);
+      return await use({
+        ...outcome,
+        fetchTarget: (info) => this.#fetchTarget(updater, info),
+      });
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+      await release();
+    }
+  }
+
+  /** The locally trusted metadata without touching the network (status pages, expiry alerts). */
+  async trusted(): Promise<RefreshOutcome | undefined> {
+    try {
+      return await readOutcome(this.#options.metadataDir);
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #fetchTarget(updater: Updater, info: TargetFile): Promise<string> {
+    const dest = join(this.#options.targetsDir, encodeURIComponent(info.path));
+    const cached = await updater.findCachedTarget(info, dest);
+    if (cached) return cached;
+    const partial = `${dest}.partial-${randomBytes(4).toString('hex')}`;
+    this.#options.fetcher.lastError = undefined;
+    try {
+      await updater.downloadTarget(info, partial);
+      await rename(partial, dest);
+      return dest;
+    } catch (error) {
+      throw classifyTufError(error, this.#options.fetcher.lastError);
+    } finally {
+      await rm(partial, { force: true });
+    }
+  }
+
+  /** One lock per metadata folder, across processes; stale locks (a killed process) expire. */
+  async #lock(): Promise<() => Promise<void>> {
+    try {
+      return await lockfile.lock(this.#options.metadataDir, {
+        lockfilePath: join(this.#workDir, `.${basename(this.#options.metadataDir)}.lock`),
+        realpath: false,
+        stale: 30_000,
+        retries: { retries: 600, minTimeout: 50, maxTimeout: 500 },
+      });
+    } catch (error) {
+      throw new TufError(
+        'local',
+        'TUF_LOCKED',
+        `the TUF metadata folder ${this.#options.metadataDir} stayed locked by another process: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  /** Seeds root.json from the shipped root when missing or unreadable; the chain of roots is re-walked. */
+  async #ensureTrustedRoot(): Promise<void> {
+    const local = join(this.#options.metadataDir, 'root.json');
+    try {
+      Metadata.fromJSON(MetadataKind.Root, JSON.parse(await readFile(local, 'utf8')));
+      return;
+    } catch (error) {
+      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+      try {
+        const shipped = await readFile(this.#options.trustedRootFile);
+        Metadata.fromJSON(MetadataKind.Root, JSON.parse(shipped.toString('utf8')));
+        await writeFileAtomic(local, shipped);
+      } catch (seedError) {
+        throw new TufError(
+          'config',
+          'TUF_TRUSTED_ROOT_INVALID',
+          `the shipped trusted root ${this.#options.trustedRootFile} cannot be used: ${(seedError as Error).message}; ` +
+            'point tuf.trusted_root at the root.json your publisher distributes',
+          { cause: seedError },
+        );
+      }
+      if (!missing) {
+        this.#options.logger?.warn(
+          { file: local, err: error },
+          'local trusted root was unreadable; re-seeded it from the shipped root (newer roots are fetched and verified again)',
+        );
+      }
+    }
+  }
+
+  async #commit(staging: string): Promise<void> {
+    for (const name of await readdir(staging)) {
+      if (!name.endsWith('.json')) continue;
+      const next = await readFile(join(staging, name));
+      const current = await readFile(join(this.#options.metadataDir, name)).catch(() => undefined);
+      if (current?.equals(next)) continue;
+      await writeFileAtomic(join(this.#options.metadataDir, name), next);
+    }
+  }
+}
+
+async function writeFileAtomic(path: string, data: Buffer): Promise<void> {
+  const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
+  const handle = await open(tmp, 'w', 0o644);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, path);
+}
+
+async function readOutcome(dir: string): Promise<RefreshOutcome> {
+  const read = async (name: (typeof ROLE_FILES)[number]) => JSON.parse(await readFile(join(dir, name), 'utf8'));
+  const root = Metadata.fromJSON(MetadataKind.Root, await read('root.json'));
+  const timestamp = Metadata.fromJSON(MetadataKind.Timestamp, await read('timestamp.json'));
+  const snapshot = Metadata.fromJSON(MetadataKind.Snapshot, await read('snapshot.json'));
+  const targets = Metadata.fromJSON(MetadataKind.Targets, await read('targets.json'));
+  const expiries = [root, timestamp, snapshot, targets].map((m) => new Date(m.signed.expires).getTime());
+  return {
+    targets: new Map(Object.entries(targets.signed.targets)),
+    versions: {
+      root: root.signed.version,
+      timestamp: timestamp.signed.version,
+      snapshot: snapshot.signed.version,
+      targets: targets.signed.version,
+    },
+    expiresAt: new Date(Math.min(...expiries)),
+  };
+}
+
+export { TufError };

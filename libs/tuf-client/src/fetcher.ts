@@ -1,0 +1,255 @@
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AppError } from '@aico-update/shared';
+import { BaseFetcher } from 'tuf-js';
+import { DownloadHTTPError, DownloadLengthMismatchError } from 'tuf-js/dist/error.js';
+import { type Dispatcher, EnvHttpProxyAgent, ProxyAgent, request } from 'undici';
+
+/*
+ * The fetcher tuf-js downloads through. What the default one lacks and an updater on a home network
+ * needs: a custom CA (a private update server), proxies (explicit or HTTPS_PROXY/NO_PROXY), an idle
+ * timeout instead of a deadline on the whole transfer (a slow link is fine, a stalled one is not), and
+ * retries with backoff for transient failures, including failures in the middle of a body. tuf-js
+ * still counts and hashes every byte; nothing here decides what is trusted.
+ */
+
+export interface FetcherOptions {
+  /** PEM file of CA certificates trusted in addition to none: when set, only these are trusted. */
+  caFile?: string | undefined;
+  /** Explicit proxy URL; when absent HTTP_PROXY/HTTPS_PROXY/NO_PROXY from the environment apply. */
+  proxy?: string | undefined;
+  /** A transfer that receives no byte for this long fails (slow retrieval). */
+  idleTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  /** Extra attempts after the first for transient failures (network errors, 5xx, 429, idle timeout). */
+  retries?: number;
+  /** First backoff delay; doubles per attempt, capped at 30 s. */
+  retryDelayMs?: number;
+  /** Folder for partial downloads: keep it on the same disk as the cache, not tmpfs. */
+  tmpDir?: string;
+  userAgent?: string;
+}
+
+/** A transport failure, with the code operators and the classifier see. */
+export class FetchError extends AppError {
+  readonly url: string;
+  readonly transient: boolean;
+  readonly status: number | undefined;
+
+  constructor(code: string, message: string, url: string, transient: boolean, status?: number, options?: ErrorOptions) {
+    super(code, message, options);
+    this.url = url;
+    this.transient = transient;
+    this.status = status;
+  }
+}
+
+export interface FetcherStats {
+  requests: number;
+  bytes: number;
+  retries: number;
+}
+
+export class TufFetcher extends BaseFetcher {
+  readonly stats: FetcherStats = { requests: 0, bytes: 0, retries: 0 };
+  /** The last transport failure, so a failure tuf-js wraps into a plain message can still be classified. */
+  lastError: FetchError | undefined;
+  readonly #options: Required<Omit<FetcherOptions, 'caFile' | 'proxy' | 'tmpDir'>> & { tmpDir: string | undefined };
+  #dispatcher: Dispatcher | undefined;
+  readonly #caFile: string | undefined;
+  readonly #proxy: string | undefined;
+
+  constructor(options: FetcherOptions = {}) {
+    super();
+    this.#caFile = options.caFile;
+    this.#proxy = options.proxy;
+    this.#options = {
+      idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 15_000,
+      retries: options.retries ?? 3,
+      retryDelayMs: options.retryDelayMs ?? 500,
+      tmpDir: options.tmpDir,
+      userAgent: options.userAgent ?? 'aico-update',
+    };
+  }
+
+  async #getDispatcher(): Promise<Dispatcher> {
+    if (this.#dispatcher) return this.#dispatcher;
+    let ca: string | undefined;
+    if (this.#caFile) {
+      try {
+        ca = await readFile(this.#caFile, 'utf8');
+      } catch (error) {
+        throw new FetchError(
+          'TUF_CA_FILE_UNREADABLE',
+          `cannot read the CA file ${this.#caFile} (update_server.ca_file): ${(error as Error).message}`,
+          '',
+          false,
+          undefined,
+          { cause: error },
+        );
+      }
+    }
+    const tls = ca ? { ca } : {};
+    const common = {
+      connect: { ...tls, timeout: this.#options.connectTimeoutMs },
+      requestTls: { ...tls, timeout: this.#options.connectTimeoutMs },
+      headersTimeout: this.#options.idleTimeoutMs,
+      bodyTimeout: this.#options.idleTimeoutMs,
+    };
+    this.#dispatcher = this.#proxy ? new ProxyAgent({ uri: this.#proxy, ...common }) : new EnvHttpProxyAgent(common);
+    return this.#dispatcher;
+  }
+
+  /** tuf-js's streaming entry point; downloads go through downloadFile below, which retries. */
+  override async fetch(url: string): Promise<ReadableStream<Uint8Array<ArrayBuffer>>> {
+    const body = await this.#open(url);
+    return Readable.toWeb(body) as ReadableStream<Uint8Array<ArrayBuffer>>;
+  }
+
+  /**
+   * Downloads to a temporary file (at most `maxLength` bytes: the signed length for targets, a cap for
+   * metadata) and hands it to tuf-js's handler, which verifies it. Transient failures are retried.
+   */
+  override async downloadFile<T>(url: string, maxLength: number, handler: (file: string) => Promise<T>): Promise<T> {
+    const base = this.#options.tmpDir ?? tmpdir();
+    await mkdir(base, { recursive: true });
+    const dir = await mkdtemp(join(base, 'aico-fetch-'));
+    const file = join(dir, 'download');
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.#downloadTo(url, maxLength, file);
+          break;
+        } catch (error) {
+          const retry = error instanceof FetchError && error.transient && attempt < this.#options.retries;
+          if (!retry) throw error;
+          this.stats.retries += 1;
+          await sleep(Math.min(this.#options.retryDelayMs * 2 ** attempt, 30_000));
+        }
+      }
+      return await handler(file);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#dispatcher?.close();
+    this.#dispatcher = undefined;
+  }
+
+  async #downloadTo(url: string, maxLength: number, file: string): Promise<void> {
+    const body = await this.#open(url);
+    const out = createWriteStream(file);
+    let received = 0;
+    try {
+      for await (const chunk of body) {
+        received += (chunk as Buffer).length;
+        this.stats.bytes += (chunk as Buffer).length;
+        if (received > maxLength) {
+          // tuf-js's own class: the "endless data" defence, classified as such.
+          throw new DownloadLengthMismatchError(`${url}: more than the allowed ${maxLength} bytes (endless data)`);
+        }
+        if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+      }
+    } catch (error) {
+      body.destroy();
+      if (error instanceof DownloadLengthMismatchError) throw error;
+      throw this.#record(transportError(url, error, 'while receiving the body'));
+    } finally {
+      await new Promise<void>((resolve) => out.end(resolve));
+    }
+  }
+
+  async #open(url: string): Promise<Readable> {
+    this.stats.requests += 1;
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await request(url, {
+        dispatcher: await this.#getDispatcher(),
+        headers: { 'user-agent': this.#options.userAgent },
+      });
+    } catch (error) {
+      if (error instanceof FetchError) throw this.#record(error);
+      throw this.#record(transportError(url, error, 'while connecting'));
+    }
+    const status = response.statusCode;
+    if (status === 200) return response.body;
+    response.body.resume();
+    if (status === 403 || status === 404) {
+      // tuf-js treats these (and only these, as DownloadHTTPError) as "no newer root": keep its class.
+      throw new DownloadHTTPError(`${url}: HTTP ${status}`, status);
+    }
+    const transient = status >= 500 || status === 429 || status === 408;
+    throw this.#record(
+      new FetchError(
+        transient ? 'TUF_SERVER_ERROR' : 'TUF_HTTP_STATUS',
+        `the update server answered HTTP ${status} for ${url}${transient ? '' : '; check update_server.metadata_url and targets_url'}`,
+        url,
+        transient,
+        status,
+      ),
+    );
+  }
+
+  #record(error: FetchError): FetchError {
+    this.lastError = error;
+    return error;
+  }
+}
+
+const TLS_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_UNTRUSTED',
+]);
+
+function transportError(url: string, error: unknown, when: string): FetchError {
+  const code = deepCode(error);
+  const detail = `${code ?? ''} ${(error as Error)?.message ?? String(error)}`.trim();
+  if (code && TLS_CODES.has(code)) {
+    return new FetchError(
+      'TUF_TLS_UNTRUSTED',
+      `the update server's certificate is not trusted (${detail}) for ${url}; if it uses a private CA, set update_server.ca_file`,
+      url,
+      false,
+      undefined,
+      { cause: error },
+    );
+  }
+  if (code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT') {
+    return new FetchError(
+      'TUF_SLOW_RETRIEVAL',
+      `no data from the update server ${when} within the idle timeout for ${url} (a stalled connection, or a slow-retrieval attack); update_server.idle_timeout_seconds sets the limit`,
+      url,
+      true,
+      undefined,
+      { cause: error },
+    );
+  }
+  return new FetchError(
+    'TUF_UNREACHABLE',
+    `cannot reach the update server ${when} (${detail}) for ${url}; check the network and update_server.metadata_url`,
+    url,
+    true,
+    undefined,
+    { cause: error },
+  );
+}
+
+function deepCode(error: unknown): string | undefined {
+  for (let e = error as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (typeof e.code === 'string' && e.code !== 'UND_ERR_SOCKET' && e.code !== 'UND_ERR_CONNECT') return e.code;
+    if (typeof e.code === 'string' && !e.cause) return e.code;
+  }
+  return undefined;
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Provisions this machine for the AICO Update System and installs the workspace.
+# Idempotent: every step checks before it acts. Source it to get Node 24 on PATH:
+#   source scripts/setup.sh [--with-docker]
+# Node 24 comes from the npm registry into a private folder; the system Node is left alone.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools_dir=${AICO_TOOLS_DIR:-$HOME/.cache/aico-update}
+node_dir=$tools_dir/node24
+want_docker=false
+for arg in "$@"; do [ "$arg" = --with-docker ] && want_docker=true; done
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    say "need root to install $1 (apt-get). Run as root, or install it yourself: apt-get install -y $1"
+    exit 1
+  fi
+}
+
+apt_packages=()
+command -v redis-server >/dev/null || apt_packages+=(redis-server)
+command -v nats-server >/dev/null || apt_packages+=(nats-server)
+command -v openssl >/dev/null || apt_packages+=(openssl)
+command -v curl >/dev/null || apt_packages+=(curl)
+if $want_docker; then command -v dockerd >/dev/null || apt_packages+=(docker.io); fi
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  need_root "${apt_packages[*]}"
+  say "installing Debian packages: ${apt_packages[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+node_ok() {
+  [ -x "$node_dir/node_modules/.bin/node" ] &&
+    "$node_dir/node_modules/.bin/node" -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a===24&&b>=15?0:1)'
+}
+if ! node_ok; then
+  say "installing Node 24 into $node_dir (from the npm registry)"
+  mkdir -p "$node_dir"
+  npm install --silent --no-audit --no-fund --prefix "$node_dir" node@24 >/dev/null
+fi
+export PATH="$node_dir/node_modules/.bin:$PATH"
+say "node $(node --version), npm $(npm --version)"
+
+if $want_docker; then
+  if ! docker version >/dev/null 2>&1; then
+    say "starting dockerd"
+    setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+    for _ in $(seq 1 120); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
+    docker version >/dev/null 2>&1 || { say "dockerd did not answer within 60 s; see /var/log/dockerd.log"; exit 1; }
+  fi
+  say "docker engine $(docker version --format '{{.Server.Version}}')"
+fi
+
+cd "$repo_root"
+stamp=node_modules/.aico-install-stamp
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+  touch "$stamp"
+fi

@@ -1,0 +1,40 @@
+import { type CheckResponse, type Component, checkResponseSchema, StateKeys } from '@aico-update/shared';
+import type { Redis } from 'ioredis';
+import type { CheckState, InstalledVersions } from '../domain/ports.ts';
+
+const ANNOUNCED_KEY = 'aico-update:announced';
+
+/** Installed versions and check state in Redis, shared by every replica and (later) the installer. */
+export class RedisCheckState implements CheckState, InstalledVersions {
+  readonly #redis: Redis;
+
+  constructor(redis: Redis) {
+    this.#redis = redis;
+  }
+
+  /** Seeds versions for components that have none recorded; never overwrites what the installer wrote. */
+  async seedInstalled(versions: Readonly<Record<string, string>>): Promise<void> {
+    for (const [component, version] of Object.entries(versions)) {
+      await this.#redis.hsetnx(StateKeys.installed, component, version);
+    }
+  }
+
+  async get(): Promise<Partial<Record<Component, string>>> {
+    return (await this.#redis.hgetall(StateKeys.installed)) as Partial<Record<Component, string>>;
+  }
+
+  async markAnnounced(release: { component: string; version: string }): Promise<boolean> {
+    return (await this.#redis.sadd(ANNOUNCED_KEY, `${release.component}@${release.version}`)) === 1;
+  }
+
+  async saveLastCheck(response: CheckResponse): Promise<void> {
+    await this.#redis.set(StateKeys.lastCheck, JSON.stringify(response));
+  }
+
+  async lastCheck(): Promise<CheckResponse | undefined> {
+    const raw = await this.#redis.get(StateKeys.lastCheck);
+    if (!raw) return undefined;
+    const parsed = checkResponseSchema.safeParse(JSON.parse(raw));
+    return parsed.success ? parsed.data : undefined;
+  }
+}

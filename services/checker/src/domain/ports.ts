@@ -1,0 +1,35 @@
+import type { CheckResponse, Component, DownloadJob, ReleaseManifest, Topic } from '@aico-update/shared';
+import type { ReleaseCandidate } from './select-release.ts';
+
+/** Signed releases from the update server; throws a classified TufError when they cannot be trusted. */
+export interface ReleaseSource {
+  withReleases<T>(
+    use: (releases: ReleaseCandidate[], verifyManifest: (release: ReleaseCandidate) => Promise<ReleaseManifest>) => Promise<T>,
+  ): Promise<T>;
+  /** Earliest expiry of the locally trusted metadata, if any is trusted yet. */
+  trustedExpiry(): Promise<Date | undefined>;
+}
+
+export interface InstalledVersions {
+  get(): Promise<Partial<Record<Component, string>>>;
+}
+
+export interface CheckState {
+  /** True the first time a release is announced; false when it was announced before. */
+  markAnnounced(release: { component: string; version: string }): Promise<boolean>;
+  saveLastCheck(response: CheckResponse): Promise<void>;
+  lastCheck(): Promise<CheckResponse | undefined>;
+}
+
+export interface EventSink {
+  publish(topic: Topic, payload: unknown, dedupId?: string): Promise<void>;
+}
+
+export interface DownloadQueue {
+  /** Idempotent per release: a second enqueue of the same release is a no-op. */
+  enqueue(job: DownloadJob): Promise<void>;
+}
+
+export interface Clock {
+  now(): Date;
+}

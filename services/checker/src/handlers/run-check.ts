@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto';
+import {
+  type CheckFailure,
+  type CheckJob,
+  type CheckResponse,
+  type ComponentCheck,
+  downloadJobId,
+  type Logger,
+  Topics,
+  type UpdateAvailable,
+  type UpdatePolicy,
+} from '@aico-update/shared';
+import { TufError } from '@aico-update/tuf-client';
+import type { CheckState, Clock, DownloadQueue, EventSink, InstalledVersions, ReleaseSource } from '../domain/ports.ts';
+import { downloadReason, selectUpdates } from '../domain/select-release.ts';
+import type { CheckerMetrics } from '../metrics.ts';
+
+export interface CheckDeps {
+  policy: UpdatePolicy;
+  source: ReleaseSource;
+  installed: InstalledVersions;
+  state: CheckState;
+  events: EventSink;
+  downloads: DownloadQueue;
+  clock: Clock;
+  metrics: CheckerMetrics;
+  logger: Logger;
+}
+
+/**
+ * One update check: refresh trusted metadata, pick the release per installed component, verify its
+ * manifest, then announce and enqueue downloads per policy. A failure is classified and reported in the
+ * response; it is never thrown, so one bad check does not stop the next.
+ */
+export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckResponse> {
+  const { policy, logger, metrics } = deps;
+  const started = deps.clock.now();
+  const checkId = randomUUID();
+  const log = logger.child({ check_id: checkId, reason: job.reason, forced: job.forced });
+  let components: ComponentCheck[] = [];
+  let error: CheckFailure | undefined;
+  try {
+    const installed = await deps.installed.get();
+    components = await deps.source.withReleases(async (releases, verifyManifest) => {
+      const checks = selectUpdates(installed, releases, policy.channel);
+      for (const check of checks) {
+        if (!check.update) continue;
+        const manifest = await verifyManifest(check.update);
+        if (manifest.component !== check.update.component || manifest.version !== check.update.version) {
+          throw new TufError(
+            'attack',
+            'TUF_MANIFEST_MISMATCH',
+            `the signed manifest of ${check.update.component} ${check.update.version} describes ${manifest.component} ${manifest.version}; the release is not offered`,
+          );
+        }
+      }
+      return checks;
+    });
+  } catch (failure) {
+    error =
+      failure instanceof TufError
+        ? failure.toFailure()
+        : { kind: 'internal', code: 'CHECK_INTERNAL', message: (failure as Error).message };
+    log.error({ err: failure, failure: error }, `update check failed: ${error.message}`);
+  }
+
+  const finished = deps.clock.now();
+  const updates = components.filter((c) => c.update);
+  const response: CheckResponse = {
+    v: 1,
+    ...(job.request_id ? { request_id: job.request_id } : {}),
+    check_id: checkId,
+    reason: job.reason,
+    forced: job.forced,
+    channel: policy.channel,
+    checked_at: finished.toISOString(),
+    duration_ms: finished.getTime() - started.getTime(),
+    outcome: error ? 'failed' : updates.length ? 'update_available' : 'up_to_date',
+    components,
+    ...(error ? { error } : {}),
+    cached: false,
+  };
+
+  metrics.checks.inc({ reason: job.reason, outcome: response.outcome });
+  metrics.checkDuration.observe(response.duration_ms / 1000);
+  if (error) {
+    metrics.checkFailures.inc({ kind: error.kind, code: error.code });
+  } else {
+    metrics.lastSuccess.set(finished.getTime() / 1000);
+    for (const c of components) metrics.updateAvailable.set({ component: c.component }, c.update ? 1 : 0);
+  }
+  const expiry = await deps.source.trustedExpiry();
+  if (expiry) metrics.metadataExpiry.set(expiry.getTime() / 1000);
+
+  await deps.state.saveLastCheck(response);
+  await deps.events.publish(Topics.checkResponse, response, `check-${checkId}`);
+  for (const check of updates) {
+    const release = check.update!;
+    const first = await deps.state.markAnnounced(release);
+    if (first && policy.notify_available) {
+      const event: UpdateAvailable = { v: 1, release, installed: check.installed, detected_at: finished.toISOString() };
+      await deps.events.publish(Topics.available, event, `available-${release.component}-${release.version}`);
+    }
+    const reason = downloadReason(release, policy);
+    if (reason) await deps.downloads.enqueue({ v: 1, release, reason });
+    log.info(
+      { component: release.component, version: release.version, critical: release.critical, download: reason ?? 'waits', job_id: downloadJobId(release) },
+      `update available: ${release.component} ${check.installed} → ${release.version}`,
+    );
+  }
+  if (!error && !updates.length) log.info('up to date');
+  return response;
+}

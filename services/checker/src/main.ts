@@ -1,0 +1,176 @@
+import { join } from 'node:path';
+import {
+  ConfigError,
+  type CheckRequest,
+  type CheckResponse,
+  connectNats,
+  createLogger,
+  createMetricsRegistry,
+  createServiceApp,
+  ensureEventStream,
+  EventPublisher,
+  listen,
+  type Logger,
+  loadConfig,
+  Shutdown,
+} from '@aico-update/shared';
+import { TufClient, TufFetcher } from '@aico-update/tuf-client';
+import { Redis } from 'ioredis';
+import { BullDownloadQueue, CheckQueue } from './adapters/bullmq-queues.ts';
+import { serveCheckRequests } from './adapters/nats-check-requests.ts';
+import { RedisCheckState } from './adapters/redis-state.ts';
+import { TufReleaseSource } from './adapters/tuf-release-source.ts';
+import { type CheckerConfig, checkerConfigSchema, targetsUrlOf } from './config.ts';
+import { CheckRequests } from './handlers/check-requests.ts';
+import { type CheckDeps, runCheck } from './handlers/run-check.ts';
+import { statusRoutes } from './http/status-routes.ts';
+import { createCheckerMetrics } from './metrics.ts';
+
+export interface RunningChecker {
+  port: number;
+  /** Runs a check now, as a forced request would (tests and the demo). */
+  checkNow(request?: Partial<CheckRequest>): Promise<CheckResponse>;
+  stop(): Promise<boolean>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Skip the BullMQ schedule and startup check (tests that drive checks themselves). */
+  schedule?: boolean;
+}
+
+/** The composition root: config → logger, metrics → adapters → handlers → start. */
+export async function startChecker(config: CheckerConfig, options: StartOptions = {}): Promise<RunningChecker> {
+  const logger = options.logger ?? createLogger('checker', config.log.level);
+  const shutdown = new Shutdown(logger);
+  const registry = createMetricsRegistry('checker');
+  const metrics = createCheckerMetrics(registry);
+  try {
+    const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null, lazyConnect: true });
+    shutdown.add('redis', () => redis.quit());
+    await redis.connect();
+
+    const nc = await connectNats(config.nats.servers, 'aico-update-checker', logger);
+    shutdown.add('nats', () => nc.drain());
+    await ensureEventStream(nc);
+
+    const state = new RedisCheckState(redis);
+    await state.seedInstalled(config.installed);
+
+    const fetcher = new TufFetcher({
+      caFile: config.update_server.ca_file,
+      proxy: config.update_server.proxy,
+      idleTimeoutMs: config.update_server.idle_timeout_seconds * 1000,
+      connectTimeoutMs: config.update_server.connect_timeout_seconds * 1000,
+      retries: config.update_server.retries,
+      tmpDir: join(config.tuf.state_dir, 'tmp'),
+      userAgent: 'aico-update-checker',
+    });
+    shutdown.add('fetcher', () => fetcher.close());
+    const client = new TufClient({
+      metadataDir: join(config.tuf.state_dir, 'metadata'),
+      workDir: config.tuf.state_dir,
+      trustedRootFile: config.tuf.trusted_root,
+      metadataUrl: config.update_server.metadata_url as string,
+      targetsUrl: targetsUrlOf(config),
+      targetsDir: join(config.tuf.state_dir, 'targets'),
+      fetcher,
+      logger,
+    });
+
+    const downloads = new BullDownloadQueue(redis);
+    shutdown.add('download queue', () => downloads.close());
+    const deps: CheckDeps = {
+      policy: config.update,
+      source: new TufReleaseSource(client, logger),
+      installed: state,
+      state,
+      events: new EventPublisher(nc),
+      downloads,
+      clock: { now: () => new Date() },
+      metrics,
+      logger,
+    };
+    const requests = new CheckRequests({
+      run: (request) => runCheck(deps, { v: 1, reason: 'request', forced: request.forced, ...(request.request_id ? { request_id: request.request_id } : {}) }),
+      state,
+      clock: deps.clock,
+      cacheSeconds: config.checker.request_cache_seconds,
+    });
+
+    const checks = new CheckQueue(redis);
+    shutdown.add('check queue', () => checks.close());
+    if (options.schedule !== false) {
+      checks.start(redis, (job) => runCheck(deps, job));
+      await checks.schedule(config.update.check_interval);
+      if (config.checker.check_on_start) await checks.checkSoon();
+    }
+
+    const subscription = serveCheckRequests(nc, requests, metrics, logger);
+    shutdown.add('check requests', () => subscription.drain());
+
+    const app = createServiceApp({
+      registry,
+      logger,
+      readiness: [
+        { name: 'redis', check: async () => void (await redis.ping()) },
+        { name: 'nats', check: async () => void (await nc.flush()) },
+      ],
+      routes: statusRoutes({ state, client, requests }),
+    });
+    const http = await listen(app, config.http.host, config.http.port);
+    shutdown.add('http', () => http.close());
+    logger.info(
+      {
+        port: http.port,
+        channel: config.update.channel,
+        check_interval_hours: config.update.check_interval,
+        metadata_url: config.update_server.metadata_url,
+      },
+      'checker started',
+    );
+    return {
+      port: http.port,
+      checkNow: (request = {}) => requests.handle({ v: 1, forced: true, ...request }),
+      stop: () => shutdown.stop(),
+    };
+  } catch (error) {
+    await shutdown.stop();
+    throw error;
+  }
+}
+
+async function main(): Promise<void> {
+  let config: CheckerConfig;
+  try {
+    config = loadConfig(checkerConfigSchema);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    createLogger('checker').fatal({ problems: error.problems }, error.message);
+    process.exit(78);
+  }
+  const logger = createLogger('checker', config.log.level);
+  process.on('uncaughtException', (error) => {
+    logger.fatal({ err: error }, 'uncaught exception; exiting');
+    process.exit(70);
+  });
+  process.on('unhandledRejection', (error) => {
+    logger.fatal({ err: error }, 'unhandled rejection; exiting');
+    process.exit(70);
+  });
+  let checker: RunningChecker;
+  try {
+    checker = await startChecker(config, { logger });
+  } catch (error) {
+    logger.fatal({ err: error }, `checker could not start: ${(error as Error).message}`);
+    process.exit(69);
+  }
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'stopping');
+    void checker.stop().then((clean) => process.exit(clean ? 0 : 1));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+if (import.meta.main) await main();

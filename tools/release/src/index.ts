@@ -1,0 +1,3 @@
+export * from './keys.ts';
+export * from './repository.ts';
+export * from './serve.ts';

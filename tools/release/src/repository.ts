@@ -1,0 +1,457 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import {
+  AppError,
+  artifactTargetPath,
+  type Artifact,
+  CHANNELS,
+  type Channel,
+  COMPONENTS,
+  type Component,
+  type ReleaseCustom,
+  type ReleaseManifest,
+  releaseCustomSchema,
+  releaseTargetPath,
+} from '@aico-update/shared';
+import { Metadata, MetadataKind } from '@tufjs/models';
+import semver from 'semver';
+import { generateKey, type KeyFile, loadKeys, publicKeyJson, signerFor } from './keys.ts';
+
+/*
+ * The repository side of TUF for AICO releases. Layout of a repository folder:
+ *   public/metadata/  N.root.json, root.json, timestamp.json, N.snapshot.json, N.targets.json (served)
+ *   public/targets/   <sha256>.<name> under the target's folder: consistent snapshots (served)
+ *   keys/online/      targets, snapshot and timestamp private keys (needed for every publish)
+ *   keys/root/        root private keys by default: move them offline and pass --root-keys when rotating
+ *   repo.json         settings: key folders and how long each role's metadata stays valid
+ * Every publish writes targets first, then targets → snapshot → timestamp metadata, each by rename,
+ * so a client never sees a timestamp that points at something not yet there.
+ */
+
+export const ROLES = ['root', 'targets', 'snapshot', 'timestamp'] as const;
+export type Role = (typeof ROLES)[number];
+
+export class ReleaseToolError extends AppError {}
+
+interface RepoSettings {
+  version: 1;
+  root_keys_dir: string;
+  online_keys_dir: string;
+  expires_days: Record<Role, number>;
+}
+
+export const DEFAULT_EXPIRES_DAYS: Record<Role, number> = { root: 365, targets: 90, snapshot: 7, timestamp: 1 };
+
+type SignedJson = Record<string, unknown> & { version: number; expires: string };
+type RoleKeys = { keyids: string[]; threshold: number };
+type TargetEntry = { length: number; hashes: Record<string, string>; custom?: Record<string, unknown> };
+
+export interface InitOptions {
+  rootKeysDir?: string;
+  keyCounts?: Partial<Record<Role, number>>;
+  thresholds?: Partial<Record<Role, number>>;
+  expiresDays?: Partial<Record<Role, number>>;
+}
+
+export interface WriteOptions {
+  /** Sign with these keys instead of the role's own: for tests that prove clients reject it. */
+  signWith?: Partial<Record<Role, KeyFile[]>>;
+  /** Expiry overrides (ISO time), e.g. a date in the past to prove clients reject frozen metadata. */
+  expiresAt?: Partial<Record<Role, string>>;
+}
+
+export interface AddReleaseInput extends WriteOptions {
+  component: string;
+  version: string;
+  channel: string;
+  critical?: boolean;
+  notes?: string;
+  minFromVersion?: string | undefined;
+  artifacts: string[];
+  /** Publish even when the version is not above the latest on its channel. */
+  force?: boolean;
+  releasedAt?: Date;
+}
+
+export interface PublishedRelease extends ReleaseCustom {
+  target: string;
+}
+
+/** TUF wants expiry times without fractional seconds; some clients reject them. */
+export function isoSeconds(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+function daysFromNow(days: number): string {
+  return isoSeconds(new Date(Date.now() + days * 86_400_000));
+}
+
+async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, data, { mode: 0o644 });
+  await rename(tmp, path);
+}
+
+async function readJson<T>(path: string): Promise<T> {
+  return JSON.parse(await readFile(path, 'utf8')) as T;
+}
+
+export async function hashFile(path: string): Promise<{ length: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let length = 0;
+  for await (const chunk of createReadStream(path)) {
+    hash.update(chunk as Buffer);
+    length += (chunk as Buffer).length;
+  }
+  return { length, sha256: hash.digest('hex') };
+}
+
+function bytesMeta(bytes: string, version: number) {
+  return { version, length: Buffer.byteLength(bytes), hashes: { sha256: createHash('sha256').update(bytes).digest('hex') } };
+}
+
+/** Creates a repository: keys for every role, version 1 of every role's metadata, no targets yet. */
+export async function initRepository(dir: string, options: InitOptions = {}): Promise<Repository> {
+  const root = resolve(dir);
+  try {
+    await stat(join(root, 'repo.json'));
+    throw new ReleaseToolError('REPO_EXISTS', `a repository already exists at ${root}; use another folder`);
+  } catch (error) {
+    if (error instanceof ReleaseToolError) throw error;
+  }
+  const settings: RepoSettings = {
+    version: 1,
+    root_keys_dir: resolve(options.rootKeysDir ?? join(root, 'keys', 'root')),
+    online_keys_dir: join(root, 'keys', 'online'),
+    expires_days: { ...DEFAULT_EXPIRES_DAYS, ...options.expiresDays },
+  };
+  const keys: Record<string, unknown> = {};
+  const roles: Record<string, RoleKeys> = {};
+  for (const role of ROLES) {
+    const count = options.keyCounts?.[role] ?? 1;
+    const threshold = options.thresholds?.[role] ?? 1;
+    if (!Number.isInteger(count) || count < 1 || !Number.isInteger(threshold) || threshold < 1 || threshold > count) {
+      throw new ReleaseToolError(
+        'INVALID_ARGUMENT',
+        `role ${role}: threshold ${threshold} with ${count} key(s) is not possible; need 1 ≤ threshold ≤ keys`,
+      );
+    }
+    roles[role] = { keyids: [], threshold };
+    for (let i = 0; i < count; i++) {
+      const key = generateKey();
+      keys[key.keyid] = publicKeyJson(key);
+      roles[role].keyids.push(key.keyid);
+      const keyDir = role === 'root' ? settings.root_keys_dir : settings.online_keys_dir;
+      await mkdir(keyDir, { recursive: true, mode: 0o700 });
+      await writeFile(join(keyDir, `${role}-${key.keyid.slice(0, 12)}.json`), JSON.stringify(key, null, 2), {
+        mode: 0o600,
+      });
+    }
+  }
+  await writeAtomic(join(root, 'repo.json'), JSON.stringify(settings, null, 2));
+  const repo = new Repository(root, settings, []);
+  const rootSigned: SignedJson = {
+    _type: 'root',
+    spec_version: '1.0.31',
+    version: 1,
+    expires: daysFromNow(settings.expires_days.root),
+    consistent_snapshot: true,
+    keys,
+    roles,
+  };
+  await repo.writeRoot(rootSigned, [], {});
+  await repo.publishTargets({ _type: 'targets', spec_version: '1.0.31', version: 0, expires: '', targets: {} }, {});
+  return repo;
+}
+
+export async function openRepository(dir: string, options: { extraKeyDirs?: string[] } = {}): Promise<Repository> {
+  const root = resolve(dir);
+  let settings: RepoSettings;
+  try {
+    settings = await readJson<RepoSettings>(join(root, 'repo.json'));
+  } catch {
+    throw new ReleaseToolError(
+      'REPO_NOT_FOUND',
+      `no repository at ${root} (repo.json missing); create one with: aico-release init ${dir}`,
+    );
+  }
+  return new Repository(root, settings, options.extraKeyDirs ?? []);
+}
+
+export class Repository {
+  readonly dir: string;
+  readonly metadataDir: string;
+  readonly targetsDir: string;
+  readonly #settings: RepoSettings;
+  readonly #extraKeyDirs: string[];
+
+  constructor(dir: string, settings: RepoSettings, extraKeyDirs: string[]) {
+    this.dir = dir;
+    this.metadataDir = join(dir, 'public', 'metadata');
+    this.targetsDir = join(dir, 'public', 'targets');
+    this.#settings = settings;
+    this.#extraKeyDirs = extraKeyDirs;
+  }
+
+  /** The folder the HTTPS server serves: `metadata/` and `targets/` below it. */
+  get publicDir(): string {
+    return join(this.dir, 'public');
+  }
+
+  get trustedRootPath(): string {
+    return join(this.metadataDir, '1.root.json');
+  }
+
+  async rootVersion(): Promise<number> {
+    const versions = (await readdir(this.metadataDir))
+      .map((name) => /^(\d+)\.root\.json$/.exec(name)?.[1])
+      .filter((v): v is string => v !== undefined)
+      .map(Number);
+    return Math.max(...versions);
+  }
+
+  async readRoot(): Promise<SignedJson> {
+    const doc = await readJson<{ signed: SignedJson }>(join(this.metadataDir, `${await this.rootVersion()}.root.json`));
+    return doc.signed;
+  }
+
+  async readTimestamp(): Promise<SignedJson> {
+    return (await readJson<{ signed: SignedJson }>(join(this.metadataDir, 'timestamp.json'))).signed;
+  }
+
+  async readSnapshot(): Promise<SignedJson> {
+    const timestamp = await this.readTimestamp();
+    const version = (timestamp.meta as Record<string, { version: number }>)['snapshot.json']?.version;
+    return (await readJson<{ signed: SignedJson }>(join(this.metadataDir, `${version}.snapshot.json`))).signed;
+  }
+
+  async readTargets(): Promise<SignedJson & { targets: Record<string, TargetEntry> }> {
+    const snapshot = await this.readSnapshot();
+    const version = (snapshot.meta as Record<string, { version: number }>)['targets.json']?.version;
+    const doc = await readJson<{ signed: SignedJson & { targets: Record<string, TargetEntry> } }>(
+      join(this.metadataDir, `${version}.targets.json`),
+    );
+    return doc.signed;
+  }
+
+  /** Every published release, read from the signed targets metadata. */
+  async releases(component?: string): Promise<PublishedRelease[]> {
+    const targets = await this.readTargets();
+    const out: PublishedRelease[] = [];
+    for (const [target, entry] of Object.entries(targets.targets)) {
+      const parsed = releaseCustomSchema.safeParse(entry.custom?.aico);
+      if (parsed.success && (!component || parsed.data.component === component)) {
+        out.push({ ...parsed.data, target });
+      }
+    }
+    return out.sort((a, b) => a.component.localeCompare(b.component) || semver.compare(a.version, b.version));
+  }
+
+  async addRelease(input: AddReleaseInput): Promise<ReleaseManifest> {
+    const component = parseChoice('component', input.component, COMPONENTS) as Component;
+    const channel = parseChoice('channel', input.channel, CHANNELS) as Channel;
+    if (semver.valid(input.version) !== input.version) {
+      throw new ReleaseToolError('INVALID_ARGUMENT', `version "${input.version}" is not semver; use MAJOR.MINOR.PATCH such as 1.2.0`);
+    }
+    if (input.minFromVersion !== undefined && semver.valid(input.minFromVersion) !== input.minFromVersion) {
+      throw new ReleaseToolError('INVALID_ARGUMENT', `min-from "${input.minFromVersion}" is not semver; use e.g. 1.0.0`);
+    }
+    const existing = await this.releases(component);
+    if (existing.some((r) => r.version === input.version)) {
+      throw new ReleaseToolError(
+        'RELEASE_EXISTS',
+        `${component} ${input.version} is already published; a published version is never replaced: publish a new version`,
+      );
+    }
+    const latest = existing.filter((r) => r.channel === channel).at(-1);
+    if (latest && semver.lte(input.version, latest.version) && !input.force) {
+      throw new ReleaseToolError(
+        'VERSION_NOT_NEWER',
+        `${component} ${input.version} is not newer than ${latest.version}, the latest on channel ${channel}; ` +
+          'publish a higher version, or pass --force to publish it anyway (clients never move to a lower version)',
+      );
+    }
+
+    const targets = await this.readTargets();
+    const artifacts: Artifact[] = [];
+    for (const file of input.artifacts) {
+      const name = basename(file);
+      if (artifacts.some((a) => a.name === name)) {
+        throw new ReleaseToolError('INVALID_ARGUMENT', `two artifacts are named ${name}; artifact names must differ`);
+      }
+      let info: { length: number; sha256: string };
+      try {
+        info = await hashFile(file);
+      } catch {
+        throw new ReleaseToolError('ARTIFACT_NOT_FOUND', `artifact ${file} cannot be read; check the path`);
+      }
+      const target = artifactTargetPath(component, input.version, name);
+      await this.#storeTarget(target, info.sha256, (dest) => copyFile(file, dest));
+      targets.targets[target] = { length: info.length, hashes: { sha256: info.sha256 } };
+      artifacts.push({ name, target, ...info });
+    }
+    const manifest: ReleaseManifest = {
+      schema: 1,
+      component,
+      version: input.version,
+      channel,
+      critical: input.critical ?? false,
+      notes: input.notes ?? '',
+      ...(input.minFromVersion ? { min_from_version: input.minFromVersion } : {}),
+      released_at: isoSeconds(input.releasedAt ?? new Date()),
+      size_bytes: artifacts.reduce((sum, a) => sum + a.length, 0),
+      artifacts,
+    };
+    const { schema: _schema, artifacts: _artifacts, ...custom } = manifest;
+    const bytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const target = releaseTargetPath(component, input.version);
+    await this.#storeTarget(target, sha256, (dest) => writeFile(dest, bytes));
+    targets.targets[target] = { length: Buffer.byteLength(bytes), hashes: { sha256 }, custom: { aico: custom } };
+    await this.publishTargets(targets, input);
+    return manifest;
+  }
+
+  /** Re-signs snapshot and timestamp (and targets with `targets: true`) with fresh expiry times. */
+  async refresh(options: WriteOptions & { targets?: boolean } = {}): Promise<void> {
+    if (options.targets) {
+      await this.publishTargets(await this.readTargets(), options);
+    } else {
+      await this.publishSnapshot(options);
+    }
+  }
+
+  /**
+   * Replaces the keys of a role with new ones and publishes root N+1, signed by the old root keys and
+   * (for a root rotation) the new ones too, then re-signs what the new key signs.
+   */
+  async rotate(role: Role, options: { count?: number; threshold?: number } & WriteOptions = {}): Promise<KeyFile[]> {
+    const root = await this.readRoot();
+    const roles = root.roles as Record<string, RoleKeys>;
+    const current = roles[role];
+    if (!current) throw new ReleaseToolError('INVALID_ARGUMENT', `unknown role ${role}; roles are ${ROLES.join(', ')}`);
+    const count = options.count ?? current.keyids.length;
+    const threshold = options.threshold ?? Math.min(current.threshold, count);
+    const oldRootSigners = await this.signingKeys('root', root);
+    const fresh = Array.from({ length: count }, () => generateKey());
+    const keyDir = role === 'root' ? this.#settings.root_keys_dir : this.#settings.online_keys_dir;
+    await mkdir(keyDir, { recursive: true, mode: 0o700 });
+    for (const key of fresh) {
+      await writeFile(join(keyDir, `${role}-${key.keyid.slice(0, 12)}.json`), JSON.stringify(key, null, 2), { mode: 0o600 });
+    }
+    roles[role] = { keyids: fresh.map((k) => k.keyid), threshold };
+    const keys = root.keys as Record<string, unknown>;
+    for (const key of fresh) keys[key.keyid] = publicKeyJson(key);
+    const stillUsed = new Set(Object.values(roles).flatMap((r) => r.keyids));
+    for (const keyid of Object.keys(keys)) if (!stillUsed.has(keyid)) delete keys[keyid];
+    root.version += 1;
+    root.expires = options.expiresAt?.root ?? daysFromNow(this.#settings.expires_days.root);
+    await this.writeRoot(root, oldRootSigners, options);
+    if (role === 'targets') await this.publishTargets(await this.readTargets(), options);
+    else if (role === 'snapshot' || role === 'timestamp') await this.publishSnapshot(options);
+    return fresh;
+  }
+
+  /** Signs and writes targets N+1, then snapshot and timestamp. */
+  async publishTargets(targets: SignedJson, options: WriteOptions): Promise<void> {
+    targets.version += 1;
+    targets.expires = options.expiresAt?.targets ?? daysFromNow(this.#settings.expires_days.targets);
+    const bytes = await this.#sign('targets', targets, options);
+    await writeAtomic(join(this.metadataDir, `${targets.version}.targets.json`), bytes);
+    await this.publishSnapshot(options, bytesMeta(bytes, targets.version));
+  }
+
+  async publishSnapshot(options: WriteOptions, targetsMeta?: ReturnType<typeof bytesMeta>): Promise<void> {
+    let version = 0;
+    let meta = targetsMeta;
+    try {
+      const previous = await this.readSnapshot();
+      version = previous.version;
+      meta ??= (previous.meta as Record<string, ReturnType<typeof bytesMeta>>)['targets.json'];
+    } catch {
+      // First snapshot of a new repository.
+    }
+    const snapshot: SignedJson = {
+      _type: 'snapshot',
+      spec_version: '1.0.31',
+      version: version + 1,
+      expires: options.expiresAt?.snapshot ?? daysFromNow(this.#settings.expires_days.snapshot),
+      meta: { 'targets.json': meta },
+    };
+    const bytes = await this.#sign('snapshot', snapshot, options);
+    await writeAtomic(join(this.metadataDir, `${snapshot.version}.snapshot.json`), bytes);
+    await this.publishTimestamp(options, bytesMeta(bytes, snapshot.version));
+  }
+
+  async publishTimestamp(options: WriteOptions, snapshotMeta?: ReturnType<typeof bytesMeta>): Promise<void> {
+    let version = 0;
+    let meta = snapshotMeta;
+    try {
+      const previous = await this.readTimestamp();
+      version = previous.version;
+      meta ??= (previous.meta as Record<string, ReturnType<typeof bytesMeta>>)['snapshot.json'];
+    } catch {
+      // First timestamp of a new repository.
+    }
+    const timestamp: SignedJson = {
+      _type: 'timestamp',
+      spec_version: '1.0.31',
+      version: version + 1,
+      expires: options.expiresAt?.timestamp ?? daysFromNow(this.#settings.expires_days.timestamp),
+      meta: { 'snapshot.json': meta },
+    };
+    await writeAtomic(join(this.metadataDir, 'timestamp.json'), await this.#sign('timestamp', timestamp, options));
+  }
+
+  /** Writes root N (and root.json, the copy clients ship as their initial trusted root). */
+  async writeRoot(root: SignedJson, extraSigners: KeyFile[], options: WriteOptions): Promise<void> {
+    const bytes = await this.#sign('root', root, options, extraSigners);
+    await writeAtomic(join(this.metadataDir, `${root.version}.root.json`), bytes);
+    await writeAtomic(join(this.metadataDir, 'root.json'), bytes);
+  }
+
+  /** The private keys this repository holds for a role, enough to meet its threshold, or a clear error. */
+  async signingKeys(role: Role, root?: SignedJson): Promise<KeyFile[]> {
+    const rootSigned = root ?? (await this.readRoot());
+    const { keyids, threshold } = (rootSigned.roles as Record<string, RoleKeys>)[role] as RoleKeys;
+    const available = await loadKeys([this.#settings.root_keys_dir, this.#settings.online_keys_dir, ...this.#extraKeyDirs]);
+    const keys = keyids.map((id) => available.get(id)).filter((k): k is KeyFile => k !== undefined);
+    if (keys.length < threshold) {
+      const where = role === 'root' ? this.#settings.root_keys_dir : this.#settings.online_keys_dir;
+      throw new ReleaseToolError(
+        'KEY_MISSING',
+        `role ${role} needs ${threshold} signature(s) from keys ${keyids.map((k) => k.slice(0, 12)).join(', ')}; ` +
+          `found ${keys.length} of them in ${where}${this.#extraKeyDirs.length ? ` or ${this.#extraKeyDirs.join(', ')}` : ''}. ` +
+          `Pass the folder holding the right keys with --keys DIR.`,
+      );
+    }
+    return keys;
+  }
+
+  async #sign(role: Role, signed: SignedJson, options: WriteOptions, extraSigners: KeyFile[] = []): Promise<string> {
+    const signers = options.signWith?.[role] ?? [...(await this.signingKeys(role, role === 'root' ? signed : undefined))];
+    for (const extra of extraSigners) if (!signers.some((k) => k.keyid === extra.keyid)) signers.push(extra);
+    const kind = role as MetadataKind.Root;
+    const metadata = Metadata.fromJSON(kind, { signed, signatures: [] } as never);
+    for (const key of signers) metadata.sign(signerFor(key), true);
+    return `${JSON.stringify(metadata.toJSON(), null, 1)}\n`;
+  }
+
+  async #storeTarget(target: string, sha256: string, write: (dest: string) => Promise<unknown>): Promise<void> {
+    const dest = join(this.targetsDir, dirname(target), `${sha256}.${basename(target)}`);
+    await mkdir(dirname(dest), { recursive: true });
+    const tmp = `${dest}.tmp-${process.pid}`;
+    await write(tmp);
+    await rename(tmp, dest);
+  }
+}
+
+function parseChoice(name: string, value: string, allowed: readonly string[]): string {
+  if (!allowed.includes(value)) {
+    throw new ReleaseToolError('INVALID_ARGUMENT', `${name} "${value}" is not allowed; use one of ${allowed.join(', ')}`);
+  }
+  return value;
+}
