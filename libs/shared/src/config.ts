@@ -117,7 +117,7 @@ const httpUrl = z
 /** Where the TUF repository is and how to reach it. */
 export const updateServerSchema = z
   .strictObject({
-    metadata_url: httpUrl.optional(),
+    metadata_url: httpUrl,
     targets_url: httpUrl.optional(),
     ca_file: z.string().min(1).optional().describe('a path to a PEM file of CA certificates to trust'),
     proxy: z
@@ -130,7 +130,20 @@ export const updateServerSchema = z
     connect_timeout_seconds: numberSetting({ default: 15, above: 0, max: 600, unit: 'seconds' }),
     retries: numberSetting({ default: 3, min: 0, max: 20, integer: true, unit: 'retries' }),
   })
-  .prefault({});
+  .superRefine((server, ctx) => {
+    for (const key of ['metadata_url', 'targets_url'] as const) {
+      if (server[key]?.startsWith('http://') && !server.allow_insecure_http) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message:
+            'an https:// URL (plain http:// only with update_server.allow_insecure_http = true: TUF still verifies every file, but the transport is not private)',
+        });
+      }
+    }
+  })
+  // An absent section parses as {} so that each missing required key is named on its own.
+  .prefault({} as { metadata_url: string });
 
 /** Installed versions to seed when the shared state has none yet (the installer owns them afterwards). */
 export const installedSeedSchema = z
@@ -222,7 +235,7 @@ function describeIssue(
   const key = path.join('.');
   const value = getPath(raw, path);
   const leafSchema = schemaAt(schema, path);
-  const allowed = (leafSchema && descriptionOf(leafSchema)) ?? issue.message;
+  const allowed = issue.code === 'custom' ? issue.message : ((leafSchema && descriptionOf(leafSchema)) ?? issue.message);
   const source = sources.get(key) ?? sources.get(path.slice(0, -1).join('.'));
   const shown = value === undefined ? 'missing' : JSON.stringify(value);
   return `${key} = ${shown}${source ? ` (from ${source})` : ''}: allowed is ${allowed}`;

@@ -5,6 +5,7 @@ export * from './logger.ts';
 export * from './messages.ts';
 export * from './metrics.ts';
 export * from './nats.ts';
+export * from './redis.ts';
 export * from './release.ts';
 export * from './shutdown.ts';
 export * from './topics.ts';

@@ -1,18 +1,28 @@
 import { JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { AppError } from './errors.ts';
 import { Streams, Subjects, type Topic } from './topics.ts';
 
 export type { NatsConnection } from '@nats-io/transport-node';
 
 /** Connects with endless reconnects: a NATS restart is an interruption, not a reason to exit. */
 export async function connectNats(servers: string, name: string, logger: Logger): Promise<NatsConnection> {
-  const nc = await connect({
-    servers: servers.split(',').map((s) => s.trim()),
-    name,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 500,
-  });
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: servers.split(',').map((s) => s.trim()),
+      name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    });
+  } catch (error) {
+    throw new AppError(
+      'NATS_UNREACHABLE',
+      `cannot connect to NATS at ${servers} (${(error as Error).message}); check nats.servers and that NATS is running`,
+      { cause: error },
+    );
+  }
   void (async () => {
     for await (const status of nc.status()) {
       if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error') {

@@ -40,6 +40,8 @@ export interface RefreshOutcome {
 }
 
 export interface TufSession extends RefreshOutcome {
+  /** A target's signed info, following delegations (top-level targets are also in `targets`). */
+  targetInfo(path: string): Promise<TargetFile | undefined>;
   /** Returns the local path of the verified target, downloading it unless a valid copy is cached. */
   fetchTarget(info: TargetFile): Promise<string>;
 }
@@ -59,7 +61,6 @@ export class TufClient {
   async session<T>(use: (session: TufSession) => Promise<T>): Promise<T> {
     const { metadataDir } = this.#options;
     await mkdir(metadataDir, { recursive: true });
-    await mkdir(this.#options.targetsDir, { recursive: true });
     const release = await this.#lock();
     const staging = join(this.#workDir, `.${basename(metadataDir)}.staging-${randomBytes(4).toString('hex')}`);
     try {
@@ -83,10 +84,22 @@ export class TufClient {
       }
       await this.#commit(staging);
       const outcome = await readOutcome(staging);
-      return await use({
-        ...outcome,
-        fetchTarget: (info) => this.#fetchTarget(updater, info),
-      });
+      try {
+        return await use({
+          ...outcome,
+          targetInfo: async (path) => {
+            try {
+              return await updater.getTargetInfo(path);
+            } catch (error) {
+              throw classifyTufError(error, this.#options.fetcher.lastError);
+            }
+          },
+          fetchTarget: (info) => this.#fetchTarget(updater, info),
+        });
+      } finally {
+        // Delegated roles loaded during the session were verified before tuf-js persisted them.
+        await this.#commit(staging);
+      }
     } finally {
       await rm(staging, { recursive: true, force: true });
       await release();
@@ -103,6 +116,7 @@ export class TufClient {
   }
 
   async #fetchTarget(updater: Updater, info: TargetFile): Promise<string> {
+    await mkdir(this.#options.targetsDir, { recursive: true });
     const dest = join(this.#options.targetsDir, encodeURIComponent(info.path));
     const cached = await updater.findCachedTarget(info, dest);
     if (cached) return cached;

@@ -40,30 +40,12 @@ export const checkerConfigSchema = z
     nats: natsSchema,
     http: httpSchema(8081),
     log: logSchema,
-  })
-  .superRefine((config, ctx) => {
-    const server = config.update_server;
-    if (!server.metadata_url) {
-      ctx.addIssue({ code: 'custom', path: ['update_server', 'metadata_url'], message: 'required' });
-      return;
-    }
-    for (const key of ['metadata_url', 'targets_url'] as const) {
-      const url = server[key];
-      if (url?.startsWith('http://') && !server.allow_insecure_http) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['update_server', key],
-          message:
-            'an https:// URL (plain http:// only with update_server.allow_insecure_http = true: TUF still verifies every file, but the transport is not private)',
-        });
-      }
-    }
   });
 
 export type CheckerConfig = z.output<typeof checkerConfigSchema>;
 
 /** The targets URL defaults to `<metadata_url>/../targets`, the layout `aico-release serve` uses. */
 export function targetsUrlOf(config: CheckerConfig): string {
-  const metadataUrl = config.update_server.metadata_url as string;
+  const metadataUrl = config.update_server.metadata_url;
   return config.update_server.targets_url ?? new URL('targets', metadataUrl.endsWith('/') ? new URL('..', metadataUrl) : metadataUrl).href;
 }

@@ -4,6 +4,7 @@ import {
   type CheckRequest,
   type CheckResponse,
   connectNats,
+  connectRedis,
   createLogger,
   createMetricsRegistry,
   createServiceApp,
@@ -15,7 +16,6 @@ import {
   Shutdown,
 } from '@aico-update/shared';
 import { TufClient, TufFetcher } from '@aico-update/tuf-client';
-import { Redis } from 'ioredis';
 import { BullDownloadQueue, CheckQueue } from './adapters/bullmq-queues.ts';
 import { serveCheckRequests } from './adapters/nats-check-requests.ts';
 import { RedisCheckState } from './adapters/redis-state.ts';
@@ -46,9 +46,8 @@ export async function startChecker(config: CheckerConfig, options: StartOptions 
   const registry = createMetricsRegistry('checker');
   const metrics = createCheckerMetrics(registry);
   try {
-    const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null, lazyConnect: true });
+    const redis = await connectRedis(config.redis.url, logger);
     shutdown.add('redis', () => redis.quit());
-    await redis.connect();
 
     const nc = await connectNats(config.nats.servers, 'aico-update-checker', logger);
     shutdown.add('nats', () => nc.drain());
@@ -71,7 +70,7 @@ export async function startChecker(config: CheckerConfig, options: StartOptions 
       metadataDir: join(config.tuf.state_dir, 'metadata'),
       workDir: config.tuf.state_dir,
       trustedRootFile: config.tuf.trusted_root,
-      metadataUrl: config.update_server.metadata_url as string,
+      metadataUrl: config.update_server.metadata_url,
       targetsUrl: targetsUrlOf(config),
       targetsDir: join(config.tuf.state_dir, 'targets'),
       fetcher,
@@ -108,6 +107,8 @@ export async function startChecker(config: CheckerConfig, options: StartOptions 
 
     const subscription = serveCheckRequests(nc, requests, metrics, logger);
     shutdown.add('check requests', () => subscription.drain());
+    // Started means answering: make sure the server has the subscription before saying so.
+    await nc.flush();
 
     const app = createServiceApp({
       registry,
