@@ -19,7 +19,7 @@ export function checkerEnv(
   return {
     AICO_UPDATE_SERVER_METADATA_URL: t.metadataUrl,
     AICO_UPDATE_SERVER_CA_FILE: t.caFile,
-    AICO_UPDATE_SERVER_IDLE_TIMEOUT_SECONDS: '0.5',
+    AICO_UPDATE_SERVER_IDLE_TIMEOUT_SECONDS: '1.5',
     AICO_UPDATE_SERVER_RETRIES: '0',
     AICO_TUF_STATE_DIR: join(t.workDir, `checker-${counter}`),
     AICO_TUF_TRUSTED_ROOT: t.repo.trustedRootPath,
