@@ -27,7 +27,9 @@ for (const [version, notes] of [
   await repo.addRelease({ component: 'backend', version, channel: 'stable', notes, artifacts: [artifact] });
 }
 const server = await serveRepository({ publicDir: repo.publicDir, tlsDir: join(repo.dir, 'tls') });
-say(`1. update server   ${server.url}  (aico-release: backend 1.0.0 and 1.1.0 signed, HTTPS with a dev certificate)`);
+say(
+  `1. update server   ${server.url}  (aico-release: backend 1.0.0 and 1.1.0 signed, HTTPS with a dev certificate)`,
+);
 
 const [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
 say(`2. redis, nats     ${redis.url}, ${nats.url}`);
@@ -45,8 +47,13 @@ const config = loadConfig(checkerConfigSchema, {
     AICO_LOG_LEVEL: process.env.AICO_LOG_LEVEL ?? 'warn',
   },
 });
-const checker = await startChecker(config, { logger: createLogger('checker', config.log.level), schedule: false });
-say(`3. checker         installed backend 1.0.0, channel ${config.update.channel}, metrics http://127.0.0.1:${checker.port}/metrics\n`);
+const checker = await startChecker(config, {
+  logger: createLogger('checker', config.log.level),
+  schedule: false,
+});
+say(
+  `3. checker         installed backend 1.0.0, channel ${config.update.channel}, metrics http://127.0.0.1:${checker.port}/metrics\n`,
+);
 
 const response = await checker.checkNow({ source: 'demo' });
 if (response.outcome === 'failed') {
@@ -59,9 +66,13 @@ if (response.outcome === 'failed') {
       continue;
     }
     const u = c.update;
-    say(`check → update available: ${u.component} ${c.installed} → ${u.version} (${u.size_bytes} bytes, ${u.critical ? 'CRITICAL' : 'not critical'})`);
+    say(
+      `check → update available: ${u.component} ${c.installed} → ${u.version} (${u.size_bytes} bytes, ${u.critical ? 'CRITICAL' : 'not critical'})`,
+    );
     say(`        notes: ${u.notes}`);
-    say(`        verified: signed metadata + manifest ${u.target.path} sha256 ${u.target.sha256.slice(0, 16)}…`);
+    say(
+      `        verified: signed metadata + manifest ${u.target.path} sha256 ${u.target.sha256.slice(0, 16)}…`,
+    );
   }
   say(`        took ${response.duration_ms} ms`);
 }
@@ -70,7 +81,9 @@ if (response.outcome === 'failed') {
 const nc = await connect({ servers: nats.url });
 const event = await lastEvent<UpdateAvailable>(nc, Topics.available);
 if (event) {
-  say(`\nNATS ${Topics.available} (read by a late subscriber): ${event.release.component} ${event.release.version}, detected ${event.detected_at}`);
+  say(
+    `\nNATS ${Topics.available} (read by a late subscriber): ${event.release.component} ${event.release.version}, detected ${event.detected_at}`,
+  );
 }
 const again = await checker.checkNow({ source: 'demo' });
 say(`second check: ${again.outcome}, ${again.duration_ms} ms (no new metadata to download)`);

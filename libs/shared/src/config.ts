@@ -67,7 +67,10 @@ export const updatePolicySchema = z
       .regex(/^([01]\d|2[0-3]):[0-5]\d$/)
       .default('03:00')
       .describe('a time of day as HH:MM, 24-hour clock (e.g. 03:00)'),
-    channel: z.enum(CHANNELS).default('stable').describe(`one of ${CHANNELS.join(', ')}`),
+    channel: z
+      .enum(CHANNELS)
+      .default('stable')
+      .describe(`one of ${CHANNELS.join(', ')}`),
   })
   .prefault({});
 export type UpdatePolicy = z.output<typeof updatePolicySchema>;
@@ -97,7 +100,11 @@ export const natsSchema = z
 export function httpSchema(defaultPort: number) {
   return z
     .strictObject({
-      host: z.string().min(1).default('0.0.0.0').describe('an interface address to listen on, such as 0.0.0.0'),
+      host: z
+        .string()
+        .min(1)
+        .default('0.0.0.0')
+        .describe('an interface address to listen on, such as 0.0.0.0'),
       port: numberSetting({ default: defaultPort, min: 0, max: 65535, integer: true, unit: 'port' }),
     })
     .prefault({});
@@ -105,7 +112,10 @@ export function httpSchema(defaultPort: number) {
 
 export const logSchema = z
   .strictObject({
-    level: z.enum(LOG_LEVELS).default('info').describe(`one of ${LOG_LEVELS.join(', ')}`),
+    level: z
+      .enum(LOG_LEVELS)
+      .default('info')
+      .describe(`one of ${LOG_LEVELS.join(', ')}`),
   })
   .prefault({});
 
@@ -235,7 +245,8 @@ function describeIssue(
   const key = path.join('.');
   const value = getPath(raw, path);
   const leafSchema = schemaAt(schema, path);
-  const allowed = issue.code === 'custom' ? issue.message : ((leafSchema && descriptionOf(leafSchema)) ?? issue.message);
+  const allowed =
+    issue.code === 'custom' ? issue.message : ((leafSchema && descriptionOf(leafSchema)) ?? issue.message);
   const source = sources.get(key) ?? sources.get(path.slice(0, -1).join('.'));
   const shown = value === undefined ? 'missing' : JSON.stringify(value);
   return `${key} = ${shown}${source ? ` (from ${source})` : ''}: allowed is ${allowed}`;
@@ -316,7 +327,9 @@ function parseEnvRecord(value: string): Record<string, string> | string {
     .map((part) => part.trim())
     .filter(Boolean);
   if (!entries.every((entry) => /^[^=]+=[^=]+$/.test(entry))) return value;
-  return Object.fromEntries(entries.map((entry) => entry.split('=').map((s) => s.trim()) as [string, string]));
+  return Object.fromEntries(
+    entries.map((entry) => entry.split('=').map((s) => s.trim()) as [string, string]),
+  );
 }
 
 function getPath(target: unknown, path: readonly string[]): unknown {

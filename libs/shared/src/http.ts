@@ -50,7 +50,11 @@ export function createServiceApp(options: ServiceHttpOptions): Express {
 }
 
 /** Listens and resolves once bound; the returned close() stops intake and waits for open requests. */
-export async function listen(app: Express, host: string, port: number): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
+export async function listen(
+  app: Express,
+  host: string,
+  port: number,
+): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(port, host, (error?: Error) => (error ? reject(error) : resolve(s)));
   });

@@ -1,5 +1,11 @@
-import { JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
-import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import {
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstream,
+  jetstreamManager,
+  StorageType,
+} from '@nats-io/jetstream';
+import { connect, type NatsConnection, nanos } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { AppError } from './errors.ts';
 import { Streams, Subjects, type Topic } from './topics.ts';
@@ -78,7 +84,8 @@ export async function lastEvent<T>(nc: NatsConnection, topic: Topic): Promise<T 
     const message = await jsm.streams.getMessage(Streams.events, { last_by_subj: Subjects.event(topic) });
     return message?.json<T>();
   } catch (error) {
-    if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.NoMessageFound) return undefined;
+    if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.NoMessageFound)
+      return undefined;
     throw error;
   }
 }

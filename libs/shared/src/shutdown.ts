@@ -35,7 +35,10 @@ export class Shutdown {
         await Promise.race([
           Promise.resolve().then(closer.close),
           new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`did not close within the deadline`)), Math.max(left, 0));
+            timer = setTimeout(
+              () => reject(new Error(`did not close within the deadline`)),
+              Math.max(left, 0),
+            );
           }),
         ]);
       } catch (error) {

@@ -37,14 +37,49 @@ type Rule = { test: RegExp; kind: CheckFailure['kind']; code: string; what: stri
 
 // Order matters: more specific first. Texts are tuf-js 6 / @tufjs/models 5 messages.
 const MESSAGE_RULES: Rule[] = [
-  { test: /Max length reached|more than the allowed \d+ bytes/, kind: 'attack', code: 'TUF_ENDLESS_DATA', what: 'the server sent more data than the signed or allowed length (endless data)' },
-  { test: /Expected hash|Hash algorithm .* not supported/, kind: 'attack', code: 'TUF_HASH_MISMATCH', what: 'a file does not match its signed hash' },
-  { test: /Expected length/, kind: 'attack', code: 'TUF_LENGTH_MISMATCH', what: 'a file does not match its signed length' },
-  { test: /was signed by \d+\/\d+ keys/, kind: 'attack', code: 'TUF_BAD_SIGNATURE', what: 'metadata is not signed by enough trusted keys' },
+  {
+    test: /Max length reached|more than the allowed \d+ bytes/,
+    kind: 'attack',
+    code: 'TUF_ENDLESS_DATA',
+    what: 'the server sent more data than the signed or allowed length (endless data)',
+  },
+  {
+    test: /Expected hash|Hash algorithm .* not supported/,
+    kind: 'attack',
+    code: 'TUF_HASH_MISMATCH',
+    what: 'a file does not match its signed hash',
+  },
+  {
+    test: /Expected length/,
+    kind: 'attack',
+    code: 'TUF_LENGTH_MISMATCH',
+    what: 'a file does not match its signed length',
+  },
+  {
+    test: /was signed by \d+\/\d+ keys/,
+    kind: 'attack',
+    code: 'TUF_BAD_SIGNATURE',
+    what: 'metadata is not signed by enough trusted keys',
+  },
   { test: /is expired/, kind: 'expired', code: 'TUF_EXPIRED', what: 'metadata has expired' },
-  { test: /does not match snapshot version|doesn't match timestamp/, kind: 'attack', code: 'TUF_MIX_AND_MATCH', what: 'metadata versions do not match each other (mix-and-match)' },
-  { test: /less than current version|Expected version \d+, got/, kind: 'attack', code: 'TUF_ROLLBACK', what: 'the server offered older metadata than already trusted (rollback)' },
-  { test: /Expected '\w+', got|is not defined|must be a|Unsupported specVersion|Unexpected token|JSON/, kind: 'attack', code: 'TUF_INVALID_METADATA', what: 'the server sent metadata that is not valid TUF metadata' },
+  {
+    test: /does not match snapshot version|doesn't match timestamp/,
+    kind: 'attack',
+    code: 'TUF_MIX_AND_MATCH',
+    what: 'metadata versions do not match each other (mix-and-match)',
+  },
+  {
+    test: /less than current version|Expected version \d+, got/,
+    kind: 'attack',
+    code: 'TUF_ROLLBACK',
+    what: 'the server offered older metadata than already trusted (rollback)',
+  },
+  {
+    test: /Expected '\w+', got|is not defined|must be a|Unsupported specVersion|Unexpected token|JSON/,
+    kind: 'attack',
+    code: 'TUF_INVALID_METADATA',
+    what: 'the server sent metadata that is not valid TUF metadata',
+  },
 ];
 
 function chainOf(error: unknown): unknown[] {
@@ -71,9 +106,11 @@ export function classifyTufError(error: unknown, lastFetchError?: FetchError): T
     new TufError('attack', code, `update rejected: ${what} (${text}). ${ATTACK_ADVICE}`, { cause: error });
 
   for (const e of chain) {
-    if (e instanceof DownloadLengthMismatchError) return attack('TUF_ENDLESS_DATA', 'the server sent more data than allowed (endless data)');
+    if (e instanceof DownloadLengthMismatchError)
+      return attack('TUF_ENDLESS_DATA', 'the server sent more data than allowed (endless data)');
     if (e instanceof ExpiredMetadataError) return expired(text, error);
-    if (e instanceof UnsignedMetadataError) return attack('TUF_BAD_SIGNATURE', 'metadata is not signed by enough trusted keys');
+    if (e instanceof UnsignedMetadataError)
+      return attack('TUF_BAD_SIGNATURE', 'metadata is not signed by enough trusted keys');
     if (e instanceof LengthOrHashMismatchError) {
       return /length/i.test(text)
         ? attack('TUF_LENGTH_MISMATCH', 'a file does not match its signed length')
@@ -83,10 +120,20 @@ export function classifyTufError(error: unknown, lastFetchError?: FetchError): T
       return attack('TUF_ROLLBACK', 'the server offered older metadata than already trusted (rollback)');
     }
     if (e instanceof DownloadHTTPError) {
-      return new TufError('unreachable', 'TUF_NOT_FOUND', `the update server has no such file (HTTP ${e.statusCode}): ${text}; check update_server.metadata_url and targets_url`, { cause: error });
+      return new TufError(
+        'unreachable',
+        'TUF_NOT_FOUND',
+        `the update server has no such file (HTTP ${e.statusCode}): ${text}; check update_server.metadata_url and targets_url`,
+        { cause: error },
+      );
     }
     if (e instanceof PersistError) {
-      return new TufError('local', 'TUF_LOCAL_STATE', `cannot write the trusted metadata on this machine: ${text}; check the volume's free space and permissions`, { cause: error });
+      return new TufError(
+        'local',
+        'TUF_LOCAL_STATE',
+        `cannot write the trusted metadata on this machine: ${text}; check the volume's free space and permissions`,
+        { cause: error },
+      );
     }
   }
   // A wrapped transport failure: tuf-js kept only its message, the fetcher kept the error.
@@ -96,7 +143,9 @@ export function classifyTufError(error: unknown, lastFetchError?: FetchError): T
     if (rule.kind === 'expired') return expired(text, error);
     return attack(rule.code, rule.what);
   }
-  return new TufError('internal', 'TUF_INTERNAL', `update check failed unexpectedly: ${text}`, { cause: error });
+  return new TufError('internal', 'TUF_INTERNAL', `update check failed unexpectedly: ${text}`, {
+    cause: error,
+  });
 }
 
 function expired(text: string, cause: unknown): TufError {

@@ -62,7 +62,10 @@ export class TufClient {
     const { metadataDir } = this.#options;
     await mkdir(metadataDir, { recursive: true });
     const release = await this.#lock();
-    const staging = join(this.#workDir, `.${basename(metadataDir)}.staging-${randomBytes(4).toString('hex')}`);
+    const staging = join(
+      this.#workDir,
+      `.${basename(metadataDir)}.staging-${randomBytes(4).toString('hex')}`,
+    );
     try {
       await this.#ensureTrustedRoot();
       await mkdir(staging, { recursive: true });
@@ -206,7 +209,8 @@ async function writeFileAtomic(path: string, data: Buffer): Promise<void> {
 }
 
 async function readOutcome(dir: string): Promise<RefreshOutcome> {
-  const read = async (name: (typeof ROLE_FILES)[number]) => JSON.parse(await readFile(join(dir, name), 'utf8'));
+  const read = async (name: (typeof ROLE_FILES)[number]) =>
+    JSON.parse(await readFile(join(dir, name), 'utf8'));
   const root = Metadata.fromJSON(MetadataKind.Root, await read('root.json'));
   const timestamp = Metadata.fromJSON(MetadataKind.Timestamp, await read('timestamp.json'));
   const snapshot = Metadata.fromJSON(MetadataKind.Snapshot, await read('snapshot.json'));

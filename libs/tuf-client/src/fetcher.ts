@@ -40,7 +40,14 @@ export class FetchError extends AppError {
   readonly transient: boolean;
   readonly status: number | undefined;
 
-  constructor(code: string, message: string, url: string, transient: boolean, status?: number, options?: ErrorOptions) {
+  constructor(
+    code: string,
+    message: string,
+    url: string,
+    transient: boolean,
+    status?: number,
+    options?: ErrorOptions,
+  ) {
     super(code, message, options);
     this.url = url;
     this.transient = transient;
@@ -58,7 +65,9 @@ export class TufFetcher extends BaseFetcher {
   readonly stats: FetcherStats = { requests: 0, bytes: 0, retries: 0 };
   /** The last transport failure, so a failure tuf-js wraps into a plain message can still be classified. */
   lastError: FetchError | undefined;
-  readonly #options: Required<Omit<FetcherOptions, 'caFile' | 'proxy' | 'tmpDir'>> & { tmpDir: string | undefined };
+  readonly #options: Required<Omit<FetcherOptions, 'caFile' | 'proxy' | 'tmpDir'>> & {
+    tmpDir: string | undefined;
+  };
   #dispatcher: Dispatcher | undefined;
   readonly #caFile: string | undefined;
   readonly #proxy: string | undefined;
@@ -101,7 +110,9 @@ export class TufFetcher extends BaseFetcher {
       headersTimeout: this.#options.idleTimeoutMs,
       bodyTimeout: this.#options.idleTimeoutMs,
     };
-    this.#dispatcher = this.#proxy ? new ProxyAgent({ uri: this.#proxy, ...common }) : new EnvHttpProxyAgent(common);
+    this.#dispatcher = this.#proxy
+      ? new ProxyAgent({ uri: this.#proxy, ...common })
+      : new EnvHttpProxyAgent(common);
     return this.#dispatcher;
   }
 
@@ -115,7 +126,11 @@ export class TufFetcher extends BaseFetcher {
    * Downloads to a temporary file (at most `maxLength` bytes: the signed length for targets, a cap for
    * metadata) and hands it to tuf-js's handler, which verifies it. Transient failures are retried.
    */
-  override async downloadFile<T>(url: string, maxLength: number, handler: (file: string) => Promise<T>): Promise<T> {
+  override async downloadFile<T>(
+    url: string,
+    maxLength: number,
+    handler: (file: string) => Promise<T>,
+  ): Promise<T> {
     const base = this.#options.tmpDir ?? tmpdir();
     await mkdir(base, { recursive: true });
     const dir = await mkdtemp(join(base, 'aico-fetch-'));
@@ -153,7 +168,9 @@ export class TufFetcher extends BaseFetcher {
         this.stats.bytes += (chunk as Buffer).length;
         if (received > maxLength) {
           // tuf-js's own class: the "endless data" defence, classified as such.
-          throw new DownloadLengthMismatchError(`${url}: more than the allowed ${maxLength} bytes (endless data)`);
+          throw new DownloadLengthMismatchError(
+            `${url}: more than the allowed ${maxLength} bytes (endless data)`,
+          );
         }
         if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
       }
@@ -248,7 +265,8 @@ function transportError(url: string, error: unknown, when: string): FetchError {
 
 function deepCode(error: unknown): string | undefined {
   for (let e = error as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-    if (typeof e.code === 'string' && e.code !== 'UND_ERR_SOCKET' && e.code !== 'UND_ERR_CONNECT') return e.code;
+    if (typeof e.code === 'string' && e.code !== 'UND_ERR_SOCKET' && e.code !== 'UND_ERR_CONNECT')
+      return e.code;
     if (typeof e.code === 'string' && !e.cause) return e.code;
   }
   return undefined;

@@ -1,17 +1,17 @@
 import { join } from 'node:path';
 import {
-  ConfigError,
   type CheckRequest,
   type CheckResponse,
+  ConfigError,
   connectNats,
   connectRedis,
   createLogger,
   createMetricsRegistry,
   createServiceApp,
-  ensureEventStream,
   EventPublisher,
-  listen,
+  ensureEventStream,
   type Logger,
+  listen,
   loadConfig,
   Shutdown,
 } from '@aico-update/shared';
@@ -40,7 +40,10 @@ export interface StartOptions {
 }
 
 /** The composition root: config → logger, metrics → adapters → handlers → start. */
-export async function startChecker(config: CheckerConfig, options: StartOptions = {}): Promise<RunningChecker> {
+export async function startChecker(
+  config: CheckerConfig,
+  options: StartOptions = {},
+): Promise<RunningChecker> {
   const logger = options.logger ?? createLogger('checker', config.log.level);
   const shutdown = new Shutdown(logger);
   const registry = createMetricsRegistry('checker');
@@ -91,7 +94,13 @@ export async function startChecker(config: CheckerConfig, options: StartOptions 
       logger,
     };
     const requests = new CheckRequests({
-      run: (request) => runCheck(deps, { v: 1, reason: 'request', forced: request.forced, ...(request.request_id ? { request_id: request.request_id } : {}) }),
+      run: (request) =>
+        runCheck(deps, {
+          v: 1,
+          reason: 'request',
+          forced: request.forced,
+          ...(request.request_id ? { request_id: request.request_id } : {}),
+        }),
       state,
       clock: deps.clock,
       cacheSeconds: config.checker.request_cache_seconds,

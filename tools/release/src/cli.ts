@@ -1,12 +1,6 @@
 import { parseArgs } from 'node:util';
 import { AppError } from '@aico-update/shared';
-import {
-  initRepository,
-  openRepository,
-  ROLES,
-  type Role,
-  ReleaseToolError,
-} from './repository.ts';
+import { initRepository, openRepository, ReleaseToolError, ROLES, type Role } from './repository.ts';
 import { serveRepository } from './serve.ts';
 
 const USAGE = `aico-release — publish AICO releases as a TUF repository
@@ -37,7 +31,10 @@ function pairs(values: string[] | undefined, flag: string): Partial<Record<Role,
   for (const value of values ?? []) {
     const match = /^([a-z]+)=(\d+)$/.exec(value);
     if (!match || !ROLES.includes(match[1] as Role)) {
-      throw new ReleaseToolError('INVALID_ARGUMENT', `${flag} ${value}: expected ROLE=N with ROLE one of ${ROLES.join(', ')}`);
+      throw new ReleaseToolError(
+        'INVALID_ARGUMENT',
+        `${flag} ${value}: expected ROLE=N with ROLE one of ${ROLES.join(', ')}`,
+      );
     }
     out[match[1] as Role] = Number(match[2]);
   }
@@ -77,7 +74,11 @@ export async function main(argv: string[]): Promise<number> {
     },
   });
   const [repoDir, ...files] = positionals;
-  if (!repoDir) throw new ReleaseToolError('INVALID_ARGUMENT', `${command}: name the repository folder (see aico-release help)`);
+  if (!repoDir)
+    throw new ReleaseToolError(
+      'INVALID_ARGUMENT',
+      `${command}: name the repository folder (see aico-release help)`,
+    );
   // In `init`, --keys ROLE=N counts keys; elsewhere --keys names extra folders holding private keys.
   const keyDirs = command === 'init' ? [] : (values.keys ?? []);
 
@@ -91,7 +92,9 @@ export async function main(argv: string[]): Promise<number> {
       });
       console.log(`created repository ${repo.dir}`);
       console.log(`initial trusted root for clients: ${repo.trustedRootPath}`);
-      console.log('root keys are the keys to your users: move them offline and pass --keys DIR when rotating');
+      console.log(
+        'root keys are the keys to your users: move them offline and pass --keys DIR when rotating',
+      );
       return 0;
     }
     case 'add': {
@@ -132,13 +135,17 @@ export async function main(argv: string[]): Promise<number> {
       }
       const repo = await openRepository(repoDir, { extraKeyDirs: keyDirs });
       const keys = await repo.rotate(role, values.count ? { count: Number(values.count) } : {});
-      console.log(`rotated ${role}: new key(s) ${keys.map((k) => k.keyid.slice(0, 12)).join(', ')}; root version ${await repo.rootVersion()}`);
+      console.log(
+        `rotated ${role}: new key(s) ${keys.map((k) => k.keyid.slice(0, 12)).join(', ')}; root version ${await repo.rootVersion()}`,
+      );
       return 0;
     }
     case 'list': {
       const repo = await openRepository(repoDir);
       for (const r of await repo.releases()) {
-        console.log(`${r.component}\t${r.version}\t${r.channel}\t${r.critical ? 'critical' : '-'}\t${r.size_bytes}\t${r.released_at}`);
+        console.log(
+          `${r.component}\t${r.version}\t${r.channel}\t${r.critical ? 'critical' : '-'}\t${r.size_bytes}\t${r.released_at}`,
+        );
       }
       return 0;
     }

@@ -21,7 +21,11 @@ export function publicKeyJson(key: KeyFile) {
 export function generateKey(): KeyFile {
   const { publicKey, privateKey } = generateKeyPairSync('ed25519');
   const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x ?? '', 'base64url');
-  const pub = { keytype: 'ed25519' as const, scheme: 'ed25519' as const, keyval: { public: raw.toString('hex') } };
+  const pub = {
+    keytype: 'ed25519' as const,
+    scheme: 'ed25519' as const,
+    keyval: { public: raw.toString('hex') },
+  };
   // keyid = sha256 of the canonical JSON of the public key object (TUF specification §4.2).
   const keyid = createHash('sha256').update(canonicalize(pub)).digest('hex');
   return { keyid, ...pub, private_pem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString() };

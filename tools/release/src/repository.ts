@@ -4,8 +4,8 @@ import { copyFile, mkdir, readdir, readFile, rename, stat, writeFile } from 'nod
 import { basename, dirname, join, resolve } from 'node:path';
 import {
   AppError,
-  artifactTargetPath,
   type Artifact,
+  artifactTargetPath,
   CHANNELS,
   type Channel,
   COMPONENTS,
@@ -15,7 +15,7 @@ import {
   releaseCustomSchema,
   releaseTargetPath,
 } from '@aico-update/shared';
-import { Metadata, MetadataKind } from '@tufjs/models';
+import { Metadata, type MetadataKind } from '@tufjs/models';
 import semver from 'semver';
 import { generateKey, type KeyFile, loadKeys, publicKeyJson, signerFor } from './keys.ts';
 
@@ -42,7 +42,12 @@ interface RepoSettings {
   expires_days: Record<Role, number>;
 }
 
-export const DEFAULT_EXPIRES_DAYS: Record<Role, number> = { root: 365, targets: 90, snapshot: 7, timestamp: 1 };
+export const DEFAULT_EXPIRES_DAYS: Record<Role, number> = {
+  root: 365,
+  targets: 90,
+  snapshot: 7,
+  timestamp: 1,
+};
 
 type SignedJson = Record<string, unknown> & { version: number; expires: string };
 type RoleKeys = { keyids: string[]; threshold: number };
@@ -110,7 +115,11 @@ export async function hashFile(path: string): Promise<{ length: number; sha256: 
 }
 
 function bytesMeta(bytes: string, version: number) {
-  return { version, length: Buffer.byteLength(bytes), hashes: { sha256: createHash('sha256').update(bytes).digest('hex') } };
+  return {
+    version,
+    length: Buffer.byteLength(bytes),
+    hashes: { sha256: createHash('sha256').update(bytes).digest('hex') },
+  };
 }
 
 /** Creates a repository: keys for every role, version 1 of every role's metadata, no targets yet. */
@@ -133,7 +142,13 @@ export async function initRepository(dir: string, options: InitOptions = {}): Pr
   for (const role of ROLES) {
     const count = options.keyCounts?.[role] ?? 1;
     const threshold = options.thresholds?.[role] ?? 1;
-    if (!Number.isInteger(count) || count < 1 || !Number.isInteger(threshold) || threshold < 1 || threshold > count) {
+    if (
+      !Number.isInteger(count) ||
+      count < 1 ||
+      !Number.isInteger(threshold) ||
+      threshold < 1 ||
+      threshold > count
+    ) {
       throw new ReleaseToolError(
         'INVALID_ARGUMENT',
         `role ${role}: threshold ${threshold} with ${count} key(s) is not possible; need 1 ≤ threshold ≤ keys`,
@@ -163,11 +178,17 @@ export async function initRepository(dir: string, options: InitOptions = {}): Pr
     roles,
   };
   await repo.writeRoot(rootSigned, [], {});
-  await repo.publishTargets({ _type: 'targets', spec_version: '1.0.31', version: 0, expires: '', targets: {} }, {});
+  await repo.publishTargets(
+    { _type: 'targets', spec_version: '1.0.31', version: 0, expires: '', targets: {} },
+    {},
+  );
   return repo;
 }
 
-export async function openRepository(dir: string, options: { extraKeyDirs?: string[] } = {}): Promise<Repository> {
+export async function openRepository(
+  dir: string,
+  options: { extraKeyDirs?: string[] } = {},
+): Promise<Repository> {
   const root = resolve(dir);
   let settings: RepoSettings;
   try {
@@ -214,7 +235,9 @@ export class Repository {
   }
 
   async readRoot(): Promise<SignedJson> {
-    const doc = await readJson<{ signed: SignedJson }>(join(this.metadataDir, `${await this.rootVersion()}.root.json`));
+    const doc = await readJson<{ signed: SignedJson }>(
+      join(this.metadataDir, `${await this.rootVersion()}.root.json`),
+    );
     return doc.signed;
   }
 
@@ -225,7 +248,8 @@ export class Repository {
   async readSnapshot(): Promise<SignedJson> {
     const timestamp = await this.readTimestamp();
     const version = (timestamp.meta as Record<string, { version: number }>)['snapshot.json']?.version;
-    return (await readJson<{ signed: SignedJson }>(join(this.metadataDir, `${version}.snapshot.json`))).signed;
+    return (await readJson<{ signed: SignedJson }>(join(this.metadataDir, `${version}.snapshot.json`)))
+      .signed;
   }
 
   async readTargets(): Promise<SignedJson & { targets: Record<string, TargetEntry> }> {
@@ -254,10 +278,16 @@ export class Repository {
     const component = parseChoice('component', input.component, COMPONENTS) as Component;
     const channel = parseChoice('channel', input.channel, CHANNELS) as Channel;
     if (semver.valid(input.version) !== input.version) {
-      throw new ReleaseToolError('INVALID_ARGUMENT', `version "${input.version}" is not semver; use MAJOR.MINOR.PATCH such as 1.2.0`);
+      throw new ReleaseToolError(
+        'INVALID_ARGUMENT',
+        `version "${input.version}" is not semver; use MAJOR.MINOR.PATCH such as 1.2.0`,
+      );
     }
     if (input.minFromVersion !== undefined && semver.valid(input.minFromVersion) !== input.minFromVersion) {
-      throw new ReleaseToolError('INVALID_ARGUMENT', `min-from "${input.minFromVersion}" is not semver; use e.g. 1.0.0`);
+      throw new ReleaseToolError(
+        'INVALID_ARGUMENT',
+        `min-from "${input.minFromVersion}" is not semver; use e.g. 1.0.0`,
+      );
     }
     const existing = await this.releases(component);
     if (existing.some((r) => r.version === input.version)) {
@@ -280,7 +310,10 @@ export class Repository {
     for (const file of input.artifacts) {
       const name = basename(file);
       if (artifacts.some((a) => a.name === name)) {
-        throw new ReleaseToolError('INVALID_ARGUMENT', `two artifacts are named ${name}; artifact names must differ`);
+        throw new ReleaseToolError(
+          'INVALID_ARGUMENT',
+          `two artifacts are named ${name}; artifact names must differ`,
+        );
       }
       let info: { length: number; sha256: string };
       try {
@@ -310,7 +343,11 @@ export class Repository {
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const target = releaseTargetPath(component, input.version);
     await this.#storeTarget(target, sha256, (dest) => writeFile(dest, bytes));
-    targets.targets[target] = { length: Buffer.byteLength(bytes), hashes: { sha256 }, custom: { aico: custom } };
+    targets.targets[target] = {
+      length: Buffer.byteLength(bytes),
+      hashes: { sha256 },
+      custom: { aico: custom },
+    };
     await this.publishTargets(targets, input);
     return manifest;
   }
@@ -328,11 +365,15 @@ export class Repository {
    * Replaces the keys of a role with new ones and publishes root N+1, signed by the old root keys and
    * (for a root rotation) the new ones too, then re-signs what the new key signs.
    */
-  async rotate(role: Role, options: { count?: number; threshold?: number } & WriteOptions = {}): Promise<KeyFile[]> {
+  async rotate(
+    role: Role,
+    options: { count?: number; threshold?: number } & WriteOptions = {},
+  ): Promise<KeyFile[]> {
     const root = await this.readRoot();
     const roles = root.roles as Record<string, RoleKeys>;
     const current = roles[role];
-    if (!current) throw new ReleaseToolError('INVALID_ARGUMENT', `unknown role ${role}; roles are ${ROLES.join(', ')}`);
+    if (!current)
+      throw new ReleaseToolError('INVALID_ARGUMENT', `unknown role ${role}; roles are ${ROLES.join(', ')}`);
     const count = options.count ?? current.keyids.length;
     const threshold = options.threshold ?? Math.min(current.threshold, count);
     const oldRootSigners = await this.signingKeys('root', root);
@@ -340,7 +381,9 @@ export class Repository {
     const keyDir = role === 'root' ? this.#settings.root_keys_dir : this.#settings.online_keys_dir;
     await mkdir(keyDir, { recursive: true, mode: 0o700 });
     for (const key of fresh) {
-      await writeFile(join(keyDir, `${role}-${key.keyid.slice(0, 12)}.json`), JSON.stringify(key, null, 2), { mode: 0o600 });
+      await writeFile(join(keyDir, `${role}-${key.keyid.slice(0, 12)}.json`), JSON.stringify(key, null, 2), {
+        mode: 0o600,
+      });
     }
     roles[role] = { keyids: fresh.map((k) => k.keyid), threshold };
     const keys = root.keys as Record<string, unknown>;
@@ -403,7 +446,10 @@ export class Repository {
       expires: options.expiresAt?.timestamp ?? daysFromNow(this.#settings.expires_days.timestamp),
       meta: { 'snapshot.json': meta },
     };
-    await writeAtomic(join(this.metadataDir, 'timestamp.json'), await this.#sign('timestamp', timestamp, options));
+    await writeAtomic(
+      join(this.metadataDir, 'timestamp.json'),
+      await this.#sign('timestamp', timestamp, options),
+    );
   }
 
   /** Writes root N (and root.json, the copy clients ship as their initial trusted root). */
@@ -417,7 +463,11 @@ export class Repository {
   async signingKeys(role: Role, root?: SignedJson): Promise<KeyFile[]> {
     const rootSigned = root ?? (await this.readRoot());
     const { keyids, threshold } = (rootSigned.roles as Record<string, RoleKeys>)[role] as RoleKeys;
-    const available = await loadKeys([this.#settings.root_keys_dir, this.#settings.online_keys_dir, ...this.#extraKeyDirs]);
+    const available = await loadKeys([
+      this.#settings.root_keys_dir,
+      this.#settings.online_keys_dir,
+      ...this.#extraKeyDirs,
+    ]);
     const keys = keyids.map((id) => available.get(id)).filter((k): k is KeyFile => k !== undefined);
     if (keys.length < threshold) {
       const where = role === 'root' ? this.#settings.root_keys_dir : this.#settings.online_keys_dir;
@@ -431,8 +481,15 @@ export class Repository {
     return keys;
   }
 
-  async #sign(role: Role, signed: SignedJson, options: WriteOptions, extraSigners: KeyFile[] = []): Promise<string> {
-    const signers = options.signWith?.[role] ?? [...(await this.signingKeys(role, role === 'root' ? signed : undefined))];
+  async #sign(
+    role: Role,
+    signed: SignedJson,
+    options: WriteOptions,
+    extraSigners: KeyFile[] = [],
+  ): Promise<string> {
+    const signers = options.signWith?.[role] ?? [
+      ...(await this.signingKeys(role, role === 'root' ? signed : undefined)),
+    ];
     for (const extra of extraSigners) if (!signers.some((k) => k.keyid === extra.keyid)) signers.push(extra);
     const kind = role as MetadataKind.Root;
     const metadata = Metadata.fromJSON(kind, { signed, signatures: [] } as never);
@@ -440,7 +497,11 @@ export class Repository {
     return `${JSON.stringify(metadata.toJSON(), null, 1)}\n`;
   }
 
-  async #storeTarget(target: string, sha256: string, write: (dest: string) => Promise<unknown>): Promise<void> {
+  async #storeTarget(
+    target: string,
+    sha256: string,
+    write: (dest: string) => Promise<unknown>,
+  ): Promise<void> {
     const dest = join(this.targetsDir, dirname(target), `${sha256}.${basename(target)}`);
     await mkdir(dirname(dest), { recursive: true });
     const tmp = `${dest}.tmp-${process.pid}`;
@@ -451,7 +512,10 @@ export class Repository {
 
 function parseChoice(name: string, value: string, allowed: readonly string[]): string {
   if (!allowed.includes(value)) {
-    throw new ReleaseToolError('INVALID_ARGUMENT', `${name} "${value}" is not allowed; use one of ${allowed.join(', ')}`);
+    throw new ReleaseToolError(
+      'INVALID_ARGUMENT',
+      `${name} "${value}" is not allowed; use one of ${allowed.join(', ')}`,
+    );
   }
   return value;
 }

@@ -21,7 +21,10 @@ export interface ServeOptions {
   tlsDir?: string;
   insecureHttp?: boolean;
   /** Called before the file is served; returns true when it answered the request itself (tests). */
-  onRequest?: (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => Promise<boolean>;
+  onRequest?: (
+    req: import('node:http').IncomingMessage,
+    res: import('node:http').ServerResponse,
+  ) => Promise<boolean>;
 }
 
 export interface RunningServer {
@@ -33,7 +36,10 @@ export interface RunningServer {
 }
 
 /** A self-signed certificate for localhost and 127.0.0.1, reused when already present. */
-export async function ensureDevCertificate(tlsDir: string, hosts: string[] = []): Promise<{ cert: string; key: string; certFile: string }> {
+export async function ensureDevCertificate(
+  tlsDir: string,
+  hosts: string[] = [],
+): Promise<{ cert: string; key: string; certFile: string }> {
   const certFile = join(tlsDir, 'cert.pem');
   const keyFile = join(tlsDir, 'key.pem');
   try {
@@ -50,7 +56,10 @@ export async function ensureDevCertificate(tlsDir: string, hosts: string[] = [])
         { name: 'extKeyUsage', serverAuth: true },
         {
           name: 'subjectAltName',
-          altNames: [...names.map((value) => ({ type: 2 as const, value })), ...ips.map((ip) => ({ type: 7 as const, ip }))],
+          altNames: [
+            ...names.map((value) => ({ type: 2 as const, value })),
+            ...ips.map((ip) => ({ type: 7 as const, ip })),
+          ],
         },
       ],
     });
@@ -70,7 +79,9 @@ export async function serveRepository(options: ServeOptions): Promise<RunningSer
       hook(req, res).then((handled) => (handled ? undefined : next()), next);
     });
   }
-  app.use(express.static(options.publicDir, { dotfiles: 'deny', index: false, fallthrough: true, maxAge: 0 }));
+  app.use(
+    express.static(options.publicDir, { dotfiles: 'deny', index: false, fallthrough: true, maxAge: 0 }),
+  );
   app.use((_req, res) => {
     res.status(404).end();
   });
@@ -82,7 +93,9 @@ export async function serveRepository(options: ServeOptions): Promise<RunningSer
   } else {
     let tls = options.tls;
     if (!tls) {
-      const generated = await ensureDevCertificate(options.tlsDir ?? join(options.publicDir, '..', 'tls'), [options.host ?? '']);
+      const generated = await ensureDevCertificate(options.tlsDir ?? join(options.publicDir, '..', 'tls'), [
+        options.host ?? '',
+      ]);
       tls = generated;
       caFile = generated.certFile;
     }

@@ -27,7 +27,11 @@ export async function startTestRepository(options: InitOptions = {}): Promise<Te
   const workDir = await makeTempDir('tuf-repo');
   const repo = await initRepository(join(workDir, 'repo'), options);
   const faults = new FaultInjector(repo.publicDir);
-  const server = await serveRepository({ publicDir: repo.publicDir, tlsDir: join(workDir, 'tls'), onRequest: faults.hook });
+  const server = await serveRepository({
+    publicDir: repo.publicDir,
+    tlsDir: join(workDir, 'tls'),
+    onRequest: faults.hook,
+  });
   return {
     repo,
     server,

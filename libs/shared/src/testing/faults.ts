@@ -65,7 +65,9 @@ export class FaultInjector {
       record.status = res.statusCode;
     });
 
-    const entry = this.#faults.find((f) => f.left > 0 && (typeof f.match === 'string' ? f.match === path : f.match.test(path)));
+    const entry = this.#faults.find(
+      (f) => f.left > 0 && (typeof f.match === 'string' ? f.match === path : f.match.test(path)),
+    );
     if (!entry) return false;
     entry.left -= 1;
     const { fault } = entry;

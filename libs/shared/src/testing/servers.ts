@@ -38,7 +38,18 @@ export async function makeTempDir(prefix: string): Promise<string> {
 export async function spawnRedis(): Promise<SpawnedServer> {
   const port = await freePort();
   const dir = await makeTempDir('redis');
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+  ];
   return startManaged('redis-server', 'redis-server', args, port, `redis://127.0.0.1:${port}`, dir);
 }
 
@@ -73,7 +84,12 @@ async function startManaged(
   };
 }
 
-async function startProcess(binary: string, debianPackage: string, args: string[], port: number): Promise<ChildProcess> {
+async function startProcess(
+  binary: string,
+  debianPackage: string,
+  args: string[],
+  port: number,
+): Promise<ChildProcess> {
   const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
@@ -83,11 +99,15 @@ async function startProcess(binary: string, debianPackage: string, args: string[
     child.once('error', (error: NodeJS.ErrnoException) =>
       reject(
         error.code === 'ENOENT'
-          ? new Error(`${binary} is not installed: run apt-get install -y ${debianPackage} (or bash scripts/setup.sh)`)
+          ? new Error(
+              `${binary} is not installed: run apt-get install -y ${debianPackage} (or bash scripts/setup.sh)`,
+            )
           : error,
       ),
     );
-    child.once('exit', (code) => reject(new Error(`${binary} exited with ${code} before it listened: ${stderr}`)));
+    child.once('exit', (code) =>
+      reject(new Error(`${binary} exited with ${code} before it listened: ${stderr}`)),
+    );
   });
   await Promise.race([waitForPort(port, 10_000), failed]);
   child.removeAllListeners('exit');

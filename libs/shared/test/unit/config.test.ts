@@ -12,7 +12,11 @@ import {
   updatePolicySchema,
 } from '../../src/index.ts';
 
-const schema = z.strictObject({ update: updatePolicySchema, http: httpSchema(8080), installed: installedSeedSchema });
+const schema = z.strictObject({
+  update: updatePolicySchema,
+  http: httpSchema(8080),
+  installed: installedSeedSchema,
+});
 
 function problemsOf(action: () => unknown): string[] {
   try {
@@ -72,9 +76,15 @@ describe('loadConfig', () => {
 
   it('names the key, the value, where it came from and what is allowed', async () => {
     const file = await yamlFile('update:\n  channel: nightly\n');
-    const problems = problemsOf(() => loadConfig(schema, { file, env: { AICO_UPDATE_CHECK_INTERVAL: 'daily' } }));
+    const problems = problemsOf(() =>
+      loadConfig(schema, { file, env: { AICO_UPDATE_CHECK_INTERVAL: 'daily' } }),
+    );
     expect(problems).toHaveLength(2);
-    expect(problems).toContainEqual(expect.stringMatching(/^update\.channel = "nightly" \(from file .*\): allowed is one of stable, beta, dev$/));
+    expect(problems).toContainEqual(
+      expect.stringMatching(
+        /^update\.channel = "nightly" \(from file .*\): allowed is one of stable, beta, dev$/,
+      ),
+    );
     expect(problems).toContainEqual(
       'update.check_interval = "daily" (from environment AICO_UPDATE_CHECK_INTERVAL): allowed is a number of hours > 0 and ≤ 8760',
     );
@@ -87,7 +97,9 @@ describe('loadConfig', () => {
     ['AICO_HTTP_PORT', '70000', /http\.port = "70000".*≤ 65535/],
     ['AICO_INSTALLED', 'backend=latest', /installed\.backend = "latest".*semver/],
   ])('rejects %s=%s', (name, value, pattern) => {
-    expect(problemsOf(() => loadConfig(schema, { env: { [name]: value } }))).toEqual([expect.stringMatching(pattern)]);
+    expect(problemsOf(() => loadConfig(schema, { env: { [name]: value } }))).toEqual([
+      expect.stringMatching(pattern),
+    ]);
   });
 
   it('rejects unknown keys, listing the allowed ones (a typo must not be ignored)', async () => {
@@ -98,9 +110,9 @@ describe('loadConfig', () => {
   });
 
   it('says so when the named config file is missing', () => {
-    expect(problemsOf(() => loadConfig(schema, { env: { AICO_CONFIG_FILE: '/nonexistent/aico.yaml' } }))).toEqual([
-      expect.stringContaining('config file /nonexistent/aico.yaml: file not found'),
-    ]);
+    expect(
+      problemsOf(() => loadConfig(schema, { env: { AICO_CONFIG_FILE: '/nonexistent/aico.yaml' } })),
+    ).toEqual([expect.stringContaining('config file /nonexistent/aico.yaml: file not found')]);
   });
 
   it('lists every setting with its environment variable and what it allows', () => {

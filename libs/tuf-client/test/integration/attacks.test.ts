@@ -54,7 +54,12 @@ describe('TUF attacks are rejected over HTTPS', () => {
     const url = servedPath(releaseTargetPath('backend', '1.1.0'), entry.hashes.sha256!);
     const genuine = await readFile(join(t.repo.targetsDir, url.replace('/targets/', '')), 'utf8');
     const oldEntry = targets.targets[releaseTargetPath('backend', '1.0.0')]!;
-    const older = await readFile(join(t.repo.targetsDir, servedPath(releaseTargetPath('backend', '1.0.0'), oldEntry.hashes.sha256!).replace('/targets/', '')));
+    const older = await readFile(
+      join(
+        t.repo.targetsDir,
+        servedPath(releaseTargetPath('backend', '1.0.0'), oldEntry.hashes.sha256!).replace('/targets/', ''),
+      ),
+    );
 
     for (const body of [genuine.replace('1.1.0', '6.6.6'), older]) {
       t.faults.clear();
@@ -68,7 +73,9 @@ describe('TUF attacks are rejected over HTTPS', () => {
     }
 
     t.faults.clear();
-    const file = await c.client.session(async (s) => s.fetchTarget(s.targets.get(releaseTargetPath('backend', '1.1.0'))!));
+    const file = await c.client.session(async (s) =>
+      s.fetchTarget(s.targets.get(releaseTargetPath('backend', '1.1.0'))!),
+    );
     expect(await readFile(file, 'utf8')).toBe(genuine);
   });
 
@@ -108,7 +115,10 @@ describe('TUF attacks are rejected over HTTPS', () => {
 
     await t.publish({ component: 'backend', version: '1.1.0', channel: 'stable' });
     const entry = (await t.repo.readTargets()).targets[releaseTargetPath('backend', '1.1.0')]!;
-    t.faults.add(servedPath(releaseTargetPath('backend', '1.1.0'), entry.hashes.sha256!), { kind: 'append', extraBytes: 1 });
+    t.faults.add(servedPath(releaseTargetPath('backend', '1.1.0'), entry.hashes.sha256!), {
+      kind: 'append',
+      extraBytes: 1,
+    });
     const error = await rejection(
       c.client.session(async (s) => s.fetchTarget(s.targets.get(releaseTargetPath('backend', '1.1.0'))!)),
     );

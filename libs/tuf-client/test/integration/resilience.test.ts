@@ -45,7 +45,10 @@ describe('TUF client against a failing server', () => {
   it('server down: classified unreachable, trusted state kept, works once the server is back', async () => {
     await refresh(c);
     const before = await folderState(c.metadataDir);
-    const down = clientFor({ ...t, metadataUrl: 'https://127.0.0.1:1/metadata', targetsUrl: 'https://127.0.0.1:1/targets' }, 'client');
+    const down = clientFor(
+      { ...t, metadataUrl: 'https://127.0.0.1:1/metadata', targetsUrl: 'https://127.0.0.1:1/targets' },
+      'client',
+    );
     const error = await rejection(refresh(down));
     expect(error).toMatchObject({ kind: 'unreachable', code: 'TUF_UNREACHABLE' });
     expect(error.message).toMatch(/cannot reach the update server.*check the network/);
@@ -80,7 +83,10 @@ describe('TUF client against a failing server', () => {
     await noCa.fetcher.close();
 
     const missingCa = clientFor(t, 'missing-ca', { caFile: join(t.workDir, 'nope.pem') });
-    await expect(rejection(refresh(missingCa))).resolves.toMatchObject({ kind: 'config', code: 'TUF_CA_FILE_UNREADABLE' });
+    await expect(rejection(refresh(missingCa))).resolves.toMatchObject({
+      kind: 'config',
+      code: 'TUF_CA_FILE_UNREADABLE',
+    });
     await expect(refresh(c)).resolves.toBeDefined();
   });
 

@@ -14,7 +14,14 @@ export interface ClientUnderTest {
 /** The client as the services build it, pointed at a test repository, with short timeouts. */
 export function clientFor(t: TestRepository, name = 'client', fetcher: FetcherOptions = {}): ClientUnderTest {
   const stateDir = join(t.workDir, name);
-  const f = new TufFetcher({ caFile: t.caFile, idleTimeoutMs: 1000, retries: 1, retryDelayMs: 10, tmpDir: join(stateDir, 'tmp'), ...fetcher });
+  const f = new TufFetcher({
+    caFile: t.caFile,
+    idleTimeoutMs: 1000,
+    retries: 1,
+    retryDelayMs: 10,
+    tmpDir: join(stateDir, 'tmp'),
+    ...fetcher,
+  });
   const metadataDir = join(stateDir, 'metadata');
   const targetsDir = join(stateDir, 'targets');
   const client = new TufClient({
@@ -33,7 +40,9 @@ export function clientFor(t: TestRepository, name = 'client', fetcher: FetcherOp
 export async function folderState(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const name of (await readdir(dir)).sort()) {
-    out[name] = createHash('sha256').update(await readFile(join(dir, name))).digest('hex');
+    out[name] = createHash('sha256')
+      .update(await readFile(join(dir, name)))
+      .digest('hex');
   }
   return out;
 }

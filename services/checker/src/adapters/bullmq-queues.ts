@@ -1,4 +1,11 @@
-import { type CheckJob, type CheckResponse, checkJobSchema, type DownloadJob, downloadJobId, Queues } from '@aico-update/shared';
+import {
+  type CheckJob,
+  type CheckResponse,
+  checkJobSchema,
+  type DownloadJob,
+  downloadJobId,
+  Queues,
+} from '@aico-update/shared';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { DownloadQueue } from '../domain/ports.ts';
@@ -66,7 +73,8 @@ export class CheckQueue {
       Queues.check,
       async (job) => {
         const parsed = checkJobSchema.safeParse(job.data);
-        if (!parsed.success) throw new UnrecoverableError(`malformed check job ${job.id}: ${parsed.error.message}`);
+        if (!parsed.success)
+          throw new UnrecoverableError(`malformed check job ${job.id}: ${parsed.error.message}`);
         return run(parsed.data);
       },
       { connection, concurrency: 1 },

@@ -1,4 +1,11 @@
-import { type CheckResponse, checkRequestSchema, type Logger, type NatsConnection, Subjects, Topics } from '@aico-update/shared';
+import {
+  type CheckResponse,
+  checkRequestSchema,
+  type Logger,
+  type NatsConnection,
+  Subjects,
+  Topics,
+} from '@aico-update/shared';
 import type { Subscription } from '@nats-io/transport-node';
 import type { CheckRequests } from '../handlers/check-requests.ts';
 import type { CheckerMetrics } from '../metrics.ts';
@@ -28,7 +35,9 @@ export function serveCheckRequests(
           body = msg.data.length ? msg.json() : {};
         } catch {
           metrics.badRequests.inc({ reason: 'not_json' });
-          msg.respond(JSON.stringify({ error: { code: 'BAD_REQUEST', message: 'check request is not JSON' } }));
+          msg.respond(
+            JSON.stringify({ error: { code: 'BAD_REQUEST', message: 'check request is not JSON' } }),
+          );
           return;
         }
         const parsed = checkRequestSchema.safeParse(body);

@@ -1,5 +1,10 @@
 import { readFile } from 'node:fs/promises';
-import { type Logger, type ReleaseManifest, releaseCustomSchema, releaseManifestSchema } from '@aico-update/shared';
+import {
+  type Logger,
+  type ReleaseManifest,
+  releaseCustomSchema,
+  releaseManifestSchema,
+} from '@aico-update/shared';
 import { type TufClient, TufError } from '@aico-update/tuf-client';
 import type { ReleaseSource } from '../domain/ports.ts';
 import type { ReleaseCandidate } from '../domain/select-release.ts';
@@ -15,7 +20,10 @@ export class TufReleaseSource implements ReleaseSource {
   }
 
   withReleases<T>(
-    use: (releases: ReleaseCandidate[], verifyManifest: (release: ReleaseCandidate) => Promise<ReleaseManifest>) => Promise<T>,
+    use: (
+      releases: ReleaseCandidate[],
+      verifyManifest: (release: ReleaseCandidate) => Promise<ReleaseManifest>,
+    ) => Promise<T>,
   ): Promise<T> {
     return this.#client.session(async (session) => {
       const releases: ReleaseCandidate[] = [];

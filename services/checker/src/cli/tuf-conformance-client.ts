@@ -50,7 +50,11 @@ export async function conformanceClient(argv: string[]): Promise<number> {
     return 1;
   }
   const targetsDir = values['target-dir'] ?? join(metadataDir, '..', 'targets');
-  const fetcher = new TufFetcher({ retries: 0, idleTimeoutMs: 10_000, tmpDir: join(metadataDir, '..', '.tuf-tmp') });
+  const fetcher = new TufFetcher({
+    retries: 0,
+    idleTimeoutMs: 10_000,
+    tmpDir: join(metadataDir, '..', '.tuf-tmp'),
+  });
   const client = new TufClient({
     metadataDir,
     trustedRootFile: join(metadataDir, 'root.json'),
@@ -71,7 +75,9 @@ export async function conformanceClient(argv: string[]): Promise<number> {
     return 0;
   } catch (error) {
     const code = (error as { code?: string }).code;
-    console.error(`tuf-conformance-client: ${command} failed${code ? ` (${code})` : ''}: ${(error as Error).message}`);
+    console.error(
+      `tuf-conformance-client: ${command} failed${code ? ` (${code})` : ''}: ${(error as Error).message}`,
+    );
     return 1;
   } finally {
     await fetcher.close();

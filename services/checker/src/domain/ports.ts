@@ -4,7 +4,10 @@ import type { ReleaseCandidate } from './select-release.ts';
 /** Signed releases from the update server; throws a classified TufError when they cannot be trusted. */
 export interface ReleaseSource {
   withReleases<T>(
-    use: (releases: ReleaseCandidate[], verifyManifest: (release: ReleaseCandidate) => Promise<ReleaseManifest>) => Promise<T>,
+    use: (
+      releases: ReleaseCandidate[],
+      verifyManifest: (release: ReleaseCandidate) => Promise<ReleaseManifest>,
+    ) => Promise<T>,
   ): Promise<T>;
   /** Earliest expiry of the locally trusted metadata, if any is trusted yet. */
   trustedExpiry(): Promise<Date | undefined>;

@@ -32,7 +32,11 @@ export class CheckRequests {
     };
     if (request.forced) return answer(await this.#run(request), false);
     const last = await this.#state.lastCheck();
-    if (last && last.outcome !== 'failed' && this.#clock.now().getTime() - Date.parse(last.checked_at) < this.#cacheMs) {
+    if (
+      last &&
+      last.outcome !== 'failed' &&
+      this.#clock.now().getTime() - Date.parse(last.checked_at) < this.#cacheMs
+    ) {
       return answer(last, true);
     }
     if (!this.#inFlight) {

@@ -11,7 +11,14 @@ import {
   type UpdatePolicy,
 } from '@aico-update/shared';
 import { TufError } from '@aico-update/tuf-client';
-import type { CheckState, Clock, DownloadQueue, EventSink, InstalledVersions, ReleaseSource } from '../domain/ports.ts';
+import type {
+  CheckState,
+  Clock,
+  DownloadQueue,
+  EventSink,
+  InstalledVersions,
+  ReleaseSource,
+} from '../domain/ports.ts';
 import { downloadReason, selectUpdates } from '../domain/select-release.ts';
 import type { CheckerMetrics } from '../metrics.ts';
 
@@ -98,13 +105,24 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
     const release = check.update!;
     const first = await deps.state.markAnnounced(release);
     if (first && policy.notify_available) {
-      const event: UpdateAvailable = { v: 1, release, installed: check.installed, detected_at: finished.toISOString() };
+      const event: UpdateAvailable = {
+        v: 1,
+        release,
+        installed: check.installed,
+        detected_at: finished.toISOString(),
+      };
       await deps.events.publish(Topics.available, event, `available-${release.component}-${release.version}`);
     }
     const reason = downloadReason(release, policy);
     if (reason) await deps.downloads.enqueue({ v: 1, release, reason });
     log.info(
-      { component: release.component, version: release.version, critical: release.critical, download: reason ?? 'waits', job_id: downloadJobId(release) },
+      {
+        component: release.component,
+        version: release.version,
+        critical: release.critical,
+        download: reason ?? 'waits',
+        job_id: downloadJobId(release),
+      },
       `update available: ${release.component} ${check.installed} → ${release.version}`,
     );
   }

@@ -12,7 +12,9 @@ export function statusRoutes(deps: { state: RedisCheckState; client: TufClient; 
         res.json({
           installed: await deps.state.get(),
           last_check: (await deps.state.lastCheck()) ?? null,
-          trusted_metadata: trusted ? { versions: trusted.versions, expires_at: trusted.expiresAt.toISOString() } : null,
+          trusted_metadata: trusted
+            ? { versions: trusted.versions, expires_at: trusted.expiresAt.toISOString() }
+            : null,
         });
       } catch (error) {
         next(error);

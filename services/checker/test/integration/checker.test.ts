@@ -81,7 +81,12 @@ describe('checker', () => {
       {
         component: 'backend',
         installed: '1.0.0',
-        update: expect.objectContaining({ version: '1.1.0', notes: 'Better recall', critical: false, size_bytes: 64 }),
+        update: expect.objectContaining({
+          version: '1.1.0',
+          notes: 'Better recall',
+          critical: false,
+          size_bytes: 64,
+        }),
       },
     ]);
 
@@ -89,12 +94,18 @@ describe('checker', () => {
     const late = await connect({ servers: nats.url });
     const available = await lastEvent<UpdateAvailable>(late, Topics.available);
     await late.close();
-    expect(available).toMatchObject({ v: 1, installed: '1.0.0', release: { component: 'backend', version: '1.1.0' } });
+    expect(available).toMatchObject({
+      v: 1,
+      installed: '1.0.0',
+      release: { component: 'backend', version: '1.1.0' },
+    });
 
     await c.checkNow();
     expect(await eventCount(Topics.available)).toBe(1);
     expect(await eventCount(Topics.checkResponse)).toBe(3);
-    expect(await downloadJobs()).toEqual([{ id: 'download-backend-1.1.0', reason: 'auto_download', version: '1.1.0' }]);
+    expect(await downloadJobs()).toEqual([
+      { id: 'download-backend-1.1.0', reason: 'auto_download', version: '1.1.0' },
+    ]);
   });
 
   it('sees only its channel: stable sees stable, beta sees beta and stable', async () => {
@@ -112,10 +123,15 @@ describe('checker', () => {
     const c = await checker({ AICO_UPDATE_AUTO_DOWNLOAD: 'false' });
     const response = await c.checkNow();
     expect(response.components[0]?.update).toMatchObject({ version: '1.0.1', critical: true });
-    expect(await downloadJobs()).toEqual([{ id: 'download-backend-1.0.1', reason: 'critical', version: '1.0.1' }]);
+    expect(await downloadJobs()).toEqual([
+      { id: 'download-backend-1.0.1', reason: 'critical', version: '1.0.1' },
+    ]);
 
     await redisClient.flushall();
-    const noCritical = await checker({ AICO_UPDATE_AUTO_DOWNLOAD: 'false', AICO_UPDATE_CRITICAL_INSTALL: 'false' });
+    const noCritical = await checker({
+      AICO_UPDATE_AUTO_DOWNLOAD: 'false',
+      AICO_UPDATE_CRITICAL_INSTALL: 'false',
+    });
     expect((await noCritical.checkNow()).outcome).toBe('update_available');
     expect(await downloadJobs()).toEqual([]);
   });
@@ -123,16 +139,22 @@ describe('checker', () => {
   it('answers update.check.request over NATS: forced runs now, others may be served from the last check', async () => {
     await checker();
     const ask = async (body: unknown) =>
-      (await nc.request(Subjects.command(Topics.checkRequest), typeof body === 'string' ? body : JSON.stringify(body), { timeout: 10_000 })).json<
-        CheckResponse & { error?: { code: string; message: string } }
-      >();
+      (
+        await nc.request(
+          Subjects.command(Topics.checkRequest),
+          typeof body === 'string' ? body : JSON.stringify(body),
+          { timeout: 10_000 },
+        )
+      ).json<CheckResponse & { error?: { code: string; message: string } }>();
 
     const forced = await ask({ request_id: 'r1', forced: true });
     expect(forced).toMatchObject({ request_id: 'r1', outcome: 'up_to_date', forced: true, cached: false });
     const normal = await ask({ request_id: 'r2' });
     expect(normal).toMatchObject({ request_id: 'r2', check_id: forced.check_id, cached: true });
 
-    expect(await ask('{not json')).toEqual({ error: { code: 'BAD_REQUEST', message: 'check request is not JSON' } });
+    expect(await ask('{not json')).toEqual({
+      error: { code: 'BAD_REQUEST', message: 'check request is not JSON' },
+    });
     const invalid = await ask({ forced: 'yes' });
     expect(invalid.error?.code).toBe('BAD_REQUEST');
     expect(invalid.error?.message).toContain('forced');
@@ -144,20 +166,32 @@ describe('checker', () => {
     const c = await checker();
     t.faults.add(/^\/metadata\//, { kind: 'status', status: 503 });
     const down = await c.checkNow();
-    expect(down).toMatchObject({ outcome: 'failed', error: { kind: 'unreachable', code: 'TUF_SERVER_ERROR' } });
+    expect(down).toMatchObject({
+      outcome: 'failed',
+      error: { kind: 'unreachable', code: 'TUF_SERVER_ERROR' },
+    });
     t.faults.clear();
 
     t.faults.add('/metadata/timestamp.json', { kind: 'stall', afterBytes: 5 });
     const stalled = await c.checkNow();
-    expect(stalled).toMatchObject({ outcome: 'failed', error: { kind: 'unreachable', code: 'TUF_SLOW_RETRIEVAL' } });
+    expect(stalled).toMatchObject({
+      outcome: 'failed',
+      error: { kind: 'unreachable', code: 'TUF_SLOW_RETRIEVAL' },
+    });
     t.faults.clear();
 
     await t.publish({ component: 'backend', version: '1.1.0', channel: 'stable' });
     expect((await c.checkNow()).outcome).toBe('update_available');
     const metrics = await (await fetch(`http://127.0.0.1:${c.port}/metrics`)).text();
-    expect(metrics).toContain('aico_update_check_failures_total{kind="unreachable",code="TUF_SERVER_ERROR",service="checker"} 1');
-    expect(metrics).toContain('aico_update_check_failures_total{kind="unreachable",code="TUF_SLOW_RETRIEVAL",service="checker"} 1');
-    expect(metrics).toMatch(/aico_update_last_successful_check_timestamp_seconds\{service="checker"\} \d{10}/);
+    expect(metrics).toContain(
+      'aico_update_check_failures_total{kind="unreachable",code="TUF_SERVER_ERROR",service="checker"} 1',
+    );
+    expect(metrics).toContain(
+      'aico_update_check_failures_total{kind="unreachable",code="TUF_SLOW_RETRIEVAL",service="checker"} 1',
+    );
+    expect(metrics).toMatch(
+      /aico_update_last_successful_check_timestamp_seconds\{service="checker"\} \d{10}/,
+    );
   });
 
   it('reports an attack as an attack, announces nothing and queues nothing', async () => {
@@ -173,7 +207,9 @@ describe('checker', () => {
     const response = await c.checkNow();
     expect(response).toMatchObject({ outcome: 'failed', error: { kind: 'attack', code: 'TUF_ROLLBACK' } });
     expect(await eventCount(Topics.available)).toBe(1);
-    expect(await downloadJobs()).toEqual([{ id: 'download-backend-1.1.0', reason: 'auto_download', version: '1.1.0' }]);
+    expect(await downloadJobs()).toEqual([
+      { id: 'download-backend-1.1.0', reason: 'auto_download', version: '1.1.0' },
+    ]);
   });
 
   it('runs on its schedule and on start, with one schedule however many replicas run', async () => {
@@ -206,7 +242,13 @@ describe('checker', () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     const ready = await fetch(`${base}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ status: 'ready', checks: [{ name: 'redis', ok: true }, { name: 'nats', ok: true }] });
+    expect(await ready.json()).toMatchObject({
+      status: 'ready',
+      checks: [
+        { name: 'redis', ok: true },
+        { name: 'nats', ok: true },
+      ],
+    });
     const status = await (await fetch(`${base}/status`)).json();
     expect(status).toMatchObject({
       installed: { backend: '1.0.5', frontend: '2.0.0' },

@@ -34,19 +34,41 @@ afterEach(async () => {
 
 describe('tuf-conformance-client (the TUF conformance suite protocol)', () => {
   it('init copies the trusted root without touching the network', async () => {
-    expect(await client('--metadata-dir', metadataDir, 'init', t.repo.trustedRootPath)).toEqual({ code: 0, stderr: '' });
+    expect(await client('--metadata-dir', metadataDir, 'init', t.repo.trustedRootPath)).toEqual({
+      code: 0,
+      stderr: '',
+    });
     expect(await readdir(metadataDir)).toEqual(['root.json']);
     expect(t.faults.requests).toEqual([]);
   });
 
   it('refresh stores metadata under non-versioned names; download verifies and does not fetch a valid target again', async () => {
     await client('--metadata-dir', metadataDir, 'init', t.repo.trustedRootPath);
-    expect((await client('--metadata-url', t.metadataUrl, '--metadata-dir', metadataDir, 'refresh')).code).toBe(0);
-    expect((await readdir(metadataDir)).sort()).toEqual(['root.json', 'snapshot.json', 'targets.json', 'timestamp.json']);
+    expect(
+      (await client('--metadata-url', t.metadataUrl, '--metadata-dir', metadataDir, 'refresh')).code,
+    ).toBe(0);
+    expect((await readdir(metadataDir)).sort()).toEqual([
+      'root.json',
+      'snapshot.json',
+      'targets.json',
+      'timestamp.json',
+    ]);
 
     const target = 'artifacts/backend/1.0.0/backend-1.0.0.bin';
     const download = () =>
-      client('--metadata-url', t.metadataUrl, '--metadata-dir', metadataDir, '--target-name', target, '--target-dir', targetDir, '--target-base-url', t.targetsUrl, 'download');
+      client(
+        '--metadata-url',
+        t.metadataUrl,
+        '--metadata-dir',
+        metadataDir,
+        '--target-name',
+        target,
+        '--target-dir',
+        targetDir,
+        '--target-base-url',
+        t.targetsUrl,
+        'download',
+      );
     expect((await download()).code).toBe(0);
     expect(await readFile(join(targetDir, encodeURIComponent(target)))).toEqual(Buffer.alloc(64, '1.0.0'));
     const targetRequests = () => t.faults.requests.filter((r) => r.path.startsWith('/targets/')).length;
@@ -62,7 +84,13 @@ describe('tuf-conformance-client (the TUF conformance suite protocol)', () => {
     const result = await client('--metadata-url', t.metadataUrl, '--metadata-dir', metadataDir, 'refresh');
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('(TUF_EXPIRED)');
-    const missing = await client('--metadata-url', t.metadataUrl, '--metadata-dir', join(t.workDir, 'empty'), 'refresh');
+    const missing = await client(
+      '--metadata-url',
+      t.metadataUrl,
+      '--metadata-dir',
+      join(t.workDir, 'empty'),
+      'refresh',
+    );
     expect(missing.code).toBe(1);
   });
 });

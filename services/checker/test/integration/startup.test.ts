@@ -29,7 +29,9 @@ describe('checker process start', () => {
     expect(entry.problems).toEqual([
       'update.preferred_time = "3am" (from environment AICO_UPDATE_PREFERRED_TIME): allowed is a time of day as HH:MM, 24-hour clock (e.g. 03:00)',
       'update.channel = "nightly" (from environment AICO_UPDATE_CHANNEL): allowed is one of stable, beta, dev',
-      expect.stringMatching(/^update_server\.metadata_url = "http:\/\/updates\.example\.org\/metadata" \(from environment AICO_UPDATE_SERVER_METADATA_URL\): allowed is .*https:\/\//),
+      expect.stringMatching(
+        /^update_server\.metadata_url = "http:\/\/updates\.example\.org\/metadata" \(from environment AICO_UPDATE_SERVER_METADATA_URL\): allowed is .*https:\/\//,
+      ),
     ]);
   });
 
@@ -46,6 +48,8 @@ describe('checker process start', () => {
       AICO_TUF_STATE_DIR: '/tmp/aico-startup-test',
     });
     expect(code).toBe(69);
-    expect(log).toMatch(/checker could not start: cannot connect to Redis at redis:\/\/127\.0\.0\.1:1 \(connect ECONNREFUSED 127\.0\.0\.1:1\); check redis\.url/);
+    expect(log).toMatch(
+      /checker could not start: cannot connect to Redis at redis:\/\/127\.0\.0\.1:1 \(connect ECONNREFUSED 127\.0\.0\.1:1\); check redis\.url/,
+    );
   });
 });

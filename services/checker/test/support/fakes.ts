@@ -1,5 +1,11 @@
 import type { CheckResponse, DownloadJob, ReleaseManifest, ReleaseRef, Topic } from '@aico-update/shared';
-import type { CheckState, DownloadQueue, EventSink, InstalledVersions, ReleaseSource } from '../../src/domain/ports.ts';
+import type {
+  CheckState,
+  DownloadQueue,
+  EventSink,
+  InstalledVersions,
+  ReleaseSource,
+} from '../../src/domain/ports.ts';
 
 /*
  * In-memory fakes of the checker's ports for unit tests. Each implements exactly what it declares; the
@@ -8,7 +14,8 @@ import type { CheckState, DownloadQueue, EventSink, InstalledVersions, ReleaseSo
 function strict<T extends object>(name: string, target: T): T {
   return new Proxy(target, {
     get(object, property, receiver) {
-      if (property in object || typeof property === 'symbol' || property === 'then') return Reflect.get(object, property, receiver);
+      if (property in object || typeof property === 'symbol' || property === 'then')
+        return Reflect.get(object, property, receiver);
       throw new Error(`${name} fake does not implement ${String(property)}`);
     },
   });
@@ -28,7 +35,10 @@ export function release(overrides: Partial<ReleaseRef> & Pick<ReleaseRef, 'versi
   };
 }
 
-export function fakeSource(releases: ReleaseRef[], options: { fail?: Error; manifest?: (r: ReleaseRef) => ReleaseManifest } = {}) {
+export function fakeSource(
+  releases: ReleaseRef[],
+  options: { fail?: Error; manifest?: (r: ReleaseRef) => ReleaseManifest } = {},
+) {
   const verified: string[] = [];
   const source: ReleaseSource = {
     async withReleases(use) {
@@ -79,7 +89,11 @@ export class FakeEvents implements EventSink {
 export class FakeDownloads implements DownloadQueue {
   jobs: DownloadJob[] = [];
   async enqueue(job: DownloadJob) {
-    if (!this.jobs.some((j) => j.release.component === job.release.component && j.release.version === job.release.version)) {
+    if (
+      !this.jobs.some(
+        (j) => j.release.component === job.release.component && j.release.version === job.release.version,
+      )
+    ) {
       this.jobs.push(job);
     }
   }

@@ -68,7 +68,9 @@ describe('CheckRequests', () => {
   it('lets a burst of requests share the one check already running', async () => {
     const { requests, runs, gateNext, release } = setup('2026-11-27T10:00:00Z');
     gateNext();
-    const answers = Promise.all(['a', 'b', 'c'].map((id) => requests.handle({ v: 1, forced: false, request_id: id })));
+    const answers = Promise.all(
+      ['a', 'b', 'c'].map((id) => requests.handle({ v: 1, forced: false, request_id: id })),
+    );
     await new Promise((r) => setImmediate(r));
     release();
     const [a, b, c] = await answers;

@@ -4,7 +4,14 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { type CheckDeps, runCheck } from '../../src/handlers/run-check.ts';
 import { createCheckerMetrics } from '../../src/metrics.ts';
-import { FakeDownloads, FakeEvents, FakeState, fakeInstalled, fakeSource, release } from '../support/fakes.ts';
+import {
+  FakeDownloads,
+  FakeEvents,
+  FakeState,
+  fakeInstalled,
+  fakeSource,
+  release,
+} from '../support/fakes.ts';
 
 function deps(overrides: Partial<CheckDeps> & Pick<CheckDeps, 'source'>) {
   const events = new FakeEvents();
@@ -40,7 +47,12 @@ describe('runCheck', () => {
     expect(verified).toEqual(['backend@1.1.0', 'backend@1.1.0']);
     expect(events.of(Topics.checkResponse)).toEqual([first, second]);
     expect(events.of(Topics.available)).toEqual([
-      { v: 1, release: first.components[0]?.update, installed: '1.0.0', detected_at: '2026-11-27T03:00:00.000Z' },
+      {
+        v: 1,
+        release: first.components[0]?.update,
+        installed: '1.0.0',
+        detected_at: '2026-11-27T03:00:00.000Z',
+      },
     ]);
     expect(downloads.jobs).toEqual([{ v: 1, release: first.components[0]?.update, reason: 'auto_download' }]);
   });

@@ -24,8 +24,12 @@ describe('selectUpdates', () => {
   });
 
   it('offers nothing when the installed version is the newest, or newer than anything published', () => {
-    expect(selectUpdates({ backend: '1.1.0' }, releases, 'stable')).toEqual([{ component: 'backend', installed: '1.1.0' }]);
-    expect(selectUpdates({ backend: '9.0.0' }, releases, 'dev')).toEqual([{ component: 'backend', installed: '9.0.0' }]);
+    expect(selectUpdates({ backend: '1.1.0' }, releases, 'stable')).toEqual([
+      { component: 'backend', installed: '1.1.0' },
+    ]);
+    expect(selectUpdates({ backend: '9.0.0' }, releases, 'dev')).toEqual([
+      { component: 'backend', installed: '9.0.0' },
+    ]);
   });
 
   it('steps through a release that can update from the installed version when the newest cannot', () => {
@@ -34,7 +38,12 @@ describe('selectUpdates', () => {
       release({ version: '2.0.0', min_from_version: '1.5.0' }),
     ];
     expect(selectUpdates({ backend: '1.0.0' }, withGate, 'stable')).toEqual([
-      { component: 'backend', installed: '1.0.0', update: withGate[0], blocked: { version: '2.0.0', min_from_version: '1.5.0' } },
+      {
+        component: 'backend',
+        installed: '1.0.0',
+        update: withGate[0],
+        blocked: { version: '2.0.0', min_from_version: '1.5.0' },
+      },
     ]);
     expect(selectUpdates({ backend: '1.5.0' }, withGate, 'stable')[0]?.update?.version).toBe('2.0.0');
   });
@@ -49,7 +58,10 @@ describe('selectUpdates', () => {
 });
 
 describe('downloadReason', () => {
-  const policy = (overrides: Partial<UpdatePolicy>): UpdatePolicy => ({ ...updatePolicySchema.parse({}), ...overrides });
+  const policy = (overrides: Partial<UpdatePolicy>): UpdatePolicy => ({
+    ...updatePolicySchema.parse({}),
+    ...overrides,
+  });
 
   it.each([
     [{ auto_download: true }, false, 'auto_download'],

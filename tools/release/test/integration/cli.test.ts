@@ -39,14 +39,30 @@ afterEach(async () => {
 /** A stock tuf-js client with its default fetcher (not ours): what any TUF client makes of the repository. */
 async function stockTufJsClient(metadataUrl: string) {
   const metadataDir = await makeTempDir('tufjs');
-  await writeFile(join(metadataDir, 'root.json'), await readFile(join(repoDir, 'public/metadata/1.root.json')));
+  await writeFile(
+    join(metadataDir, 'root.json'),
+    await readFile(join(repoDir, 'public/metadata/1.root.json')),
+  );
   return new Updater({ metadataDir, metadataBaseUrl: metadataUrl, targetDir: metadataDir });
 }
 
 describe('aico-release', () => {
   it('creates a repository with root keys apart from online keys and consistent snapshots', async () => {
     const rootKeys = join(dir, 'offline-root-keys');
-    expect((await aicoRelease('init', repoDir, '--root-keys', rootKeys, '--keys', 'targets=3', '--threshold', 'targets=2')).code).toBe(0);
+    expect(
+      (
+        await aicoRelease(
+          'init',
+          repoDir,
+          '--root-keys',
+          rootKeys,
+          '--keys',
+          'targets=3',
+          '--threshold',
+          'targets=2',
+        )
+      ).code,
+    ).toBe(0);
     expect(await readdir(rootKeys)).toEqual([expect.stringMatching(/^root-[0-9a-f]{12}\.json$/)]);
     const online = await readdir(join(repoDir, 'keys/online'));
     expect(online.filter((n) => n.startsWith('targets-'))).toHaveLength(3);
@@ -60,16 +76,40 @@ describe('aico-release', () => {
   it('publishes a release with sha256-hashed targets and signed release metadata', async () => {
     await aicoRelease('init', repoDir);
     const added = await aicoRelease(
-      'add', repoDir, '--component', 'backend', '--version', '1.0.0', '--channel', 'beta', '--critical',
-      '--notes', 'Security fix', '--min-from', '0.9.0', artifact,
+      'add',
+      repoDir,
+      '--component',
+      'backend',
+      '--version',
+      '1.0.0',
+      '--channel',
+      'beta',
+      '--critical',
+      '--notes',
+      'Security fix',
+      '--min-from',
+      '0.9.0',
+      artifact,
     );
-    expect(added).toMatchObject({ code: 0, stdout: expect.stringContaining('published backend 1.0.0 on beta (critical)') });
+    expect(added).toMatchObject({
+      code: 0,
+      stdout: expect.stringContaining('published backend 1.0.0 on beta (critical)'),
+    });
     const repo = await openRepository(repoDir);
     const targets = await repo.readTargets();
-    expect(Object.keys(targets.targets).sort()).toEqual(['artifacts/backend/1.0.0/backend.tar', 'releases/backend/1.0.0.json']);
+    expect(Object.keys(targets.targets).sort()).toEqual([
+      'artifacts/backend/1.0.0/backend.tar',
+      'releases/backend/1.0.0.json',
+    ]);
     for (const entry of Object.values(targets.targets)) expect(entry.hashes.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(targets.targets['releases/backend/1.0.0.json']?.custom?.aico).toMatchObject({
-      component: 'backend', version: '1.0.0', channel: 'beta', critical: true, notes: 'Security fix', min_from_version: '0.9.0', size_bytes: 11,
+      component: 'backend',
+      version: '1.0.0',
+      channel: 'beta',
+      critical: true,
+      notes: 'Security fix',
+      min_from_version: '0.9.0',
+      size_bytes: 11,
     });
     const timestamp = await repo.readTimestamp();
     expect(timestamp.expires).toMatch(/:\d\dZ$/);
@@ -79,23 +119,77 @@ describe('aico-release', () => {
   it('refuses an existing version, a lower version without --force, and a bad channel, saying why', async () => {
     await aicoRelease('init', repoDir);
     await aicoRelease('add', repoDir, '--component', 'backend', '--version', '1.1.0', artifact);
-    const exists = await aicoRelease('add', repoDir, '--component', 'backend', '--version', '1.1.0', artifact);
-    expect(exists).toMatchObject({ code: 1, stderr: expect.stringContaining('backend 1.1.0 is already published') });
+    const exists = await aicoRelease(
+      'add',
+      repoDir,
+      '--component',
+      'backend',
+      '--version',
+      '1.1.0',
+      artifact,
+    );
+    expect(exists).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('backend 1.1.0 is already published'),
+    });
     const lower = await aicoRelease('add', repoDir, '--component', 'backend', '--version', '1.0.5', artifact);
-    expect(lower).toMatchObject({ code: 1, stderr: expect.stringContaining('not newer than 1.1.0, the latest on channel stable') });
-    expect((await aicoRelease('add', repoDir, '--component', 'backend', '--version', '1.0.5', '--force', artifact)).code).toBe(0);
+    expect(lower).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('not newer than 1.1.0, the latest on channel stable'),
+    });
+    expect(
+      (await aicoRelease('add', repoDir, '--component', 'backend', '--version', '1.0.5', '--force', artifact))
+        .code,
+    ).toBe(0);
     // Another channel has its own latest.
-    expect((await aicoRelease('add', repoDir, '--component', 'backend', '--version', '1.0.6', '--channel', 'beta', artifact)).code).toBe(0);
-    const channel = await aicoRelease('add', repoDir, '--component', 'backend', '--version', '2.0.0', '--channel', 'nightly', artifact);
-    expect(channel).toMatchObject({ code: 1, stderr: expect.stringContaining('channel "nightly" is not allowed; use one of stable, beta, dev') });
+    expect(
+      (
+        await aicoRelease(
+          'add',
+          repoDir,
+          '--component',
+          'backend',
+          '--version',
+          '1.0.6',
+          '--channel',
+          'beta',
+          artifact,
+        )
+      ).code,
+    ).toBe(0);
+    const channel = await aicoRelease(
+      'add',
+      repoDir,
+      '--component',
+      'backend',
+      '--version',
+      '2.0.0',
+      '--channel',
+      'nightly',
+      artifact,
+    );
+    expect(channel).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('channel "nightly" is not allowed; use one of stable, beta, dev'),
+    });
   });
 
   it('names the missing key when the signing keys are not there (wrong key folder)', async () => {
     await aicoRelease('init', repoDir);
     await rm(join(repoDir, 'keys/online'), { recursive: true });
-    const result = await aicoRelease('add', repoDir, '--component', 'backend', '--version', '1.0.0', artifact);
+    const result = await aicoRelease(
+      'add',
+      repoDir,
+      '--component',
+      'backend',
+      '--version',
+      '1.0.0',
+      artifact,
+    );
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/role targets needs 1 signature\(s\) from keys [0-9a-f]{12}; found 0 of them .*--keys DIR/);
+    expect(result.stderr).toMatch(
+      /role targets needs 1 signature\(s\) from keys [0-9a-f]{12}; found 0 of them .*--keys DIR/,
+    );
   });
 
   it('refresh re-signs snapshot and timestamp with new versions and expiry', async () => {
