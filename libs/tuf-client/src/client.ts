@@ -2,7 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from '@aico-update/shared';
-import { Metadata, MetadataKind, type TargetFile } from '@tufjs/models';
+import { Metadata, MetadataKind, TargetFile } from '@tufjs/models';
+
+type JSONObject = Parameters<typeof TargetFile.fromJSON>[1];
+
 import lockfile from 'proper-lockfile';
 import { Updater } from 'tuf-js';
 import { classifyTufError, TufError } from './classify.ts';
@@ -214,10 +217,24 @@ async function readOutcome(dir: string): Promise<RefreshOutcome> {
   const root = Metadata.fromJSON(MetadataKind.Root, await read('root.json'));
   const timestamp = Metadata.fromJSON(MetadataKind.Timestamp, await read('timestamp.json'));
   const snapshot = Metadata.fromJSON(MetadataKind.Snapshot, await read('snapshot.json'));
-  const targets = Metadata.fromJSON(MetadataKind.Targets, await read('targets.json'));
-  const expiries = [root, timestamp, snapshot, targets].map((m) => new Date(m.signed.expires).getTime());
+  // targets.json was verified by tuf-js in this session (or an earlier one, under the same lock). It is
+  // read entry by entry: @tufjs/models' Targets.fromJSON is quadratic in the number of targets
+  // (object spread in a reduce), which costs seconds at a few thousand targets.
+  const targets = (await read('targets.json')) as {
+    signed: { version: number; expires: string; targets?: Record<string, JSONObject> };
+  };
+  const targetFiles = new Map<string, TargetFile>();
+  for (const [path, entry] of Object.entries(targets.signed.targets ?? {})) {
+    targetFiles.set(path, TargetFile.fromJSON(path, entry));
+  }
+  const expiries = [
+    root.signed.expires,
+    timestamp.signed.expires,
+    snapshot.signed.expires,
+    targets.signed.expires,
+  ].map((e) => new Date(e).getTime());
   return {
-    targets: new Map(Object.entries(targets.signed.targets)),
+    targets: targetFiles,
     versions: {
       root: root.signed.version,
       timestamp: timestamp.signed.version,

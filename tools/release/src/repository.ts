@@ -275,6 +275,30 @@ export class Repository {
   }
 
   async addRelease(input: AddReleaseInput): Promise<ReleaseManifest> {
+    const [manifest] = await this.addReleases([input], input);
+    return manifest as ReleaseManifest;
+  }
+
+  /** Publishes several releases in one new targets version (one signature round, e.g. importing history). */
+  async addReleases(inputs: readonly AddReleaseInput[], options: WriteOptions = {}): Promise<ReleaseManifest[]> {
+    const targets = await this.readTargets();
+    const published = await this.releases();
+    const manifests: ReleaseManifest[] = [];
+    for (const input of inputs) {
+      const manifest = await this.#stageRelease(targets, published, input);
+      published.push({ ...manifest, target: releaseTargetPath(manifest.component, manifest.version) });
+      published.sort((a, b) => semver.compare(a.version, b.version));
+      manifests.push(manifest);
+    }
+    await this.publishTargets(targets, options);
+    return manifests;
+  }
+
+  async #stageRelease(
+    targets: SignedJson & { targets: Record<string, TargetEntry> },
+    published: readonly PublishedRelease[],
+    input: AddReleaseInput,
+  ): Promise<ReleaseManifest> {
     const component = parseChoice('component', input.component, COMPONENTS) as Component;
     const channel = parseChoice('channel', input.channel, CHANNELS) as Channel;
     if (semver.valid(input.version) !== input.version) {
@@ -289,7 +313,7 @@ export class Repository {
         `min-from "${input.minFromVersion}" is not semver; use e.g. 1.0.0`,
       );
     }
-    const existing = await this.releases(component);
+    const existing = published.filter((r) => r.component === component);
     if (existing.some((r) => r.version === input.version)) {
       throw new ReleaseToolError(
         'RELEASE_EXISTS',
@@ -305,7 +329,6 @@ export class Repository {
       );
     }
 
-    const targets = await this.readTargets();
     const artifacts: Artifact[] = [];
     for (const file of input.artifacts) {
       const name = basename(file);
@@ -348,7 +371,6 @@ export class Repository {
       hashes: { sha256 },
       custom: { aico: custom },
     };
-    await this.publishTargets(targets, input);
     return manifest;
   }
 
