@@ -6,9 +6,9 @@
  * check_nochange_bytes, plus the baseline and the request lists.
  */
 import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { checkerConfigSchema, startChecker } from '@aico-update/checker';
 import type { AddReleaseInput } from '@aico-update/release';
 import { startTestRepository } from '@aico-update/release/testing';
@@ -76,7 +76,9 @@ const curlMs = Math.min(...curlRuns);
 await checker.stop();
 await Promise.all([redis.stop(), nats.stop(), t.close()]);
 
-const found = first.response.components.map((c) => `${c.component}:${c.installed}->${c.update?.version ?? 'none'}`).join(',');
+const found = first.response.components
+  .map((c) => `${c.component}:${c.installed}->${c.update?.version ?? 'none'}`)
+  .join(',');
 console.log(`releases=${RELEASES}`);
 console.log(`found=${found}`);
 console.log(`check_first_ms=${first.ms.toFixed(1)}`);

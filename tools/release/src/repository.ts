@@ -280,7 +280,10 @@ export class Repository {
   }
 
   /** Publishes several releases in one new targets version (one signature round, e.g. importing history). */
-  async addReleases(inputs: readonly AddReleaseInput[], options: WriteOptions = {}): Promise<ReleaseManifest[]> {
+  async addReleases(
+    inputs: readonly AddReleaseInput[],
+    options: WriteOptions = {},
+  ): Promise<ReleaseManifest[]> {
     const targets = await this.readTargets();
     const published = await this.releases();
     const manifests: ReleaseManifest[] = [];

@@ -248,12 +248,24 @@ describe('Repository.addReleases', () => {
     const repo = await initRepository(repoDir);
     const before = (await repo.readTargets()).version;
     await repo.addReleases(
-      ['1.0.0', '1.1.0', '1.2.0'].map((version) => ({ component: 'backend', version, channel: 'stable', artifacts: [artifact] })),
+      ['1.0.0', '1.1.0', '1.2.0'].map((version) => ({
+        component: 'backend',
+        version,
+        channel: 'stable',
+        artifacts: [artifact],
+      })),
     );
     expect((await repo.readTargets()).version).toBe(before + 1);
     expect((await repo.releases()).map((r) => r.version)).toEqual(['1.0.0', '1.1.0', '1.2.0']);
     await expect(
-      repo.addReleases(['1.3.0', '1.3.0'].map((version) => ({ component: 'backend', version, channel: 'stable', artifacts: [artifact] }))),
+      repo.addReleases(
+        ['1.3.0', '1.3.0'].map((version) => ({
+          component: 'backend',
+          version,
+          channel: 'stable',
+          artifacts: [artifact],
+        })),
+      ),
     ).rejects.toThrow('backend 1.3.0 is already published');
     expect((await repo.readTargets()).version).toBe(before + 1);
   });
