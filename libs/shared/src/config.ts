@@ -26,6 +26,8 @@ interface NumberSettingOptions {
   max: number;
   integer?: boolean;
   unit: string;
+  /** Replaces the generated "a number of <unit> …" text. */
+  allowed?: string;
 }
 
 /** A number that also accepts its decimal string form; bounds are part of the description. */
@@ -48,7 +50,7 @@ export function numberSetting(options: NumberSettingOptions) {
     ])
     .pipe(target)
     .default(options.default)
-    .describe(allowed.replace(/ {2}/g, ' '));
+    .describe(options.allowed ?? allowed.replace(/ {2}/g, ' '));
 }
 
 export const CHANNELS = ['stable', 'beta', 'dev'] as const;
@@ -105,7 +107,14 @@ export function httpSchema(defaultPort: number) {
         .min(1)
         .default('0.0.0.0')
         .describe('an interface address to listen on, such as 0.0.0.0'),
-      port: numberSetting({ default: defaultPort, min: 0, max: 65535, integer: true, unit: 'port' }),
+      port: numberSetting({
+        default: defaultPort,
+        min: 0,
+        max: 65535,
+        integer: true,
+        unit: 'port',
+        allowed: 'a TCP port from 0 to 65535 (0: any free port)',
+      }),
     })
     .prefault({});
 }
@@ -128,7 +137,11 @@ const httpUrl = z
 export const updateServerSchema = z
   .strictObject({
     metadata_url: httpUrl,
-    targets_url: httpUrl.optional(),
+    targets_url: httpUrl
+      .optional()
+      .describe(
+        'an http(s) URL; when unset, the folder "targets" beside the metadata URL (aico-release serve layout)',
+      ),
     ca_file: z.string().min(1).optional().describe('a path to a PEM file of CA certificates to trust'),
     proxy: z
       .string()
@@ -165,7 +178,9 @@ export const installedSeedSchema = z
       .describe('a semver version such as 1.0.0'),
   )
   .default({})
-  .describe('a map of component name to installed semver version');
+  .describe(
+    'a map of component name to installed semver version (environment form: backend=1.0.0,frontend=1.2.0)',
+  );
 
 export interface LoadConfigOptions {
   /** YAML file; defaults to $AICO_CONFIG_FILE. A named file that does not exist is an error. */
@@ -221,13 +236,24 @@ export function envName(path: readonly string[]): string {
   return ENV_PREFIX + path.join('_').toUpperCase();
 }
 
-/** Every settable key of a schema, with its environment variable and what it allows (for docs and --help). */
-export function describeSettings(schema: z.ZodType): { key: string; env: string; allowed: string }[] {
+/** Every settable key of a schema: its environment variable, default and what it allows (docs, --help). */
+export function describeSettings(
+  schema: z.ZodType,
+): { key: string; env: string; default: unknown; allowed: string }[] {
   return leavesOf(schema).map((leaf) => ({
     key: leaf.path.join('.'),
     env: envName(leaf.path),
+    default: defaultOf(leaf.schema),
     allowed: descriptionOf(leaf.schema) ?? '',
   }));
+}
+
+function defaultOf(schema: z.ZodType): unknown {
+  for (let current: z.ZodType | undefined = schema; current; current = innerOf(current)) {
+    const def = (current as unknown as { _zod: { def: { defaultValue?: unknown } } })._zod.def;
+    if ('defaultValue' in def) return def.defaultValue;
+  }
+  return undefined;
 }
 
 function describeIssue(

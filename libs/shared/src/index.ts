@@ -7,5 +7,6 @@ export * from './metrics.ts';
 export * from './nats.ts';
 export * from './redis.ts';
 export * from './release.ts';
+export * from './service.ts';
 export * from './shutdown.ts';
 export * from './topics.ts';

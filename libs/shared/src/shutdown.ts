@@ -50,14 +50,4 @@ export class Shutdown {
     }
     return clean;
   }
-
-  /** Wires SIGTERM/SIGINT to stop() and exit; the only place a service exits on a signal. */
-  onSignals(exit: (code: number) => void): void {
-    const handler = (signal: NodeJS.Signals) => {
-      this.#logger.info({ signal }, 'stopping');
-      void this.stop().then((clean) => exit(clean ? 0 : 1));
-    };
-    process.once('SIGTERM', handler);
-    process.once('SIGINT', handler);
-  }
 }

@@ -2,7 +2,6 @@ import { join } from 'node:path';
 import {
   type CheckRequest,
   type CheckResponse,
-  ConfigError,
   connectNats,
   connectRedis,
   createLogger,
@@ -12,7 +11,7 @@ import {
   ensureEventStream,
   type Logger,
   listen,
-  loadConfig,
+  runService,
   Shutdown,
 } from '@aico-update/shared';
 import { TufClient, TufFetcher } from '@aico-update/tuf-client';
@@ -150,37 +149,6 @@ export async function startChecker(
   }
 }
 
-async function main(): Promise<void> {
-  let config: CheckerConfig;
-  try {
-    config = loadConfig(checkerConfigSchema);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    createLogger('checker').fatal({ problems: error.problems }, error.message);
-    process.exit(78);
-  }
-  const logger = createLogger('checker', config.log.level);
-  process.on('uncaughtException', (error) => {
-    logger.fatal({ err: error }, 'uncaught exception; exiting');
-    process.exit(70);
-  });
-  process.on('unhandledRejection', (error) => {
-    logger.fatal({ err: error }, 'unhandled rejection; exiting');
-    process.exit(70);
-  });
-  let checker: RunningChecker;
-  try {
-    checker = await startChecker(config, { logger });
-  } catch (error) {
-    logger.fatal({ err: error }, `checker could not start: ${(error as Error).message}`);
-    process.exit(69);
-  }
-  const stop = (signal: string) => {
-    logger.info({ signal }, 'stopping');
-    void checker.stop().then((clean) => process.exit(clean ? 0 : 1));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+if (import.meta.main) {
+  await runService('checker', checkerConfigSchema, (config, logger) => startChecker(config, { logger }));
 }
-
-if (import.meta.main) await main();

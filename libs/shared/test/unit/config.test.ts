@@ -94,7 +94,7 @@ describe('loadConfig', () => {
     ['AICO_UPDATE_PREFERRED_TIME', '25:00', /update\.preferred_time = "25:00".*HH:MM/],
     ['AICO_UPDATE_AUTO_DOWNLOAD', 'maybe', /update\.auto_download = "maybe".*true or false/],
     ['AICO_UPDATE_CHECK_INTERVAL', '0', /update\.check_interval = "0".*> 0/],
-    ['AICO_HTTP_PORT', '70000', /http\.port = "70000".*≤ 65535/],
+    ['AICO_HTTP_PORT', '70000', /http\.port = "70000".*a TCP port from 0 to 65535/],
     ['AICO_INSTALLED', 'backend=latest', /installed\.backend = "latest".*semver/],
   ])('rejects %s=%s', (name, value, pattern) => {
     expect(problemsOf(() => loadConfig(schema, { env: { [name]: value } }))).toEqual([
@@ -119,6 +119,7 @@ describe('loadConfig', () => {
     expect(describeSettings(schema)).toContainEqual({
       key: 'update.channel',
       env: 'AICO_UPDATE_CHANNEL',
+      default: 'stable',
       allowed: 'one of stable, beta, dev',
     });
   });
