@@ -13,6 +13,12 @@ for arg in "$@"; do [ "$arg" = --with-docker ] && want_docker=true; done
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
+# Node from the npm registry trusts only its bundled CA list; trust the system's store as well, like the
+# machine's other tools (a proxy or private registry CA lives there).
+if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -r /etc/ssl/certs/ca-certificates.crt ]; then
+  export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+fi
+
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
     say "need root to install $1 (apt-get). Run as root, or install it yourself: apt-get install -y $1"
