@@ -114,6 +114,8 @@ export async function hashFile(path: string): Promise<{ length: number; sha256: 
   return { length, sha256: hash.digest('hex') };
 }
 
+type FileMeta = ReturnType<typeof bytesMeta>;
+
 function bytesMeta(bytes: string, version: number) {
   return {
     version,
@@ -432,49 +434,48 @@ export class Repository {
     await this.publishSnapshot(options, bytesMeta(bytes, targets.version));
   }
 
-  async publishSnapshot(options: WriteOptions, targetsMeta?: ReturnType<typeof bytesMeta>): Promise<void> {
-    let version = 0;
-    let meta = targetsMeta;
-    try {
-      const previous = await this.readSnapshot();
-      version = previous.version;
-      meta ??= (previous.meta as Record<string, ReturnType<typeof bytesMeta>>)['targets.json'];
-    } catch {
-      // First snapshot of a new repository.
-    }
-    const snapshot: SignedJson = {
-      _type: 'snapshot',
-      spec_version: '1.0.31',
-      version: version + 1,
-      expires: options.expiresAt?.snapshot ?? daysFromNow(this.#settings.expires_days.snapshot),
-      meta: { 'targets.json': meta },
-    };
-    const bytes = await this.#sign('snapshot', snapshot, options);
-    await writeAtomic(join(this.metadataDir, `${snapshot.version}.snapshot.json`), bytes);
-    await this.publishTimestamp(options, bytesMeta(bytes, snapshot.version));
+  async publishSnapshot(options: WriteOptions, targetsMeta?: FileMeta): Promise<void> {
+    const snapshot = await this.#publishMetaRole('snapshot', 'targets.json', options, targetsMeta);
+    await this.publishTimestamp(options, snapshot);
   }
 
-  async publishTimestamp(options: WriteOptions, snapshotMeta?: ReturnType<typeof bytesMeta>): Promise<void> {
+  async publishTimestamp(options: WriteOptions, snapshotMeta?: FileMeta): Promise<void> {
+    await this.#publishMetaRole('timestamp', 'snapshot.json', options, snapshotMeta);
+  }
+
+  /**
+   * Signs version N+1 of a role that pins the file below it (snapshot pins targets, timestamp pins
+   * snapshot) and returns the new file's meta for the role above. Without `childMeta` the pin is kept.
+   */
+  async #publishMetaRole(
+    role: 'snapshot' | 'timestamp',
+    child: 'targets.json' | 'snapshot.json',
+    options: WriteOptions,
+    childMeta: FileMeta | undefined,
+  ): Promise<FileMeta> {
     let version = 0;
-    let meta = snapshotMeta;
+    let meta = childMeta;
     try {
-      const previous = await this.readTimestamp();
+      const previous = role === 'snapshot' ? await this.readSnapshot() : await this.readTimestamp();
       version = previous.version;
-      meta ??= (previous.meta as Record<string, ReturnType<typeof bytesMeta>>)['snapshot.json'];
+      meta ??= (previous.meta as Record<string, FileMeta>)[child];
     } catch {
-      // First timestamp of a new repository.
+      // The first version of this role in a new repository.
     }
-    const timestamp: SignedJson = {
-      _type: 'timestamp',
+    const signed: SignedJson = {
+      _type: role,
       spec_version: '1.0.31',
       version: version + 1,
-      expires: options.expiresAt?.timestamp ?? daysFromNow(this.#settings.expires_days.timestamp),
-      meta: { 'snapshot.json': meta },
+      expires: options.expiresAt?.[role] ?? daysFromNow(this.#settings.expires_days[role]),
+      meta: { [child]: meta },
     };
+    const bytes = await this.#sign(role, signed, options);
+    // Consistent snapshots: snapshot is versioned in its name; timestamp is always timestamp.json.
     await writeAtomic(
-      join(this.metadataDir, 'timestamp.json'),
-      await this.#sign('timestamp', timestamp, options),
+      join(this.metadataDir, role === 'snapshot' ? `${signed.version}.snapshot.json` : 'timestamp.json'),
+      bytes,
     );
+    return bytesMeta(bytes, signed.version);
   }
 
   /** Writes root N (and root.json, the copy clients ship as their initial trusted root). */
