@@ -263,11 +263,15 @@ function transportError(url: string, error: unknown, when: string): FetchError {
   );
 }
 
+/** undici wraps the cause (ECONNREFUSED, a TLS code) in generic socket/connect errors: find the specific one. */
+const GENERIC_CODES = new Set(['UND_ERR_SOCKET', 'UND_ERR_CONNECT']);
+
 function deepCode(error: unknown): string | undefined {
+  let generic: string | undefined;
   for (let e = error as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-    if (typeof e.code === 'string' && e.code !== 'UND_ERR_SOCKET' && e.code !== 'UND_ERR_CONNECT')
-      return e.code;
-    if (typeof e.code === 'string' && !e.cause) return e.code;
+    if (typeof e.code !== 'string') continue;
+    if (!GENERIC_CODES.has(e.code)) return e.code;
+    generic ??= e.code;
   }
-  return undefined;
+  return generic;
 }
