@@ -159,6 +159,14 @@ function expired(text: string, cause: unknown): TufError {
 }
 
 function fromFetchError(fetchError: FetchError, cause: unknown): TufError {
+  if (fetchError.code === 'TUF_HASH_MISMATCH') {
+    return new TufError(
+      'attack',
+      fetchError.code,
+      `update rejected: ${fetchError.message}. ${ATTACK_ADVICE}`,
+      { cause },
+    );
+  }
   const kind = fetchError.code === 'TUF_CA_FILE_UNREADABLE' ? 'config' : 'unreachable';
   return new TufError(kind, fetchError.code, fetchError.message, { cause });
 }

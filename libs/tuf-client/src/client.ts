@@ -9,7 +9,7 @@ type JSONObject = Parameters<typeof TargetFile.fromJSON>[1];
 import lockfile from 'proper-lockfile';
 import { Updater } from 'tuf-js';
 import { classifyTufError, TufError } from './classify.ts';
-import type { TufFetcher } from './fetcher.ts';
+import type { ResumableOutcome, TufFetcher } from './fetcher.ts';
 
 /*
  * One TUF client per metadata folder. Each session takes the folder's lock, copies the trusted metadata
@@ -40,6 +40,7 @@ export interface RefreshOutcome {
   versions: Record<'root' | 'timestamp' | 'snapshot' | 'targets', number>;
   /** Earliest expiry among the trusted top-level metadata (for "expiring soon" alerts). */
   expiresAt: Date;
+  consistentSnapshot: boolean;
 }
 
 export interface TufSession extends RefreshOutcome {
@@ -47,6 +48,17 @@ export interface TufSession extends RefreshOutcome {
   targetInfo(path: string): Promise<TargetFile | undefined>;
   /** Returns the local path of the verified target, downloading it unless a valid copy is cached. */
   fetchTarget(info: TargetFile): Promise<string>;
+  /**
+   * Downloads a large target to `dest` (resumable, verified while streaming against the signed length
+   * and sha256, renamed into place only when verified). `partialDir` must be on the same disk as `dest`.
+   */
+  downloadTarget(info: TargetFile, dest: string, options: DownloadTargetOptions): Promise<ResumableOutcome>;
+}
+
+export interface DownloadTargetOptions {
+  partialDir: string;
+  onBytes?: (bytes: number) => void;
+  signal?: AbortSignal;
 }
 
 const ROLE_FILES = ['root.json', 'timestamp.json', 'snapshot.json', 'targets.json'] as const;
@@ -101,6 +113,8 @@ export class TufClient {
             }
           },
           fetchTarget: (info) => this.#fetchTarget(updater, info),
+          downloadTarget: (info, dest, options) =>
+            this.#downloadTarget(info, dest, options, outcome.consistentSnapshot),
         });
       } finally {
         // Delegated roles loaded during the session were verified before tuf-js persisted them.
@@ -118,6 +132,39 @@ export class TufClient {
       return await readOutcome(this.#options.metadataDir);
     } catch {
       return undefined;
+    }
+  }
+
+  async #downloadTarget(
+    info: TargetFile,
+    dest: string,
+    options: DownloadTargetOptions,
+    consistentSnapshot: boolean,
+  ): Promise<ResumableOutcome> {
+    const sha256 = info.hashes.sha256;
+    if (!sha256) {
+      throw new TufError(
+        'attack',
+        'TUF_INVALID_METADATA',
+        `target ${info.path} has no sha256 in its signed metadata; refusing it`,
+      );
+    }
+    // The same URL tuf-js would use: with consistent snapshots, the file name carries its hash.
+    const slash = info.path.lastIndexOf('/');
+    const name = consistentSnapshot ? `${sha256}.${info.path.slice(slash + 1)}` : info.path.slice(slash + 1);
+    const path = slash >= 0 ? `${info.path.slice(0, slash)}/${name}` : name;
+    const url = `${this.#options.targetsUrl.replace(/\/$/, '')}/${path.split('/').map(encodeURIComponent).join('/')}`;
+    this.#options.fetcher.lastError = undefined;
+    try {
+      return await this.#options.fetcher.downloadResumable(
+        url,
+        { length: info.length, sha256 },
+        dest,
+        options,
+      );
+    } catch (error) {
+      if ((error as Error).name === 'AbortError') throw error;
+      throw classifyTufError(error, this.#options.fetcher.lastError);
     }
   }
 
@@ -242,6 +289,7 @@ async function readOutcome(dir: string): Promise<RefreshOutcome> {
       targets: targets.signed.version,
     },
     expiresAt: new Date(Math.min(...expiries)),
+    consistentSnapshot: root.signed.consistentSnapshot,
   };
 }
 

@@ -1,5 +1,6 @@
-import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -32,6 +33,8 @@ export interface FetcherOptions {
   /** Folder for partial downloads: keep it on the same disk as the cache, not tmpfs. */
   tmpDir?: string;
   userAgent?: string;
+  /** Shared bandwidth cap for resumable (large) downloads. */
+  rateLimiter?: RateLimiter | undefined;
 }
 
 /** A transport failure, with the code operators and the classifier see. */
@@ -59,14 +62,67 @@ export interface FetcherStats {
   requests: number;
   bytes: number;
   retries: number;
+  verificationFailures: number;
+}
+
+export interface ResumableOutcome {
+  /** Bytes received over the network for this target in this call. */
+  fetchedBytes: number;
+  /** Bytes that were already on disk from an earlier, interrupted download and were not fetched again. */
+  resumedFromBytes: number;
+  /** Times a resumed file failed verification and was fetched again from zero. */
+  restarts: number;
+}
+
+/** Caps the bytes per second of every download sharing it (a token bucket with one second of burst). */
+export class RateLimiter {
+  readonly #rate: number;
+  #tokens: number;
+  #last = performance.now();
+
+  constructor(bytesPerSecond: number) {
+    this.#rate = bytesPerSecond;
+    this.#tokens = bytesPerSecond;
+  }
+
+  async take(bytes: number, signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      const now = performance.now();
+      this.#tokens = Math.min(this.#rate, this.#tokens + ((now - this.#last) / 1000) * this.#rate);
+      this.#last = now;
+      if (this.#tokens >= Math.min(bytes, this.#rate)) {
+        this.#tokens -= bytes;
+        return;
+      }
+      await sleep(Math.ceil(((Math.min(bytes, this.#rate) - this.#tokens) / this.#rate) * 1000), undefined, {
+        signal,
+      });
+    }
+  }
+}
+
+function contentRangeStart(header: string | string[] | undefined): number | undefined {
+  const match = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(String(header ?? ''));
+  return match ? Number(match[1]) : undefined;
+}
+
+async function hashOf(file: string): Promise<{ length: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let length = 0;
+  for await (const chunk of createReadStream(file)) {
+    hash.update(chunk as Buffer);
+    length += (chunk as Buffer).length;
+  }
+  return { length, sha256: hash.digest('hex') };
 }
 
 export class TufFetcher extends BaseFetcher {
-  readonly stats: FetcherStats = { requests: 0, bytes: 0, retries: 0 };
+  readonly stats: FetcherStats = { requests: 0, bytes: 0, retries: 0, verificationFailures: 0 };
   /** The last transport failure, so a failure tuf-js wraps into a plain message can still be classified. */
   lastError: FetchError | undefined;
-  readonly #options: Required<Omit<FetcherOptions, 'caFile' | 'proxy' | 'tmpDir'>> & {
+  readonly #options: Required<Omit<FetcherOptions, 'caFile' | 'proxy' | 'tmpDir' | 'rateLimiter'>> & {
     tmpDir: string | undefined;
+    rateLimiter: RateLimiter | undefined;
   };
   #dispatcher: Dispatcher | undefined;
   readonly #caFile: string | undefined;
@@ -82,6 +138,7 @@ export class TufFetcher extends BaseFetcher {
       retries: options.retries ?? 3,
       retryDelayMs: options.retryDelayMs ?? 500,
       tmpDir: options.tmpDir,
+      rateLimiter: options.rateLimiter,
       userAgent: options.userAgent ?? 'aico-update',
     };
   }
@@ -153,6 +210,125 @@ export class TufFetcher extends BaseFetcher {
     }
   }
 
+  /**
+   * Downloads a large target to `dest` against its signed length and sha256, hashing as the bytes
+   * arrive (the file is read once). A partial file survives failures and restarts: the next attempt
+   * sends `Range: bytes=<have>-`; a server that answers 200 instead makes it start over. A file that
+   * fails verification is deleted, and fetched once more from zero when it had been resumed (the old
+   * partial may be what was wrong). Only a verified file is renamed to `dest`.
+   */
+  async downloadResumable(
+    url: string,
+    expected: { length: number; sha256: string },
+    dest: string,
+    options: { partialDir: string; onBytes?: (bytes: number) => void; signal?: AbortSignal },
+  ): Promise<ResumableOutcome> {
+    await mkdir(options.partialDir, { recursive: true });
+    const partial = join(options.partialDir, `${expected.sha256}.part`);
+    const outcome: ResumableOutcome = { fetchedBytes: 0, resumedFromBytes: 0, restarts: 0 };
+    let freshAttemptsAfterMismatch = 1;
+    for (let attempt = 0; ; attempt++) {
+      options.signal?.throwIfAborted();
+      try {
+        const have = await this.#fetchInto(url, expected, partial, outcome, options);
+        if (have.sha256 === expected.sha256 && have.length === expected.length) break;
+        this.stats.verificationFailures += 1;
+        await rm(partial, { force: true });
+        if (have.resumed && freshAttemptsAfterMismatch-- > 0) {
+          outcome.restarts += 1;
+          continue;
+        }
+        throw new FetchError(
+          'TUF_HASH_MISMATCH',
+          `${url}: received ${have.length} bytes with sha256 ${have.sha256}, but the signed target has ${expected.length} bytes with sha256 ${expected.sha256}`,
+          url,
+          false,
+        );
+      } catch (error) {
+        const retry = error instanceof FetchError && error.transient && attempt < this.#options.retries;
+        if (!retry) throw error;
+        this.stats.retries += 1;
+        await sleep(Math.min(this.#options.retryDelayMs * 2 ** attempt, 30_000), undefined, {
+          signal: options.signal,
+        });
+      }
+    }
+    const handle = await open(partial, 'r+');
+    await handle.sync();
+    await handle.close();
+    await rename(partial, dest);
+    return outcome;
+  }
+
+  /** One attempt: continue `partial` from its current size (or from zero), hashing everything in it. */
+  async #fetchInto(
+    url: string,
+    expected: { length: number; sha256: string },
+    partial: string,
+    outcome: ResumableOutcome,
+    options: { onBytes?: (bytes: number) => void; signal?: AbortSignal },
+  ): Promise<{ length: number; sha256: string; resumed: boolean }> {
+    let have = (await stat(partial).catch(() => undefined))?.size ?? 0;
+    if (have > expected.length) {
+      await rm(partial, { force: true });
+      have = 0;
+    }
+    if (have === expected.length) return { ...(await hashOf(partial)), resumed: true };
+    const response = await this.#respond(url, have > 0 ? { range: `bytes=${have}-` } : {});
+    const resumed =
+      response.statusCode === 206 && contentRangeStart(response.headers['content-range']) === have;
+    if (!resumed) have = 0;
+    const hash = createHash('sha256');
+    if (resumed) {
+      for await (const chunk of createReadStream(partial)) hash.update(chunk as Buffer);
+      outcome.resumedFromBytes += have;
+    }
+    const out = createWriteStream(partial, { flags: resumed ? 'a' : 'w' });
+    let length = have;
+    try {
+      for await (const chunk of response.body) {
+        options.signal?.throwIfAborted();
+        const bytes = chunk as Buffer;
+        length += bytes.length;
+        if (length > expected.length) {
+          throw new DownloadLengthMismatchError(
+            `${url}: more than the signed ${expected.length} bytes (endless data)`,
+          );
+        }
+        await this.#options.rateLimiter?.take(bytes.length, options.signal);
+        hash.update(bytes);
+        this.stats.bytes += bytes.length;
+        outcome.fetchedBytes += bytes.length;
+        options.onBytes?.(bytes.length);
+        if (!out.write(bytes)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+      }
+    } catch (error) {
+      response.body.destroy();
+      await new Promise<void>((resolve) => out.end(resolve));
+      if (error instanceof DownloadLengthMismatchError) {
+        await rm(partial, { force: true });
+        throw error;
+      }
+      if ((error as Error).name === 'AbortError') throw error;
+      throw this.#record(transportError(url, error, 'while receiving the body'));
+    }
+    await new Promise<void>((resolve, reject) =>
+      out.end((error?: Error | null) => (error ? reject(error) : resolve())),
+    );
+    if (length < expected.length) {
+      // The server closed early without an error: a cut. Keep the partial and resume.
+      throw this.#record(
+        new FetchError(
+          'TUF_UNREACHABLE',
+          `${url}: connection closed after ${length} of ${expected.length} bytes`,
+          url,
+          true,
+        ),
+      );
+    }
+    return { length, sha256: hash.digest('hex'), resumed };
+  }
+
   async close(): Promise<void> {
     await this.#dispatcher?.close();
     this.#dispatcher = undefined;
@@ -183,20 +359,24 @@ export class TufFetcher extends BaseFetcher {
     }
   }
 
-  async #open(url: string): Promise<Readable> {
+  async #open(url: string, headers: Record<string, string> = {}): Promise<Readable> {
+    return (await this.#respond(url, headers)).body;
+  }
+
+  async #respond(url: string, headers: Record<string, string> = {}): Promise<Dispatcher.ResponseData> {
     this.stats.requests += 1;
     let response: Dispatcher.ResponseData;
     try {
       response = await request(url, {
         dispatcher: await this.#getDispatcher(),
-        headers: { 'user-agent': this.#options.userAgent },
+        headers: { 'user-agent': this.#options.userAgent, ...headers },
       });
     } catch (error) {
       if (error instanceof FetchError) throw this.#record(error);
       throw this.#record(transportError(url, error, 'while connecting'));
     }
     const status = response.statusCode;
-    if (status === 200) return response.body;
+    if (status === 200 || (status === 206 && headers.range)) return response;
     response.body.resume();
     if (status === 403 || status === 404) {
       // tuf-js treats these (and only these, as DownloadHTTPError) as "no newer root": keep its class.

@@ -15,6 +15,10 @@ export type Fault =
   | { kind: 'cut'; afterBytes: number }
   /** Serves these bytes instead of the file's own. */
   | { kind: 'replace'; body: Buffer | string }
+  /** Serves the whole file with 200, ignoring any Range header (a server without range support). */
+  | { kind: 'ignore-range' }
+  /** Serves the file with one byte flipped at `offset` (honouring no Range). */
+  | { kind: 'corrupt'; offset: number }
   /** Serves the file followed by `extraBytes` more bytes (endless data). */
   | { kind: 'append'; extraBytes: number };
 
@@ -23,6 +27,8 @@ export interface RequestRecord {
   path: string;
   status: number;
   bytes: number;
+  /** The Range header the client sent, if any. */
+  range: string | undefined;
 }
 
 /** Returned by the hook: true when the fault handled the request, false to serve the file normally. */
@@ -54,7 +60,13 @@ export class FaultInjector {
 
   readonly hook: RequestHook = async (req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    const record: RequestRecord = { method: req.method ?? 'GET', path, status: 200, bytes: 0 };
+    const record: RequestRecord = {
+      method: req.method ?? 'GET',
+      path,
+      status: 200,
+      bytes: 0,
+      range: req.headers.range,
+    };
     this.requests.push(record);
     const write = res.write.bind(res);
     res.write = ((chunk: Buffer | string, ...rest: never[]) => {
@@ -77,8 +89,9 @@ export class FaultInjector {
       return true;
     }
     const file = await readFile(join(this.#root, normalize(path)));
-    if (fault.kind === 'replace') {
-      const body = Buffer.from(fault.body);
+    if (fault.kind === 'replace' || fault.kind === 'ignore-range' || fault.kind === 'corrupt') {
+      const body = fault.kind === 'replace' ? Buffer.from(fault.body) : Buffer.from(file);
+      if (fault.kind === 'corrupt') body[fault.offset] = (body[fault.offset] ?? 0) ^ 0xff;
       res.writeHead(200, { 'content-length': body.length });
       res.end(body);
     } else if (fault.kind === 'append') {

@@ -1,0 +1,121 @@
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
+import { artifactTargetPath } from '@aico-update/shared';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { RateLimiter, type TufSession } from '../../src/index.ts';
+import { type ClientUnderTest, clientFor, rejection } from '../support/client.ts';
+
+/* Large targets: resumable, verified while streaming, renamed into place only when verified. */
+
+const SIZE = 3 * 1024 * 1024;
+const TARGET = artifactTargetPath('backend', '1.0.0', 'backend-1.0.0.bin');
+let t: TestRepository;
+let c: ClientUnderTest;
+let expected: Buffer;
+let servedPath: string;
+let dest: string;
+let partialDir: string;
+
+beforeEach(async () => {
+  t = await startTestRepository();
+  await t.publish({ component: 'backend', version: '1.0.0', channel: 'stable', size: SIZE });
+  expected = Buffer.alloc(SIZE, '1.0.0');
+  c = clientFor(t);
+  const sha256 = (await t.repo.readTargets()).targets[TARGET]?.hashes.sha256;
+  servedPath = `/targets/artifacts/backend/1.0.0/${sha256}.backend-1.0.0.bin`;
+  dest = join(t.workDir, 'blob');
+  partialDir = join(t.workDir, 'partials');
+});
+
+afterEach(async () => {
+  await c.fetcher.close();
+  await t.close();
+});
+
+function download(use?: (s: TufSession) => Promise<void>) {
+  return c.client.session(async (s) => {
+    await use?.(s);
+    const info = await s.targetInfo(TARGET);
+    return s.downloadTarget(info!, dest, { partialDir });
+  });
+}
+
+const rangeRequests = () =>
+  t.faults.requests.filter((r) => r.path === servedPath && r.range).map((r) => r.range);
+
+describe('downloadTarget', () => {
+  it('downloads and verifies a large target with no partial left behind', async () => {
+    const outcome = await download();
+    expect(outcome).toEqual({ fetchedBytes: SIZE, resumedFromBytes: 0, restarts: 0 });
+    expect(await readFile(dest)).toEqual(expected);
+    expect(await readdir(partialDir)).toEqual([]);
+  });
+
+  it('resumes a cut connection with a Range request and fetches only the rest', async () => {
+    t.faults.add(servedPath, { kind: 'cut', afterBytes: SIZE / 2 }, 1);
+    const outcome = await download();
+    expect(await readFile(dest)).toEqual(expected);
+    expect(rangeRequests()).toEqual([expect.stringMatching(/^bytes=\d+-$/)]);
+    expect(outcome.resumedFromBytes).toBeGreaterThan(0);
+    expect(outcome.resumedFromBytes + outcome.fetchedBytes).toBeLessThanOrEqual(SIZE * 1.05 + SIZE / 2);
+    expect(
+      t.faults.requests.filter((r) => r.path === servedPath).reduce((n, r) => n + r.bytes, 0),
+    ).toBeLessThanOrEqual(SIZE * 1.05);
+  });
+
+  it('starts over when the server ignores Range, and still verifies', async () => {
+    t.faults.add(servedPath, { kind: 'cut', afterBytes: SIZE / 2 }, 1);
+    t.faults.add(servedPath, { kind: 'ignore-range' }, 1);
+    const outcome = await download();
+    expect(await readFile(dest)).toEqual(expected);
+    expect(rangeRequests()).toHaveLength(1);
+    expect(outcome.resumedFromBytes).toBe(0);
+  });
+
+  it('rejects one corrupted byte as an attack, keeping neither the file nor a partial', async () => {
+    t.faults.add(servedPath, { kind: 'corrupt', offset: 12345 }, 1);
+    const error = await rejection(download());
+    expect(error).toMatchObject({ kind: 'attack', code: 'TUF_HASH_MISMATCH' });
+    await expect(readFile(dest)).rejects.toThrow(/ENOENT/);
+    expect(await readdir(partialDir)).toEqual([]);
+    expect(c.fetcher.stats.verificationFailures).toBe(1);
+    expect((await download()).fetchedBytes).toBe(SIZE);
+  });
+
+  it('discards a resumed partial that fails verification and fetches the target again from zero', async () => {
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(partialDir, { recursive: true });
+    const sha256 = (await t.repo.readTargets()).targets[TARGET]?.hashes.sha256;
+    await writeFile(join(partialDir, `${sha256}.part`), Buffer.alloc(SIZE / 2, 'x'));
+    const outcome = await download();
+    expect(outcome.restarts).toBe(1);
+    expect(await readFile(dest)).toEqual(expected);
+  });
+
+  it('keeps the partial of a stalled transfer and resumes it once the server answers again', async () => {
+    t.faults.add(servedPath, { kind: 'stall', afterBytes: SIZE / 4 }, 2);
+    const error = await rejection(download());
+    expect(error).toMatchObject({ code: 'TUF_SLOW_RETRIEVAL' });
+    expect((await readdir(partialDir)).length).toBe(1);
+    t.faults.clear();
+    const outcome = await download();
+    expect(outcome.resumedFromBytes).toBeGreaterThan(0);
+    expect(await readFile(dest)).toEqual(expected);
+  });
+
+  it('cuts off a body longer than the signed length (endless data) and deletes the partial', async () => {
+    t.faults.add(servedPath, { kind: 'append', extraBytes: 10 });
+    await expect(rejection(download())).resolves.toMatchObject({ kind: 'attack', code: 'TUF_ENDLESS_DATA' });
+    expect(await readdir(partialDir)).toEqual([]);
+  });
+
+  it('holds a bandwidth cap', async () => {
+    await c.fetcher.close();
+    c = clientFor(t, 'capped', { rateLimiter: new RateLimiter(2 * 1024 * 1024) });
+    const started = performance.now();
+    await download();
+    // 3 MiB at 2 MiB/s with a one-second burst allowance takes at least half a second.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(450);
+  });
+});
