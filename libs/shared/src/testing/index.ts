@@ -1,2 +1,3 @@
+export * from './docker.ts';
 export * from './faults.ts';
 export * from './servers.ts';

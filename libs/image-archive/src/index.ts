@@ -1,0 +1,149 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { extract, pack } from 'tar-stream';
+
+/*
+ * Container images as content-addressed blobs: `docker save` output is split into its config and layer
+ * files, each named by its sha256, and a set of verified blobs is assembled back into an archive that
+ * `docker load` accepts. The image id is the sha256 of the config, so an assembled image has exactly the
+ * id of the one that was saved; the installer checks that before it stops anything.
+ */
+
+export interface Blob {
+  /** `sha256:<hex>` of the file's bytes. */
+  digest: string;
+  length: number;
+}
+
+export interface ExtractedBlob extends Blob {
+  /** Where the bytes are on disk. */
+  file: string;
+}
+
+export interface ArchivedImage<B extends Blob = ExtractedBlob> {
+  /** `sha256:<hex>` of the config: what `docker inspect` shows as the image Id. */
+  imageId: string;
+  repoTags: string[];
+  config: B;
+  layers: B[];
+}
+
+interface ManifestEntry {
+  Config: string;
+  RepoTags: string[] | null;
+  Layers: string[];
+}
+
+export class ImageArchiveError extends Error {
+  override name = 'ImageArchiveError';
+}
+
+/**
+ * Reads a `docker save` archive (the classic layout of Docker ≤ 24 and the OCI layout of later ones, both
+ * with manifest.json) into blobs under `workDir`. Streams: memory does not grow with the image.
+ */
+export async function readImageArchive(archive: string, workDir: string): Promise<ArchivedImage[]> {
+  await mkdir(workDir, { recursive: true });
+  const files = new Map<string, ExtractedBlob>();
+  const links = new Map<string, string>();
+  let index = 0;
+  const reader = extract();
+  const done = (async () => {
+    for await (const entry of reader) {
+      const name = posix.normalize(entry.header.name).replace(/^\.\//, '');
+      if (entry.header.type === 'symlink' || entry.header.type === 'link') {
+        const target = entry.header.linkname ?? '';
+        links.set(name, entry.header.type === 'symlink' ? posix.join(posix.dirname(name), target) : target);
+        entry.resume();
+      } else if (entry.header.type === 'file') {
+        const file = join(workDir, `entry-${index++}`);
+        const hash = createHash('sha256');
+        let length = 0;
+        const hashing = new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            hash.update(chunk);
+            length += chunk.length;
+            callback(null, chunk);
+          },
+        });
+        await pipeline(entry, hashing, createWriteStream(file));
+        files.set(name, { digest: `sha256:${hash.digest('hex')}`, length, file });
+      } else {
+        entry.resume();
+      }
+    }
+  })();
+  try {
+    // Both sides at once: a broken archive rejects the reader loop and the pipeline alike.
+    await Promise.all([pipeline(createReadStream(archive), reader), done]);
+  } catch (error) {
+    throw new ImageArchiveError(`${archive} is not a readable image archive (tar): ${(error as Error).message}`);
+  }
+
+  const resolve = (name: string): ExtractedBlob => {
+    let current = posix.normalize(name);
+    for (let hops = 0; hops < 10 && links.has(current); hops++)
+      current = posix.normalize(links.get(current) as string);
+    const blob = files.get(current);
+    if (!blob)
+      throw new ImageArchiveError(
+        `${archive}: manifest.json names ${name}, which the archive does not contain`,
+      );
+    return blob;
+  };
+  const manifest = files.get('manifest.json');
+  if (!manifest)
+    throw new ImageArchiveError(`${archive} has no manifest.json: is it the output of docker save?`);
+  const entries = JSON.parse(await readFile(manifest.file, 'utf8')) as ManifestEntry[];
+  return entries.map((entry) => {
+    const config = resolve(entry.Config);
+    return {
+      imageId: config.digest,
+      repoTags: entry.RepoTags ?? [],
+      config,
+      layers: entry.Layers.map(resolve),
+    };
+  });
+}
+
+/**
+ * Writes an archive that `docker load` accepts (classic layout) from blobs on disk, checking each blob's
+ * length on the way (their hashes were verified when they were stored).
+ */
+export async function writeImageArchive(image: ArchivedImage, out: string): Promise<void> {
+  const writer = pack();
+  const written = pipeline(writer, createWriteStream(out));
+  const hex = (digest: string) => digest.replace(/^sha256:/, '');
+  const add = async (name: string, blob: ExtractedBlob) => {
+    const size = (await stat(blob.file)).size;
+    if (size !== blob.length) {
+      throw new ImageArchiveError(`blob ${blob.digest} is ${size} bytes on disk, expected ${blob.length}`);
+    }
+    const entry = writer.entry({ name, size, mode: 0o644, mtime: new Date(0) });
+    await pipeline(createReadStream(blob.file), entry);
+  };
+  const layerNames: string[] = [];
+  const seen = new Set<string>();
+  for (const layer of image.layers) {
+    const name = `${hex(layer.digest)}/layer.tar`;
+    layerNames.push(name);
+    if (seen.has(name)) continue;
+    seen.add(name);
+    await add(name, layer);
+  }
+  await add(`${hex(image.config.digest)}.json`, image.config);
+  const manifest: ManifestEntry[] = [
+    { Config: `${hex(image.config.digest)}.json`, RepoTags: image.repoTags, Layers: layerNames },
+  ];
+  const manifestBytes = Buffer.from(JSON.stringify(manifest));
+  writer.entry(
+    { name: 'manifest.json', size: manifestBytes.length, mode: 0o644, mtime: new Date(0) },
+    manifestBytes,
+  );
+  writer.finalize();
+  await written;
+}

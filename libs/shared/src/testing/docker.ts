@@ -1,0 +1,69 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { makeTempDir } from './servers.ts';
+
+/*
+ * Sample images on the real Docker Engine, without a registry: a base layer imported from a generated
+ * root filesystem, and application images committed on top of it (one more layer each). Good enough to
+ * prove that blobs round-trip and that an app-only change moves only the app layer.
+ */
+
+const run = promisify(execFile);
+
+export async function docker(...args: string[]): Promise<string> {
+  try {
+    const { stdout } = await run('docker', args, { maxBuffer: 64 * 1024 * 1024 });
+    return stdout.trim();
+  } catch (error) {
+    const e = error as { stderr?: string; code?: string };
+    if (e.code === 'ENOENT')
+      throw new Error('the docker CLI is not installed: run bash scripts/setup.sh --with-docker');
+    throw new Error(`docker ${args.join(' ')} failed: ${e.stderr?.trim() ?? String(error)}`);
+  }
+}
+
+/** A base image whose single layer holds `sizeBytes` of incompressible files (a stand-in for an OS + runtime). */
+export async function ensureBaseImage(tag: string, sizeBytes: number): Promise<void> {
+  if (
+    await docker('image', 'inspect', tag).then(
+      () => true,
+      () => false,
+    )
+  )
+    return;
+  const dir = await makeTempDir('rootfs');
+  try {
+    await mkdir(join(dir, 'rootfs', 'usr', 'lib'), { recursive: true });
+    await writeFile(join(dir, 'rootfs', 'usr', 'lib', 'runtime.bin'), randomBytes(sizeBytes));
+    await run('tar', ['-C', join(dir, 'rootfs'), '-cf', join(dir, 'rootfs.tar'), '.']);
+    await docker('import', join(dir, 'rootfs.tar'), tag);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Commits an application image on `base`: one layer with /app/version and `appBytes` of app code. */
+export async function buildAppImage(
+  base: string,
+  tag: string,
+  version: string,
+  appBytes: number,
+): Promise<string> {
+  const dir = await makeTempDir('app');
+  const name = `aico-build-${randomBytes(4).toString('hex')}`;
+  try {
+    await mkdir(join(dir, 'app'));
+    await writeFile(join(dir, 'app', 'version'), version);
+    await writeFile(join(dir, 'app', 'code.bin'), randomBytes(appBytes));
+    await docker('create', '--name', name, base, '/app/run');
+    await docker('cp', join(dir, 'app'), `${name}:/app`);
+    await docker('commit', '--change', `LABEL org.opencontainers.image.version=${version}`, name, tag);
+    return await docker('image', 'inspect', '--format', '{{.Id}}', tag);
+  } finally {
+    await docker('rm', '-f', name).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
