@@ -81,7 +81,9 @@ export async function readImageArchive(archive: string, workDir: string): Promis
     // Both sides at once: a broken archive rejects the reader loop and the pipeline alike.
     await Promise.all([pipeline(createReadStream(archive), reader), done]);
   } catch (error) {
-    throw new ImageArchiveError(`${archive} is not a readable image archive (tar): ${(error as Error).message}`);
+    throw new ImageArchiveError(
+      `${archive} is not a readable image archive (tar): ${(error as Error).message}`,
+    );
   }
 
   const resolve = (name: string): ExtractedBlob => {

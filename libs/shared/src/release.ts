@@ -38,14 +38,46 @@ export const artifactSchema = z.object({
 });
 export type Artifact = z.infer<typeof artifactSchema>;
 
+/** A content-addressed blob (image config or layer), itself a TUF target `blobs/sha256/<hex>`. */
+export const blobRefSchema = z.object({
+  digest: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  length: z.number().int().nonnegative(),
+  target: z.string().min(1),
+});
+export type BlobRef = z.infer<typeof blobRefSchema>;
+
+/** A service's container image, pinned by id (the config digest), as its blobs. */
+export const imageSchema = z.object({
+  service: z.string().regex(/^[a-z0-9][a-z0-9_.-]*$/),
+  image_id: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  repo_tags: z.array(z.string()),
+  config: blobRefSchema,
+  layers: z.array(blobRefSchema),
+});
+export type ReleaseImage = z.infer<typeof imageSchema>;
+
 export const releaseManifestSchema = releaseCustomSchema.extend({
   schema: z.literal(1),
   artifacts: z.array(artifactSchema),
+  images: z.array(imageSchema).default([]),
 });
 export type ReleaseManifest = z.infer<typeof releaseManifestSchema>;
 
 export function releaseTargetPath(component: string, version: string): string {
   return `releases/${component}/${version}.json`;
+}
+
+export function blobTargetPath(digest: string): string {
+  return `blobs/sha256/${digest.replace(/^sha256:/, '')}`;
+}
+
+/** Every blob target a release needs, each once (layers shared between services count once). */
+export function releaseBlobs(manifest: Pick<ReleaseManifest, 'images'>): BlobRef[] {
+  const byTarget = new Map<string, BlobRef>();
+  for (const image of manifest.images) {
+    for (const blob of [image.config, ...image.layers]) byTarget.set(blob.target, blob);
+  }
+  return [...byTarget.values()];
 }
 
 export function artifactTargetPath(component: string, version: string, name: string): string {

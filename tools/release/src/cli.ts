@@ -10,8 +10,11 @@ usage:
       Create a repository with ed25519 keys. Root keys go to REPO/keys/root unless --root-keys names
       another folder (keep them offline); online keys (targets, snapshot, timestamp) to REPO/keys/online.
   aico-release add REPO --component C --version V [--channel stable|beta|dev] [--critical]
-                   [--notes TEXT | --notes-file F] [--min-from V] [--force] [--keys DIR] FILE...
-      Publish a release of component C (backend, frontend, updater) with its artifact files.
+                   [--notes TEXT | --notes-file F] [--min-from V] [--force] [--keys DIR]
+                   [--image SERVICE=ARCHIVE]... [FILE...]
+      Publish a release of component C (backend, frontend, updater) with its artifact files and, for
+      each --image, a service's container image from a docker save archive, published as
+      content-addressed layer blobs (a layer already published is reused: clients fetch only new ones).
   aico-release refresh REPO [--targets] [--keys DIR]
       Re-sign snapshot and timestamp (and targets with --targets) before they expire. Run it from cron:
       timestamp metadata is valid for 1 day by default.
@@ -63,6 +66,7 @@ export async function main(argv: string[]): Promise<number> {
       'notes-file': { type: 'string' },
       'min-from': { type: 'string' },
       force: { type: 'boolean', default: false },
+      image: { type: 'string', multiple: true },
       targets: { type: 'boolean', default: false },
       role: { type: 'string' },
       count: { type: 'string' },
@@ -114,10 +118,19 @@ export async function main(argv: string[]): Promise<number> {
         minFromVersion: values['min-from'],
         force: values.force ?? false,
         artifacts: files,
+        images: (values.image ?? []).map((spec) => {
+          const match = /^([^=]+)=(.+)$/.exec(spec);
+          if (!match)
+            throw new ReleaseToolError(
+              'INVALID_ARGUMENT',
+              `--image ${spec}: expected SERVICE=ARCHIVE (docker save output)`,
+            );
+          return { service: match[1] as string, archive: match[2] as string };
+        }),
       });
       console.log(
         `published ${manifest.component} ${manifest.version} on ${manifest.channel}${manifest.critical ? ' (critical)' : ''}: ` +
-          `${manifest.artifacts.length} artifact(s), ${manifest.size_bytes} bytes`,
+          `${manifest.artifacts.length} artifact(s), ${manifest.images.length} image(s), ${manifest.size_bytes} bytes`,
       );
       return 0;
     }

@@ -1,17 +1,22 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { type ArchivedImage, type ExtractedBlob, readImageArchive } from '@aico-update/image-archive';
 import {
   AppError,
   type Artifact,
   artifactTargetPath,
+  type BlobRef,
+  blobTargetPath,
   CHANNELS,
   type Channel,
   COMPONENTS,
   type Component,
   type ReleaseCustom,
+  type ReleaseImage,
   type ReleaseManifest,
+  releaseBlobs,
   releaseCustomSchema,
   releaseTargetPath,
 } from '@aico-update/shared';
@@ -75,6 +80,8 @@ export interface AddReleaseInput extends WriteOptions {
   notes?: string;
   minFromVersion?: string | undefined;
   artifacts: string[];
+  /** Container images, one `docker save` archive per service: published as content-addressed blobs. */
+  images?: { service: string; archive: string }[];
   /** Publish even when the version is not above the latest on its channel. */
   force?: boolean;
   releasedAt?: Date;
@@ -354,6 +361,11 @@ export class Repository {
       targets.targets[target] = { length: info.length, hashes: { sha256: info.sha256 } };
       artifacts.push({ name, target, ...info });
     }
+    const images: ReleaseImage[] = [];
+    for (const { service, archive } of input.images ?? []) {
+      images.push(await this.#stageImage(targets, service, archive));
+    }
+    const blobBytes = releaseBlobs({ images }).reduce((sum, b) => sum + b.length, 0);
     const manifest: ReleaseManifest = {
       schema: 1,
       component,
@@ -363,10 +375,11 @@ export class Repository {
       notes: input.notes ?? '',
       ...(input.minFromVersion ? { min_from_version: input.minFromVersion } : {}),
       released_at: isoSeconds(input.releasedAt ?? new Date()),
-      size_bytes: artifacts.reduce((sum, a) => sum + a.length, 0),
+      size_bytes: artifacts.reduce((sum, a) => sum + a.length, 0) + blobBytes,
       artifacts,
+      images,
     };
-    const { schema: _schema, artifacts: _artifacts, ...custom } = manifest;
+    const { schema: _schema, artifacts: _artifacts, images: _images, ...custom } = manifest;
     const bytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const target = releaseTargetPath(component, input.version);
@@ -521,6 +534,52 @@ export class Repository {
     const metadata = Metadata.fromJSON(kind, { signed, signatures: [] } as never);
     for (const key of signers) metadata.sign(signerFor(key), true);
     return `${JSON.stringify(metadata.toJSON(), null, 1)}\n`;
+  }
+
+  /** Adds an image's blobs as targets (a blob already published by an earlier release is reused). */
+  async #stageImage(
+    targets: SignedJson & { targets: Record<string, TargetEntry> },
+    service: string,
+    archive: string,
+  ): Promise<ReleaseImage> {
+    if (!/^[a-z0-9][a-z0-9_.-]*$/.test(service)) {
+      throw new ReleaseToolError(
+        'INVALID_ARGUMENT',
+        `image service name "${service}" must be lower-case letters, digits, . _ -`,
+      );
+    }
+    const work = await mkdtemp(join(this.dir, '.image-'));
+    try {
+      let archived: ArchivedImage[];
+      try {
+        archived = await readImageArchive(archive, work);
+      } catch (error) {
+        throw new ReleaseToolError('ARTIFACT_NOT_FOUND', `image for ${service}: ${(error as Error).message}`);
+      }
+      if (archived.length !== 1) {
+        throw new ReleaseToolError(
+          'INVALID_ARGUMENT',
+          `image archive ${archive} holds ${archived.length} images; save exactly one per service (docker save IMAGE)`,
+        );
+      }
+      const image = archived[0] as ArchivedImage;
+      const stage = async (blob: ExtractedBlob) => {
+        const target = blobTargetPath(blob.digest);
+        const sha256 = blob.digest.slice('sha256:'.length);
+        if (!targets.targets[target]) {
+          await this.#storeTarget(target, sha256, (dest) => rename(blob.file, dest));
+          targets.targets[target] = { length: blob.length, hashes: { sha256 } };
+        }
+        return { digest: blob.digest, length: blob.length, target };
+      };
+      const config = await stage(image.config);
+      const layers: BlobRef[] = [];
+      // One after another: an image may list the same layer twice.
+      for (const layer of image.layers) layers.push(await stage(layer));
+      return { service, image_id: image.imageId, repo_tags: image.repoTags, config, layers };
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
   }
 
   async #storeTarget(

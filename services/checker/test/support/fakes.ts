@@ -45,7 +45,7 @@ export function fakeSource(
       if (options.fail) throw options.fail;
       return use(releases, async (r) => {
         verified.push(`${r.component}@${r.version}`);
-        return options.manifest?.(r) ?? { ...r, schema: 1, artifacts: [] };
+        return options.manifest?.(r) ?? { ...r, schema: 1, artifacts: [], images: [] };
       });
     },
     async trustedExpiry() {

@@ -94,7 +94,7 @@ describe('runCheck', () => {
 
   it('refuses a release whose signed manifest describes another version', async () => {
     const { source } = fakeSource([release({ version: '1.1.0' })], {
-      manifest: (r) => ({ ...r, version: '6.6.6', schema: 1, artifacts: [] }),
+      manifest: (r) => ({ ...r, version: '6.6.6', schema: 1, artifacts: [], images: [] }),
     });
     const { all, events, downloads } = deps({ source });
     const response: CheckResponse = await runCheck(all, job);
