@@ -168,6 +168,12 @@ export const updateServerSchema = z
   // An absent section parses as {} so that each missing required key is named on its own.
   .prefault({} as { metadata_url: string });
 
+/** The targets URL: as configured, else the folder `targets` beside the metadata URL (`aico-release serve`). */
+export function targetsUrlOf(server: { metadata_url: string; targets_url?: string | undefined }): string {
+  const metadata = server.metadata_url.replace(/\/+$/, '');
+  return server.targets_url ?? `${metadata.slice(0, metadata.lastIndexOf('/'))}/targets`;
+}
+
 /** Installed versions to seed when the shared state has none yet (the installer owns them afterwards). */
 export const installedSeedSchema = z
   .record(

@@ -86,3 +86,46 @@ export type DownloadJob = z.infer<typeof downloadJobSchema>;
 export function downloadJobId(release: { component: string; version: string }): string {
   return `download-${release.component}-${release.version}`;
 }
+
+/** `update.download.progress`: at most a few per second per release. Totals come from signed lengths. */
+export const downloadProgressSchema = z.object({
+  v: z.literal(1),
+  component: z.enum(COMPONENTS),
+  version: z.string(),
+  status: z.enum(['in_progress', 'completed', 'failed']),
+  /** Bytes of this release present and verified or in flight, including ones resumed from before. */
+  bytes_done: z.number().int().nonnegative(),
+  /** Bytes this download must bring (blobs already cached are not counted). */
+  total_bytes: z.number().int().nonnegative(),
+  percent: z.number().min(0).max(100),
+  rate_bytes_per_second: z.number().nonnegative(),
+  eta_seconds: z.number().nonnegative().nullable(),
+  message: z.string().optional(),
+});
+export type DownloadProgress = z.infer<typeof downloadProgressSchema>;
+
+/** `update.download.complete`: every byte of the release is present and verified. */
+export const downloadCompleteSchema = z.object({
+  v: z.literal(1),
+  release: releaseRefSchema,
+  /** Bytes fetched over the network for this release. */
+  bytes_fetched: z.number().int().nonnegative(),
+  /** Bytes the release needs that were already in the cache (the delta saving). */
+  bytes_reused: z.number().int().nonnegative(),
+  duration_ms: z.number().nonnegative(),
+  /** Whether an install job was queued, and why; otherwise the release waits for update.install.request. */
+  install: z.enum(['critical', 'auto_install', 'waits']),
+});
+export type DownloadComplete = z.infer<typeof downloadCompleteSchema>;
+
+export const installJobSchema = z.object({
+  v: z.literal(1),
+  release: releaseRefSchema,
+  reason: z.enum(['critical', 'auto_install', 'request']),
+});
+export type InstallJob = z.infer<typeof installJobSchema>;
+
+/** Job id that makes an install job idempotent: one job per release. */
+export function installJobId(release: { component: string; version: string }): string {
+  return `install-${release.component}-${release.version}`;
+}

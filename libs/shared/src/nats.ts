@@ -61,8 +61,13 @@ export async function ensureEventStream(nc: NatsConnection): Promise<void> {
   }
 }
 
+/** Where services send events; the domain depends on this, not on NATS. */
+export interface EventSink {
+  publish(topic: Topic, payload: unknown, dedupId?: string): Promise<void>;
+}
+
 /** Publishes events to the durable stream. `dedupId` makes a re-publish after a retry a no-op. */
-export class EventPublisher {
+export class EventPublisher implements EventSink {
   readonly #js;
 
   constructor(nc: NatsConnection) {

@@ -44,4 +44,6 @@ export const StateKeys = {
   installed: 'aico-update:installed',
   /** String: JSON of the last check response, for status and de-duplicated requests. */
   lastCheck: 'aico-update:last-check',
+  /** Hash: `<component>@<version>` → JSON of the verified download (manifest digest, time). */
+  downloaded: 'aico-update:downloaded',
 } as const;

@@ -42,12 +42,3 @@ export const checkerConfigSchema = z.strictObject({
 });
 
 export type CheckerConfig = z.output<typeof checkerConfigSchema>;
-
-/** The targets URL defaults to `<metadata_url>/../targets`, the layout `aico-release serve` uses. */
-export function targetsUrlOf(config: CheckerConfig): string {
-  const metadataUrl = config.update_server.metadata_url;
-  return (
-    config.update_server.targets_url ??
-    new URL('targets', metadataUrl.endsWith('/') ? new URL('..', metadataUrl) : metadataUrl).href
-  );
-}

@@ -13,13 +13,14 @@ import {
   listen,
   runService,
   Shutdown,
+  targetsUrlOf,
 } from '@aico-update/shared';
 import { TufClient, TufFetcher } from '@aico-update/tuf-client';
 import { BullDownloadQueue, CheckQueue } from './adapters/bullmq-queues.ts';
 import { serveCheckRequests } from './adapters/nats-check-requests.ts';
 import { RedisCheckState } from './adapters/redis-state.ts';
 import { TufReleaseSource } from './adapters/tuf-release-source.ts';
-import { type CheckerConfig, checkerConfigSchema, targetsUrlOf } from './config.ts';
+import { type CheckerConfig, checkerConfigSchema } from './config.ts';
 import { CheckRequests } from './handlers/check-requests.ts';
 import { type CheckDeps, runCheck } from './handlers/run-check.ts';
 import { statusRoutes } from './http/status-routes.ts';
@@ -73,7 +74,7 @@ export async function startChecker(
       workDir: config.tuf.state_dir,
       trustedRootFile: config.tuf.trusted_root,
       metadataUrl: config.update_server.metadata_url,
-      targetsUrl: targetsUrlOf(config),
+      targetsUrl: targetsUrlOf(config.update_server),
       targetsDir: join(config.tuf.state_dir, 'targets'),
       fetcher,
       logger,

@@ -124,3 +124,15 @@ describe('loadConfig', () => {
     });
   });
 });
+
+describe('targetsUrlOf', () => {
+  it('defaults to the targets folder beside the metadata URL', async () => {
+    const { targetsUrlOf } = await import('../../src/index.ts');
+    expect(targetsUrlOf({ metadata_url: 'https://u.example/aico/metadata/' })).toBe(
+      'https://u.example/aico/targets',
+    );
+    expect(
+      targetsUrlOf({ metadata_url: 'https://u.example/metadata', targets_url: 'https://cdn.example/t' }),
+    ).toBe('https://cdn.example/t');
+  });
+});

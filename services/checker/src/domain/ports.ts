@@ -1,4 +1,7 @@
-import type { CheckResponse, Component, DownloadJob, ReleaseManifest, Topic } from '@aico-update/shared';
+import type { CheckResponse, Component, DownloadJob, EventSink, ReleaseManifest } from '@aico-update/shared';
+
+export type { EventSink };
+
 import type { ReleaseCandidate } from './select-release.ts';
 
 /** Signed releases from the update server; throws a classified TufError when they cannot be trusted. */
@@ -22,10 +25,6 @@ export interface CheckState {
   markAnnounced(release: { component: string; version: string }): Promise<boolean>;
   saveLastCheck(response: CheckResponse): Promise<void>;
   lastCheck(): Promise<CheckResponse | undefined>;
-}
-
-export interface EventSink {
-  publish(topic: Topic, payload: unknown, dedupId?: string): Promise<void>;
 }
 
 export interface DownloadQueue {

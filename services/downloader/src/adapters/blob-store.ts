@@ -1,0 +1,78 @@
+import { mkdir, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/*
+ * The verified blob cache: `blobs/<sha256>` holds only files whose bytes were verified against signed
+ * metadata (they arrive by rename from `partials/`), so presence means valid. `manifests/` keeps each
+ * downloaded release's verified manifest, which says which blobs are still needed.
+ */
+export class BlobStore {
+  readonly root: string;
+  readonly blobsDir: string;
+  readonly partialsDir: string;
+  readonly manifestsDir: string;
+
+  constructor(root: string) {
+    this.root = root;
+    this.blobsDir = join(root, 'blobs');
+    this.partialsDir = join(root, 'partials');
+    this.manifestsDir = join(root, 'manifests');
+  }
+
+  async init(): Promise<void> {
+    for (const dir of [this.blobsDir, this.partialsDir, this.manifestsDir])
+      await mkdir(dir, { recursive: true });
+  }
+
+  pathOf(sha256: string): string {
+    return join(this.blobsDir, sha256);
+  }
+
+  async cached(): Promise<Set<string>> {
+    return new Set((await readdir(this.blobsDir)).filter((name) => /^[0-9a-f]{64}$/.test(name)));
+  }
+
+  async partialBytes(): Promise<number> {
+    let total = 0;
+    for (const name of await readdir(this.partialsDir))
+      total += (await stat(join(this.partialsDir, name))).size;
+    return total;
+  }
+
+  async sizeBytes(): Promise<number> {
+    let total = 0;
+    for (const name of await this.cached()) total += (await stat(this.pathOf(name))).size;
+    return total;
+  }
+
+  async freeBytes(): Promise<number> {
+    const fs = await statfs(this.root);
+    return fs.bavail * fs.bsize;
+  }
+
+  async remove(sha256: string): Promise<void> {
+    await rm(this.pathOf(sha256), { force: true });
+  }
+
+  manifestPath(component: string, version: string): string {
+    return join(this.manifestsDir, `${component}@${version}.json`);
+  }
+
+  async saveManifest(component: string, version: string, bytes: Buffer): Promise<void> {
+    const path = this.manifestPath(component, version);
+    await writeFile(`${path}.tmp`, bytes);
+    const { rename } = await import('node:fs/promises');
+    await rename(`${path}.tmp`, path);
+  }
+
+  async removeManifest(component: string, version: string): Promise<void> {
+    await rm(this.manifestPath(component, version), { force: true });
+  }
+
+  async manifestNames(): Promise<{ component: string; version: string }[]> {
+    return (await readdir(this.manifestsDir))
+      .map((name) => /^([a-z]+)@(.+)\.json$/.exec(name))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => ({ component: m[1] as string, version: m[2] as string }));
+  }
+}

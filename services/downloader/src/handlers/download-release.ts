@@ -1,0 +1,264 @@
+import { readFile } from 'node:fs/promises';
+import {
+  AppError,
+  type DownloadComplete,
+  type DownloadJob,
+  type EventSink,
+  type InstallJob,
+  type Logger,
+  type ReleaseManifest,
+  releaseManifestSchema,
+  Topics,
+  type UpdatePolicy,
+} from '@aico-update/shared';
+import { type TufClient, TufError, type TufSession } from '@aico-update/tuf-client';
+import semver from 'semver';
+import type { BlobStore } from '../adapters/blob-store.ts';
+import type { DownloadState } from '../adapters/redis-state.ts';
+import {
+  diskShortfall,
+  garbage,
+  installReason,
+  type NeededFile,
+  planDownload,
+} from '../domain/plan-download.ts';
+import { ProgressTracker } from '../domain/progress.ts';
+import type { DownloaderMetrics } from '../metrics.ts';
+
+export interface DownloadDeps {
+  policy: UpdatePolicy;
+  client: TufClient;
+  store: BlobStore;
+  state: DownloadState;
+  events: EventSink;
+  enqueueInstall: (job: InstallJob) => Promise<void>;
+  metrics: DownloaderMetrics;
+  logger: Logger;
+  parallelFiles: number;
+  headroomBytes: number;
+  progressIntervalMs: number;
+}
+
+/** Fails the job for good (BullMQ does not retry it): the release itself is the problem. */
+export class ReleaseRejected extends AppError {}
+
+export interface DownloadResult {
+  outcome: 'completed' | 'already_present';
+  bytes_fetched: number;
+  bytes_reused: number;
+}
+
+/**
+ * Downloads one release: re-derive it from freshly verified TUF metadata (the job is only a pointer),
+ * fetch what the cache lacks, verified, then announce it and queue the install per policy.
+ */
+export async function downloadRelease(
+  deps: DownloadDeps,
+  job: DownloadJob,
+  signal?: AbortSignal,
+): Promise<DownloadResult> {
+  const { release } = job;
+  const log = deps.logger.child({ component: release.component, version: release.version });
+  const started = performance.now();
+  const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
+  let tracker: ProgressTracker | undefined;
+  const publishProgress = async (status: 'in_progress' | 'completed' | 'failed', message?: string) => {
+    if (tracker) await deps.events.publish(Topics.downloadProgress, tracker.snapshot(status, message));
+  };
+
+  try {
+    const result = await deps.client.session(async (session) => {
+      const manifest = await verifiedManifest(session, job);
+      const cached = await deps.store.cached();
+      if (
+        (await deps.state.isDownloaded(release)) &&
+        planDownload(manifest, (sha) => cached.has(sha)).missing.length === 0
+      ) {
+        return { outcome: 'already_present' as const, bytes_fetched: 0, bytes_reused: 0 };
+      }
+      await collectGarbage(deps, log);
+      const present = await deps.store.cached();
+      const plan = planDownload(manifest, (sha) => present.has(sha));
+      const free = await deps.store.freeBytes();
+      const shortfall = diskShortfall(plan, await deps.store.partialBytes(), free, deps.headroomBytes);
+      tracker = new ProgressTracker({
+        component: release.component,
+        version: release.version,
+        totalBytes: plan.missingBytes,
+        intervalMs: deps.progressIntervalMs,
+        now: () => performance.now(),
+      });
+      if (shortfall > 0) {
+        throw new AppError(
+          'DISK_FULL',
+          `not enough free disk for ${release.component} ${release.version}: it needs ${mib(plan.missingBytes)} plus ` +
+            `${mib(deps.headroomBytes)} headroom, and ${deps.store.root} has ${mib(free)} free. Free ${mib(shortfall)} ` +
+            '(or lower downloader.free_space_headroom_mib); the download is retried later. Nothing was fetched.',
+        );
+      }
+      log.info(
+        {
+          missing_files: plan.missing.length,
+          missing_bytes: plan.missingBytes,
+          reused_bytes: plan.reusedBytes,
+        },
+        `downloading ${mib(plan.missingBytes)} (${mib(plan.reusedBytes)} already cached)`,
+      );
+      await publishProgress('in_progress');
+      let fetched = 0;
+      await forEachLimited(plan.missing, deps.parallelFiles, async (file) => {
+        fetched += await downloadFile(deps, session, file, tracker as ProgressTracker, signal);
+      });
+      await deps.store.saveManifest(
+        release.component,
+        release.version,
+        Buffer.from(JSON.stringify(manifest)),
+      );
+      deps.metrics.bytesSaved.inc(plan.reusedBytes);
+      return { outcome: 'completed' as const, bytes_fetched: fetched, bytes_reused: plan.reusedBytes };
+    });
+
+    await deps.state.markDownloaded(release);
+    const reason = installReason(release, deps.policy);
+    if (reason) await deps.enqueueInstall({ v: 1, release, reason });
+    tracker ??= new ProgressTracker({
+      component: release.component,
+      version: release.version,
+      totalBytes: 0,
+      intervalMs: 0,
+      now: () => 0,
+    });
+    await publishProgress('completed');
+    const complete: DownloadComplete = {
+      v: 1,
+      release,
+      bytes_fetched: result.bytes_fetched,
+      bytes_reused: result.bytes_reused,
+      duration_ms: Math.round(performance.now() - started),
+      install: reason ?? 'waits',
+    };
+    await deps.events.publish(
+      Topics.downloadComplete,
+      complete,
+      `download-complete-${release.component}-${release.version}`,
+    );
+    deps.metrics.downloads.inc({ outcome: result.outcome });
+    if (result.outcome === 'completed') deps.metrics.duration.observe((performance.now() - started) / 1000);
+    await refreshCacheGauges(deps);
+    log.info(
+      { ...complete, release: undefined },
+      `download ${result.outcome}: ${release.component} ${release.version}`,
+    );
+    return result;
+  } catch (error) {
+    deps.metrics.downloads.inc({ outcome: 'failed' });
+    const message = (error as Error).message;
+    log.error({ err: error, code: (error as AppError).code }, `download failed: ${message}`);
+    await publishProgress('failed', message).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** The release's manifest as the trusted metadata has it now; refuses a job whose release is not signed so. */
+async function verifiedManifest(session: TufSession, job: DownloadJob): Promise<ReleaseManifest> {
+  const { release } = job;
+  const info = await session.targetInfo(release.target.path);
+  if (!info || info.hashes.sha256 !== release.target.sha256) {
+    throw new ReleaseRejected(
+      'RELEASE_NOT_SIGNED',
+      `${release.component} ${release.version}: the trusted metadata does not sign manifest ${release.target.path} ` +
+        `with sha256 ${release.target.sha256}; the job is refused (nothing is downloaded that TUF does not sign)`,
+    );
+  }
+  const parsed = releaseManifestSchema.safeParse(
+    JSON.parse(await readFile(await session.fetchTarget(info), 'utf8')),
+  );
+  if (
+    !parsed.success ||
+    parsed.data.component !== release.component ||
+    parsed.data.version !== release.version
+  ) {
+    throw new ReleaseRejected(
+      'RELEASE_MANIFEST_INVALID',
+      `the signed manifest ${release.target.path} is not a manifest of this release`,
+    );
+  }
+  return parsed.data;
+}
+
+async function downloadFile(
+  deps: DownloadDeps,
+  session: TufSession,
+  file: NeededFile,
+  tracker: ProgressTracker,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const info = await session.targetInfo(file.target);
+  if (!info || info.length !== file.length || info.hashes.sha256 !== file.sha256) {
+    throw new TufError(
+      'attack',
+      'TUF_MANIFEST_MISMATCH',
+      `${file.target}: the manifest and the signed targets disagree about it`,
+    );
+  }
+  const outcome = await session.downloadTarget(info, deps.store.pathOf(file.sha256), {
+    partialDir: deps.store.partialsDir,
+    ...(signal ? { signal } : {}),
+    onBytes: (bytes) => {
+      deps.metrics.bytesFetched.inc(bytes);
+      tracker.add(bytes);
+      if (tracker.due())
+        void deps.events.publish(Topics.downloadProgress, tracker.snapshot()).catch(() => undefined);
+    },
+  });
+  if (outcome.resumedFromBytes > 0) {
+    deps.metrics.resumes.inc();
+    deps.metrics.bytesResumed.inc(outcome.resumedFromBytes);
+    tracker.add(outcome.resumedFromBytes);
+  }
+  deps.metrics.verificationFailures.inc(outcome.restarts);
+  return outcome.fetchedBytes;
+}
+
+/** Deletes cached blobs no kept release needs: never the installed version's (rollback) or a pending one's. */
+export async function collectGarbage(
+  deps: Pick<DownloadDeps, 'store' | 'state'>,
+  log: Logger,
+): Promise<number> {
+  const installed = await deps.state.installed();
+  const kept: ReleaseManifest[] = [];
+  for (const { component, version } of await deps.store.manifestNames()) {
+    const current = installed[component as keyof typeof installed];
+    const keep = !current || !semver.valid(version) || semver.gte(version, current);
+    if (!keep) {
+      await deps.store.removeManifest(component, version);
+      await deps.state.forget(component, version);
+      continue;
+    }
+    const parsed = releaseManifestSchema.safeParse(
+      JSON.parse(await readFile(deps.store.manifestPath(component, version), 'utf8')),
+    );
+    if (parsed.success) kept.push(parsed.data);
+  }
+  const doomed = garbage([...(await deps.store.cached())], kept);
+  for (const sha256 of doomed) await deps.store.remove(sha256);
+  if (doomed.length) log.info({ removed: doomed.length }, 'removed cached blobs no kept release needs');
+  return doomed.length;
+}
+
+async function refreshCacheGauges(deps: DownloadDeps): Promise<void> {
+  deps.metrics.cacheSize.set(await deps.store.sizeBytes());
+  deps.metrics.cacheFree.set(await deps.store.freeBytes());
+}
+
+async function forEachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  run: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await run(items[next++] as T);
+  });
+  await Promise.all(workers);
+}

@@ -1,0 +1,166 @@
+import { join } from 'node:path';
+import {
+  connectNats,
+  connectRedis,
+  createLogger,
+  createMetricsRegistry,
+  createServiceApp,
+  type DownloadJob,
+  downloadJobSchema,
+  EventPublisher,
+  ensureEventStream,
+  installJobId,
+  type Logger,
+  listen,
+  Queues,
+  runService,
+  Shutdown,
+  StateKeys,
+  targetsUrlOf,
+} from '@aico-update/shared';
+import { RateLimiter, TufClient, TufFetcher } from '@aico-update/tuf-client';
+import { Queue, UnrecoverableError, Worker } from 'bullmq';
+import { BlobStore } from './adapters/blob-store.ts';
+import { DownloadState } from './adapters/redis-state.ts';
+import { type DownloaderConfig, downloaderConfigSchema } from './config.ts';
+import { type DownloadDeps, downloadRelease, ReleaseRejected } from './handlers/download-release.ts';
+import { createDownloaderMetrics } from './metrics.ts';
+
+export interface RunningDownloader {
+  port: number;
+  stop(): Promise<boolean>;
+}
+
+/** The composition root: config → logger, metrics → adapters → handler → BullMQ worker. */
+export async function startDownloader(
+  config: DownloaderConfig,
+  options: { logger?: Logger } = {},
+): Promise<RunningDownloader> {
+  const logger = options.logger ?? createLogger('downloader', config.log.level);
+  const shutdown = new Shutdown(logger);
+  const registry = createMetricsRegistry('downloader');
+  const metrics = createDownloaderMetrics(registry);
+  try {
+    const redis = await connectRedis(config.redis.url, logger);
+    shutdown.add('redis', () => redis.quit());
+    const nc = await connectNats(config.nats.servers, 'aico-update-downloader', logger);
+    shutdown.add('nats', () => nc.drain());
+    await ensureEventStream(nc);
+
+    const store = new BlobStore(config.downloader.cache_dir);
+    await store.init();
+    const kib = config.downloader.max_kib_per_second;
+    const fetcher = new TufFetcher({
+      caFile: config.update_server.ca_file,
+      proxy: config.update_server.proxy,
+      idleTimeoutMs: config.update_server.idle_timeout_seconds * 1000,
+      connectTimeoutMs: config.update_server.connect_timeout_seconds * 1000,
+      retries: config.update_server.retries,
+      tmpDir: join(config.tuf.state_dir, 'tmp'),
+      rateLimiter: kib > 0 ? new RateLimiter(kib * 1024) : undefined,
+      userAgent: 'aico-update-downloader',
+    });
+    shutdown.add('fetcher', () => fetcher.close());
+    const client = new TufClient({
+      metadataDir: join(config.tuf.state_dir, 'metadata'),
+      workDir: config.tuf.state_dir,
+      trustedRootFile: config.tuf.trusted_root,
+      metadataUrl: config.update_server.metadata_url,
+      targetsUrl: targetsUrlOf(config.update_server),
+      targetsDir: join(config.tuf.state_dir, 'targets'),
+      fetcher,
+      logger,
+    });
+
+    const installs = new Queue(Queues.install, { connection: redis });
+    shutdown.add('install queue', () => installs.close());
+    const state = new DownloadState(redis);
+    const deps: DownloadDeps = {
+      policy: config.update,
+      client,
+      store,
+      state,
+      events: new EventPublisher(nc),
+      enqueueInstall: async (job) => {
+        await installs.add('install', job, {
+          jobId: installJobId(job.release),
+          attempts: 3,
+          backoff: { type: 'exponential', delay: 60_000 },
+          removeOnComplete: { age: 30 * 24 * 3600 },
+          removeOnFail: { age: 30 * 24 * 3600 },
+        });
+      },
+      metrics,
+      logger,
+      parallelFiles: config.downloader.parallel_files,
+      headroomBytes: config.downloader.free_space_headroom_mib * 1024 * 1024,
+      progressIntervalMs: config.downloader.progress_interval_ms,
+    };
+
+    const lockMs = config.downloader.lock_seconds * 1000;
+    const worker = new Worker<DownloadJob>(
+      Queues.download,
+      async (job, _token, signal) => {
+        const parsed = downloadJobSchema.safeParse(job.data);
+        if (!parsed.success)
+          throw new UnrecoverableError(`malformed download job ${job.id}: ${parsed.error.message}`);
+        try {
+          return await downloadRelease(deps, parsed.data, signal);
+        } catch (error) {
+          if (error instanceof ReleaseRejected) throw new UnrecoverableError(error.message);
+          throw error;
+        }
+      },
+      {
+        connection: redis,
+        concurrency: config.downloader.concurrency,
+        lockDuration: lockMs,
+        stalledInterval: lockMs,
+      },
+    );
+    worker.on('error', (error) => logger.error({ err: error }, 'download worker error'));
+    shutdown.add('download worker', () => worker.close());
+
+    const app = createServiceApp({
+      registry,
+      logger,
+      readiness: [
+        { name: 'redis', check: async () => void (await redis.ping()) },
+        { name: 'nats', check: async () => void (await nc.flush()) },
+      ],
+      routes: (app) => {
+        app.get('/status', async (_req, res, next) => {
+          try {
+            res.json({
+              downloaded: Object.fromEntries(
+                Object.entries(await redis.hgetall(StateKeys.downloaded)).map(([k, v]) => [k, JSON.parse(v)]),
+              ),
+              cache: {
+                dir: store.root,
+                size_bytes: await store.sizeBytes(),
+                free_bytes: await store.freeBytes(),
+              },
+            });
+          } catch (error) {
+            next(error);
+          }
+        });
+      },
+    });
+    const http = await listen(app, config.http.host, config.http.port);
+    shutdown.add('http', () => http.close());
+    metrics.cacheSize.set(await store.sizeBytes());
+    metrics.cacheFree.set(await store.freeBytes());
+    logger.info({ port: http.port, cache_dir: store.root, max_kib_per_second: kib }, 'downloader started');
+    return { port: http.port, stop: () => shutdown.stop() };
+  } catch (error) {
+    await shutdown.stop();
+    throw error;
+  }
+}
+
+if (import.meta.main) {
+  await runService('downloader', downloaderConfigSchema, (config, logger) =>
+    startDownloader(config, { logger }),
+  );
+}
