@@ -192,7 +192,9 @@ export class TufClient {
       return await lockfile.lock(this.#options.metadataDir, {
         lockfilePath: join(this.#workDir, `.${basename(this.#options.metadataDir)}.lock`),
         realpath: false,
-        stale: 30_000,
+        // A holder refreshes the lock every 5 s; one that crashed is taken over after 10 s.
+        stale: 10_000,
+        update: 5_000,
         retries: { retries: 600, minTimeout: 50, maxTimeout: 500 },
       });
     } catch (error) {

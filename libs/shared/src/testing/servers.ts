@@ -35,21 +35,14 @@ export async function makeTempDir(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `aico-${prefix}-`));
 }
 
-export async function spawnRedis(): Promise<SpawnedServer> {
+/** A Redis on a free port; `persistent` turns AOF on, as in the deployment, for restart tests. */
+export async function spawnRedis(options: { persistent?: boolean } = {}): Promise<SpawnedServer> {
   const port = await freePort();
   const dir = await makeTempDir('redis');
-  const args = [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--dir',
-    dir,
-  ];
+  const aof = options.persistent
+    ? ['--appendonly', 'yes', '--appendfsync', 'always']
+    : ['--appendonly', 'no'];
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...aof, '--dir', dir];
   return startManaged('redis-server', 'redis-server', args, port, `redis://127.0.0.1:${port}`, dir);
 }
 
