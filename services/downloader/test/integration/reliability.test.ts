@@ -9,7 +9,6 @@ import {
   downloadJobId,
   Queues,
   releaseManifestSchema,
-  Streams,
   Subjects,
   Topics,
 } from '@aico-update/shared';
