@@ -28,7 +28,7 @@ const t0 = performance.now();
 const res = await new Promise((ok, no) => get(url, { agent }, ok).on('error', no));
 const hash = createHash('sha256'); const out = createWriteStream(dest, { highWaterMark: 4 << 20 });
 for await (const c of res) { hash.update(c); if (!out.write(c)) await new Promise((r) => out.once('drain', r)); }
-await new Promise((r) => out.end(r)); console.log((performance.now() - t0).toFixed(0)); agent.destroy();`;
+await new Promise((r) => out.end(r)); const cpu = process.cpuUsage(); console.log((performance.now() - t0).toFixed(0) + ' (cpu ' + ((cpu.user + cpu.system) / 1000).toFixed(0) + ')'); agent.destroy();`;
 const child = resolve(import.meta.dirname, 'download-child.ts');
 const variant = (agentOpts: string, perChunk: string, reqOpts = '') =>
   bare
@@ -61,9 +61,28 @@ for (const [name, v] of [
     t.caFile,
     join(t.workDir, 'b.bin'),
   ]);
-  console.log(name, Math.min(Number(b.stdout), Number(b2.stdout)), 'ms');
+  console.log(name, b.stdout.trim(), '/', b2.stdout.trim(), 'ms');
 }
-for (let round = 0; round < 2; round++) {
+for (const flags of ['', '--max-semi-space-size=32', '--max-semi-space-size=64']) {
+  const runs: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const o = await run(process.execPath, [
+      ...(flags ? [flags] : []),
+      child,
+      t.metadataUrl,
+      t.targetsUrl,
+      t.caFile,
+      t.repo.trustedRootPath,
+      join(t.workDir, `sx${i}${flags.length}`),
+      'artifacts/backend/1.0.0/big.bin',
+      join(t.workDir, 'x.bin'),
+    ]);
+    const r = JSON.parse(o.stdout);
+    runs.push(`${r.ms.toFixed(0)} ms (cpu ${r.cpuMs.toFixed(0)}, rss ${r.maxRssMiB.toFixed(0)})`);
+  }
+  console.log(`ours ${flags || 'default'}: ${runs.join(' / ')}`);
+}
+for (let round = 0; round < 0; round++) {
   const c = await run('curl', [
     '-s',
     '--cacert',
@@ -92,8 +111,9 @@ for (let round = 0; round < 2; round++) {
     'artifacts/backend/1.0.0/big.bin',
     join(t.workDir, `o${round}.bin`),
   ]);
+  const mine = JSON.parse(o.stdout);
   console.log(
-    `curl ${(Number(c.stdout) * 1000).toFixed(0)} ms | bare https ${b.stdout.trim()} ms | ours ${JSON.parse(o.stdout).ms.toFixed(0)} ms`,
+    `curl ${(Number(c.stdout) * 1000).toFixed(0)} ms | bare https ${b.stdout.trim()} ms | ours ${mine.ms.toFixed(0)} ms (process cpu ${mine.cpuMs.toFixed(0)})`,
   );
 }
 await t.close();

@@ -32,4 +32,11 @@ const outcome = await client.session(async (session) => {
   return { ms: performance.now() - started, ...result };
 });
 await fetcher.close();
-console.log(JSON.stringify({ ...outcome, maxRssMiB: process.resourceUsage().maxRSS / 1024 }));
+const cpu = process.cpuUsage();
+console.log(
+  JSON.stringify({
+    ...outcome,
+    maxRssMiB: process.resourceUsage().maxRSS / 1024,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+  }),
+);
