@@ -63,24 +63,32 @@ for (const [name, v] of [
   ]);
   console.log(name, b.stdout.trim(), '/', b2.stdout.trim(), 'ms');
 }
-for (const flags of ['', '--max-semi-space-size=32', '--max-semi-space-size=64']) {
+for (const [flags, env] of [
+  ['--max-semi-space-size=32', {}],
+  ['--max-semi-space-size=32', { MALLOC_ARENA_MAX: '2' }],
+  ['--max-semi-space-size=32', { MALLOC_ARENA_MAX: '1' }],
+] as const) {
   const runs: string[] = [];
   for (let i = 0; i < 2; i++) {
-    const o = await run(process.execPath, [
-      ...(flags ? [flags] : []),
-      child,
-      t.metadataUrl,
-      t.targetsUrl,
-      t.caFile,
-      t.repo.trustedRootPath,
-      join(t.workDir, `sx${i}${flags.length}`),
-      'artifacts/backend/1.0.0/big.bin',
-      join(t.workDir, 'x.bin'),
-    ]);
+    const o = await run(
+      process.execPath,
+      [
+        flags,
+        child,
+        t.metadataUrl,
+        t.targetsUrl,
+        t.caFile,
+        t.repo.trustedRootPath,
+        join(t.workDir, `sx${i}${JSON.stringify(env).length}`),
+        'artifacts/backend/1.0.0/big.bin',
+        join(t.workDir, 'x.bin'),
+      ],
+      { env: { ...process.env, ...env } },
+    );
     const r = JSON.parse(o.stdout);
     runs.push(`${r.ms.toFixed(0)} ms (cpu ${r.cpuMs.toFixed(0)}, rss ${r.maxRssMiB.toFixed(0)})`);
   }
-  console.log(`ours ${flags || 'default'}: ${runs.join(' / ')}`);
+  console.log(`ours ${flags} ${JSON.stringify(env)}: ${runs.join(' / ')}`);
 }
 for (let round = 0; round < 0; round++) {
   const c = await run('curl', [
