@@ -31,7 +31,11 @@ command -v redis-server >/dev/null || apt_packages+=(redis-server)
 command -v nats-server >/dev/null || apt_packages+=(nats-server)
 command -v openssl >/dev/null || apt_packages+=(openssl)
 command -v curl >/dev/null || apt_packages+=(curl)
-if $want_docker; then command -v dockerd >/dev/null || apt_packages+=(docker.io); fi
+if $want_docker; then
+  command -v dockerd >/dev/null || apt_packages+=(docker.io)
+  # Static busybox: the sample "AICO backend" images of the installer tests are built from it.
+  dpkg -s busybox-static >/dev/null 2>&1 || apt_packages+=(busybox-static)
+fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   need_root "${apt_packages[*]}"
   say "installing Debian packages: ${apt_packages[*]}"

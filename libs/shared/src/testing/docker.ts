@@ -67,3 +67,57 @@ export async function buildAppImage(
     await rm(dir, { recursive: true, force: true });
   }
 }
+
+export type SampleBehaviour = 'healthy' | 'unhealthy' | 'exits';
+
+/**
+ * A sample "AICO backend" image (~2 MB): static busybox httpd on port 8771 answering
+ * `GET /api/v1/health` with `{"status":"healthy","service":"backend","version":…}`, with a HEALTHCHECK.
+ * `unhealthy` serves no health endpoint (its HEALTHCHECK fails); `exits` stops at once.
+ * Needs Debian's busybox-static (bash scripts/setup.sh --with-docker installs it).
+ */
+export async function buildSampleBackend(
+  tag: string,
+  version: string,
+  behaviour: SampleBehaviour = 'healthy',
+): Promise<string> {
+  const dir = await makeTempDir('sample');
+  try {
+    const root = join(dir, 'rootfs');
+    await mkdir(join(root, 'bin'), { recursive: true });
+    await mkdir(join(root, 'www', 'api', 'v1'), { recursive: true });
+    await run('cp', ['/bin/busybox', join(root, 'bin', 'busybox')]).catch(() => {
+      throw new Error(
+        '/bin/busybox is missing: apt-get install -y busybox-static (bash scripts/setup.sh --with-docker)',
+      );
+    });
+    await writeFile(join(root, 'www', 'version'), version);
+    if (behaviour !== 'unhealthy') {
+      await writeFile(
+        join(root, 'www', 'api', 'v1', 'health'),
+        JSON.stringify({ status: 'healthy', service: 'backend', version }),
+      );
+    }
+    await run('tar', ['-C', root, '-cf', join(dir, 'rootfs.tar'), '.']);
+    const cmd =
+      behaviour === 'exits'
+        ? '["/bin/busybox","false"]'
+        : '["/bin/busybox","httpd","-f","-p","8771","-h","/www"]';
+    await docker(
+      'import',
+      '--change',
+      `CMD ${cmd}`,
+      '--change',
+      'EXPOSE 8771',
+      '--change',
+      `LABEL org.opencontainers.image.version=${version}`,
+      '--change',
+      'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","/dev/null","http://127.0.0.1:8771/api/v1/health"]',
+      join(dir, 'rootfs.tar'),
+      tag,
+    );
+    return await docker('image', 'inspect', '--format', '{{.Id}}', tag);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

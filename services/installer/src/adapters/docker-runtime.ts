@@ -1,0 +1,179 @@
+import { createReadStream } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AppError } from '@aico-update/shared';
+import Docker from 'dockerode';
+import { newContainerSpec } from '../domain/container-spec.ts';
+import type { ContainerRuntime, ContainerState, HealthState, HealthVerdict } from '../domain/ports.ts';
+
+/** Suffix of the previous container while a swap is in progress or soaking. */
+export const PREVIOUS_SUFFIX = '-aico-previous';
+
+function isNotFound(error: unknown): boolean {
+  return (error as { statusCode?: number }).statusCode === 404;
+}
+
+export class DockerRuntime implements ContainerRuntime {
+  readonly docker: Docker;
+
+  constructor(socketPath = '/var/run/docker.sock') {
+    this.docker = new Docker({ socketPath });
+  }
+
+  async ping(): Promise<void> {
+    await this.docker.ping();
+  }
+
+  async container(name: string): Promise<ContainerState | undefined> {
+    try {
+      const info = await this.docker.getContainer(name).inspect();
+      return {
+        id: info.Id,
+        name: info.Name.replace(/^\//, ''),
+        imageId: info.Image,
+        running: info.State.Running,
+        health: (info.State.Health?.Status as HealthState | undefined) ?? 'none',
+        restartCount: info.RestartCount,
+      };
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async loadImage(archive: string): Promise<void> {
+    const stream = await this.docker.loadImage(createReadStream(archive));
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(stream, (error: Error | null, events: { error?: string }[]) => {
+        const failed = events?.find((e) => e.error);
+        if (error || failed) reject(error ?? new Error(failed?.error));
+        else resolve();
+      });
+    });
+  }
+
+  async imageExists(imageId: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(imageId).inspect();
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
+  async tag(imageId: string, ref: string): Promise<void> {
+    const colon = ref.lastIndexOf(':');
+    const [repo, tag] =
+      colon > ref.lastIndexOf('/') ? [ref.slice(0, colon), ref.slice(colon + 1)] : [ref, 'latest'];
+    await this.docker.getImage(imageId).tag({ repo, tag });
+  }
+
+  async imageRef(name: string): Promise<string | undefined> {
+    const info = await this.docker.getContainer(name).inspect();
+    return info.Config.Image.startsWith('sha256:') ? undefined : info.Config.Image;
+  }
+
+  async replace(name: string, imageId: string): Promise<string> {
+    const info = await this.docker.getContainer(name).inspect();
+    // By id from here on: after the rename, the name belongs to the new container.
+    const old = this.docker.getContainer(info.Id);
+    const oldImage = await this.docker.getImage(info.Image).inspect();
+    const spec = newContainerSpec(info, oldImage, imageId);
+    // The new container keeps the tag reference the deployment uses, so compose sees its own image name.
+    if (!info.Config.Image.startsWith('sha256:')) spec.create.Image = info.Config.Image;
+    const previous = `${name}${PREVIOUS_SUFFIX}`;
+    await this.removeIfExists(previous);
+    await old.rename({ name: previous });
+    try {
+      const created = await this.docker.createContainer(spec.create);
+      for (const network of spec.extraNetworks) {
+        await this.docker
+          .getNetwork(network.name)
+          .connect({ Container: created.id, EndpointConfig: network.endpoint });
+      }
+      // Stop-first: the old container releases its ports and name before the new one starts.
+      await old.stop({ t: 10 }).catch((error: { statusCode?: number }) => {
+        if (error.statusCode !== 304) throw error;
+      });
+      await created.start();
+    } catch (error) {
+      await this.restore(name, previous).catch(() => undefined);
+      throw new AppError(
+        'SWAP_FAILED',
+        `could not start the new ${name} container: ${(error as Error).message}; the old one was restored`,
+        {
+          cause: error,
+        },
+      );
+    }
+    return previous;
+  }
+
+  async waitHealthy(
+    name: string,
+    options: { timeoutMs: number; soakMs: number; probeUrl?: string | undefined },
+  ): Promise<HealthVerdict> {
+    const deadline = Date.now() + options.timeoutMs;
+    const first = await this.container(name);
+    if (!first) return { healthy: false, reason: `container ${name} disappeared` };
+    const startRestarts = first.restartCount;
+    let healthySince: number | undefined;
+    for (;;) {
+      const state = await this.container(name);
+      if (!state) return { healthy: false, reason: `container ${name} disappeared` };
+      if (!state.running) return { healthy: false, reason: `container ${name} exited` };
+      if (state.restartCount > startRestarts)
+        return { healthy: false, reason: `container ${name} restarted (crash loop)` };
+      if (state.health === 'unhealthy')
+        return { healthy: false, reason: `container ${name} reported unhealthy by its HEALTHCHECK` };
+      const probeOk = options.probeUrl ? await probe(options.probeUrl) : true;
+      const ready = (state.health === 'healthy' || state.health === 'none') && probeOk;
+      if (ready) {
+        healthySince ??= Date.now();
+        if (Date.now() - healthySince >= options.soakMs)
+          return { healthy: true, reason: 'healthy through the soak window' };
+      } else {
+        healthySince = undefined;
+      }
+      if (Date.now() > deadline) {
+        return {
+          healthy: false,
+          reason: `container ${name} not healthy within ${Math.round(options.timeoutMs / 1000)} s (health: ${state.health}${options.probeUrl ? `, probe ${probeOk ? 'ok' : 'failing'}` : ''})`,
+        };
+      }
+      await sleep(250);
+    }
+  }
+
+  async restore(name: string, previousName: string): Promise<void> {
+    await this.removeIfExists(name);
+    const { Id } = await this.docker.getContainer(previousName).inspect();
+    const previous = this.docker.getContainer(Id);
+    await previous.rename({ name });
+    await previous.start().catch((error: { statusCode?: number }) => {
+      if (error.statusCode !== 304) throw error;
+    });
+  }
+
+  async remove(name: string): Promise<void> {
+    await this.removeIfExists(name);
+  }
+
+  async removeIfExists(name: string): Promise<void> {
+    try {
+      await this.docker.getContainer(name).remove({ force: true });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+}
+
+async function probe(url: string): Promise<boolean> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
+    await response.body?.cancel();
+    return response.ok;
+  } catch {
+    return false;
+  }
+}

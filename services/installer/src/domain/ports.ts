@@ -1,0 +1,40 @@
+export type HealthState = 'healthy' | 'unhealthy' | 'starting' | 'none';
+
+export interface ContainerState {
+  id: string;
+  name: string;
+  imageId: string;
+  running: boolean;
+  health: HealthState;
+  restartCount: number;
+}
+
+export interface HealthVerdict {
+  healthy: boolean;
+  reason: string;
+}
+
+/** The Docker Engine as the installer needs it. Only the installer holds the socket. */
+export interface ContainerRuntime {
+  container(name: string): Promise<ContainerState | undefined>;
+  /** Loads an image archive; returns nothing, the caller checks the id it expects. */
+  loadImage(archive: string): Promise<void>;
+  imageExists(imageId: string): Promise<boolean>;
+  /** Points `ref` (repo:tag) at the image, so `docker compose up` keeps what was installed. */
+  tag(imageId: string, ref: string): Promise<void>;
+  /**
+   * Renames the old container aside, creates the new one with the old one's configuration and the new
+   * image, stops the old one and starts the new one. Returns the old container's new name.
+   */
+  replace(name: string, imageId: string): Promise<string>;
+  /** Healthy by HEALTHCHECK (when the image has one), optional HTTP probe, and no restart or exit during the soak. */
+  waitHealthy(
+    name: string,
+    options: { timeoutMs: number; soakMs: number; probeUrl?: string | undefined },
+  ): Promise<HealthVerdict>;
+  /** Puts the old container back under its name and starts it; removes the new one. */
+  restore(name: string, previousName: string): Promise<void>;
+  remove(name: string): Promise<void>;
+  /** The image reference (repo:tag) the container was created from, when it was a tag. */
+  imageRef(name: string): Promise<string | undefined>;
+}

@@ -1,0 +1,229 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { EventPublisher, ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/shared';
+import {
+  buildSampleBackend,
+  docker,
+  makeTempDir,
+  type SpawnedServer,
+  spawnNats,
+  spawnRedis,
+} from '@aico-update/shared/testing';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DockerRuntime, PREVIOUS_SUFFIX } from '../../src/adapters/docker-runtime.ts';
+import {
+  HISTORY_KEY,
+  type InstallDeps,
+  InstallFailed,
+  installRelease,
+} from '../../src/handlers/install-release.ts';
+import { stageRelease } from '../support/stage.ts';
+
+/* The installer against the real Docker Engine, with sample busybox "AICO backend" images. */
+
+let redis: SpawnedServer;
+let nats: SpawnedServer;
+let redisClient: Redis;
+let nc: NatsConnection;
+let cacheDir: string;
+let deps: InstallDeps;
+let name: string;
+let network: string;
+let volume: string;
+let completes: { outcome: string; reason?: string }[];
+const runtime = new DockerRuntime();
+const deploymentTag = 'aico-test/sample-backend:deployed';
+const tags: string[] = [];
+
+beforeAll(async () => {
+  [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
+  redisClient = new Redis(redis.url, { maxRetriesPerRequest: null });
+  nc = await connect({ servers: nats.url });
+  await ensureEventStream(nc);
+  nc.subscribe(Subjects.event(Topics.installComplete), {
+    callback: (_e, m) => void completes.push(m.json()),
+  });
+});
+
+afterAll(async () => {
+  await nc.close();
+  redisClient.disconnect();
+  await Promise.all([redis.stop(), nats.stop()]);
+});
+
+beforeEach(async () => {
+  completes = [];
+  const id = randomBytes(4).toString('hex');
+  name = `aico-test-backend-${id}`;
+  network = `aico-test-net-${id}`;
+  volume = `aico-test-data-${id}`;
+  cacheDir = await makeTempDir('installer-cache');
+  await buildSampleBackend(deploymentTag, '1.0.0');
+  tags.push(deploymentTag);
+  await docker('network', 'create', network);
+  await docker(
+    'run',
+    '-d',
+    '--name',
+    name,
+    '--network',
+    network,
+    '--network-alias',
+    'backend',
+    '--restart',
+    'unless-stopped',
+    '-e',
+    'AICO_TENANT=home',
+    '--label',
+    'com.docker.compose.service=backend',
+    '--label',
+    'com.docker.compose.project=aico',
+    '-v',
+    `${volume}:/data`,
+    '-p',
+    '127.0.0.1::8771',
+    deploymentTag,
+  );
+  await runtime.waitHealthy(name, { timeoutMs: 20_000, soakMs: 0 });
+  await redisClient.hset(StateKeys.installed, 'backend', '1.0.0');
+  deps = {
+    runtime,
+    redis: redisClient,
+    events: new EventPublisher(nc),
+    logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    cacheDir,
+    services: { backend: name },
+    probes: {},
+    healthTimeoutMs: 15_000,
+    soakMs: 1000,
+  };
+});
+
+afterEach(async () => {
+  await docker('rm', '-f', name, `${name}${PREVIOUS_SUFFIX}`).catch(() => undefined);
+  await docker('network', 'rm', network).catch(() => undefined);
+  await docker('volume', 'rm', volume).catch(() => undefined);
+  for (const tag of tags.splice(0)) await docker('rmi', '-f', tag).catch(() => undefined);
+});
+
+async function inspect(container: string) {
+  return JSON.parse(await docker('inspect', container))[0];
+}
+
+async function health(container: string): Promise<{ version: string }> {
+  const port = (await inspect(container)).NetworkSettings.Ports['8771/tcp'][0].HostPort;
+  return (await fetch(`http://127.0.0.1:${port}/api/v1/health`)).json() as Promise<{ version: string }>;
+}
+
+async function release(version: string, behaviour: 'healthy' | 'unhealthy' | 'exits' = 'healthy') {
+  const tag = `aico-test/sample-backend:${version}`;
+  const id = await buildSampleBackend(tag, version, behaviour);
+  tags.push(tag);
+  return { id, job: await stageRelease(cacheDir, 'backend', version, [{ service: 'backend', tag }]) };
+}
+
+describe('installer on the real Docker Engine', () => {
+  it('swaps to the new version with the old configuration, records it, and keeps the tag compose names', async () => {
+    const before = await inspect(name);
+    const { id, job } = await release('1.1.0');
+    expect(await installRelease(deps, job)).toEqual({ outcome: 'installed', services: ['backend'] });
+
+    const after = await inspect(name);
+    expect(after.Image).toBe(id);
+    expect(after.Id).not.toBe(before.Id);
+    // Stop-first: the engine's event log shows the old container died before the new one started.
+    const since = Math.floor(Date.parse(before.State.StartedAt) / 1000) - 1;
+    const events = async (id: string, event: string) =>
+      Number(
+        await docker(
+          'events',
+          '--since',
+          String(since),
+          '--until',
+          String(Math.ceil(Date.now() / 1000)),
+          '--filter',
+          `container=${id}`,
+          '--filter',
+          `event=${event}`,
+          '--format',
+          '{{.TimeNano}}',
+        ),
+      );
+    expect(await events(before.Id, 'die')).toBeLessThan(await events(after.Id, 'start'));
+    expect(await docker('ps', '-aq', '--filter', `id=${before.Id}`)).toBe('');
+    const installs = JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string);
+    expect(installs).toMatchObject({ version: '1.1.0', outcome: 'installed' });
+    expect(await health(name)).toMatchObject({ version: '1.1.0' });
+    expect(after.State.Health.Status).toBe('healthy');
+    // The deployment's configuration is preserved; what the old image contributed is not pinned.
+    expect(after.HostConfig).toEqual({ ...before.HostConfig });
+    expect(after.Config.Env).toContain('AICO_TENANT=home');
+    expect(after.Config.Labels).toMatchObject({
+      'com.docker.compose.service': 'backend',
+      'com.docker.compose.project': 'aico',
+    });
+    expect(after.Config.Labels['org.opencontainers.image.version']).toBe('1.1.0');
+    expect(after.Config.Image).toBe(deploymentTag);
+    expect(after.Mounts.map((m: { Name: string; Destination: string }) => [m.Name, m.Destination])).toEqual([
+      [volume, '/data'],
+    ]);
+    expect(after.NetworkSettings.Networks[network].Aliases).toContain('backend');
+    expect(await docker('image', 'inspect', '--format', '{{.Id}}', deploymentTag)).toBe(id);
+    await expect(docker('inspect', `${name}${PREVIOUS_SUFFIX}`)).rejects.toThrow();
+    expect(await redisClient.hget(StateKeys.installed, 'backend')).toBe('1.1.0');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(completes).toEqual([expect.objectContaining({ outcome: 'installed' })]);
+  });
+
+  it.each([
+    ['unhealthy', /reported unhealthy by its HEALTHCHECK/],
+    ['exits', /exited|restarted/],
+  ] as const)(
+    'a new version that is %s is rolled back: the old one runs, healthy, and nothing is recorded as installed',
+    async (behaviour, reason) => {
+      const before = await inspect(name);
+      const { job } = await release('1.2.0', behaviour);
+      const error = await installRelease(deps, job).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(InstallFailed);
+      expect(error).toMatchObject({
+        code: 'HEALTH_GATE_FAILED',
+        rolledBack: true,
+        message: expect.stringMatching(reason),
+      });
+      const after = await inspect(name);
+      expect(after.Id).toBe(before.Id);
+      expect(after.State.Running).toBe(true);
+      expect(await health(name)).toMatchObject({ version: '1.0.0' });
+      expect(await docker('image', 'inspect', '--format', '{{.Id}}', deploymentTag)).toBe(before.Image);
+      expect(await redisClient.hget(StateKeys.installed, 'backend')).toBe('1.0.0');
+      expect(JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string)).toMatchObject({
+        version: '1.2.0',
+        outcome: 'rolled_back',
+      });
+    },
+  );
+
+  it('an image whose id differs from the signed one aborts before anything is stopped', async () => {
+    const before = await inspect(name);
+    const tag = 'aico-test/sample-backend:1.3.0';
+    await buildSampleBackend(tag, '1.3.0');
+    tags.push(tag);
+    const job = await stageRelease(cacheDir, 'backend', '1.3.0', [{ service: 'backend', tag }], (image) => ({
+      ...image,
+      image_id: `sha256:${'0'.repeat(64)}`,
+    }));
+    await expect(installRelease(deps, job)).rejects.toMatchObject({
+      code: 'IMAGE_ID_MISMATCH',
+      rolledBack: false,
+    });
+    const after = await inspect(name);
+    expect(after.Id).toBe(before.Id);
+    expect(after.State.StartedAt).toBe(before.State.StartedAt);
+  });
+});
