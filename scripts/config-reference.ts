@@ -4,6 +4,7 @@
  */
 import { checkerConfigSchema } from '@aico-update/checker';
 import { downloaderConfigSchema } from '@aico-update/downloader';
+import { installerConfigSchema } from '@aico-update/installer';
 import { describeSettings } from '@aico-update/shared';
 import type { z } from 'zod';
 
@@ -11,6 +12,7 @@ import type { z } from 'zod';
 export const SERVICE_SCHEMAS: Record<string, z.ZodType> = {
   checker: checkerConfigSchema,
   downloader: downloaderConfigSchema,
+  installer: installerConfigSchema,
 };
 
 export function allSettings() {

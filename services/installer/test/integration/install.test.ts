@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { EventPublisher, ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/shared';
 import {
   buildSampleBackend,
@@ -56,6 +55,8 @@ afterAll(async () => {
 
 beforeEach(async () => {
   completes = [];
+  await redisClient.flushall();
+  await ensureEventStream(nc);
   const id = randomBytes(4).toString('hex');
   name = `aico-test-backend-${id}`;
   network = `aico-test-net-${id}`;
@@ -225,5 +226,56 @@ describe('installer on the real Docker Engine', () => {
     const after = await inspect(name);
     expect(after.Id).toBe(before.Id);
     expect(after.State.StartedAt).toBe(before.State.StartedAt);
+  });
+
+  it('as a service: takes install jobs from BullMQ, one at a time, and does not retry a rolled-back release', async () => {
+    const { installerConfigSchema } = await import('../../src/config.ts');
+    const { startInstaller } = await import('../../src/main.ts');
+    const { loadConfig, Queues, installJobId } = await import('@aico-update/shared');
+    const { Queue, QueueEvents } = await import('bullmq');
+    const config = loadConfig(installerConfigSchema, {
+      env: {
+        AICO_INSTALLER_CACHE_DIR: cacheDir,
+        AICO_INSTALLER_SERVICES: `backend=${name}`,
+        AICO_INSTALLER_HEALTH_TIMEOUT_SECONDS: '15',
+        AICO_INSTALLER_SOAK_SECONDS: '1',
+        AICO_REDIS_URL: redis.url,
+        AICO_NATS_SERVERS: nats.url,
+        AICO_HTTP_HOST: '127.0.0.1',
+        AICO_HTTP_PORT: '0',
+      },
+    });
+    const installer = await startInstaller(config, { logger: pino({ level: 'silent' }) });
+    const queue = new Queue(Queues.install, { connection: redisClient });
+    const events = new QueueEvents(Queues.install, { connection: { url: redis.url } });
+    try {
+      const good = await release('1.1.0');
+      const bad = await release('1.2.0', 'unhealthy');
+      const first = await queue.add('install', good.job, {
+        jobId: installJobId(good.job.release),
+        attempts: 3,
+      });
+      await first.waitUntilFinished(events, 60_000);
+      expect((await inspect(name)).Image).toBe(good.id);
+      const second = await queue.add('install', bad.job, {
+        jobId: installJobId(bad.job.release),
+        attempts: 3,
+      });
+      await expect(second.waitUntilFinished(events, 60_000)).rejects.toThrow(/HEALTH_GATE_FAILED/);
+      expect((await queue.getJob(second.id as string))?.attemptsMade).toBe(1);
+      expect((await inspect(name)).Image).toBe(good.id);
+      const status = await (await fetch(`http://127.0.0.1:${installer.port}/status`)).json();
+      expect(status).toMatchObject({
+        installed: { backend: '1.1.0' },
+        history: [
+          { version: '1.2.0', outcome: 'rolled_back' },
+          { version: '1.1.0', outcome: 'installed' },
+        ],
+      });
+    } finally {
+      await events.close();
+      await queue.close();
+      await installer.stop();
+    }
   });
 });

@@ -1,0 +1,56 @@
+import {
+  httpSchema,
+  logSchema,
+  natsSchema,
+  numberSetting,
+  redisSchema,
+  updatePolicySchema,
+} from '@aico-update/shared';
+import { z } from 'zod';
+
+const nameMap = (what: string, value: z.ZodString) =>
+  z
+    .record(z.string().regex(/^[a-z0-9][a-z0-9_.-]*$/), value)
+    .default({})
+    .describe(what);
+
+export const installerConfigSchema = z.strictObject({
+  update: updatePolicySchema,
+  installer: z
+    .strictObject({
+      cache_dir: z
+        .string()
+        .min(1)
+        .default('/var/lib/aico-update/cache')
+        .describe('the downloader’s verified blob cache (the same volume)'),
+      docker_socket: z
+        .string()
+        .min(1)
+        .default('/var/run/docker.sock')
+        .describe('the Docker Engine socket path'),
+      services: nameMap(
+        'a map of release service name to the container that runs it (environment form: backend=aico-backend)',
+        z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/),
+      ),
+      probes: nameMap(
+        'a map of service name to an HTTP health URL checked in addition to the HEALTHCHECK (e.g. backend=http://aico-backend:8771/api/v1/health)',
+        z.string().regex(/^https?:\/\//),
+      ),
+      health_timeout_seconds: numberSetting({ default: 120, min: 1, max: 3600, unit: 'seconds' }),
+      soak_seconds: numberSetting({
+        default: 30,
+        min: 0,
+        max: 3600,
+        unit: 'seconds',
+        allowed:
+          'seconds a new container must stay healthy, without restarting, before the update is committed (0 to 3600)',
+      }),
+    })
+    .prefault({}),
+  redis: redisSchema,
+  nats: natsSchema,
+  http: httpSchema(8083),
+  log: logSchema,
+});
+
+export type InstallerConfig = z.output<typeof installerConfigSchema>;

@@ -1,0 +1,115 @@
+import {
+  connectNats,
+  connectRedis,
+  createLogger,
+  createMetricsRegistry,
+  createServiceApp,
+  EventPublisher,
+  ensureEventStream,
+  type InstallJob,
+  installJobSchema,
+  type Logger,
+  listen,
+  Queues,
+  runService,
+  Shutdown,
+  StateKeys,
+} from '@aico-update/shared';
+import { UnrecoverableError, Worker } from 'bullmq';
+import { DockerRuntime } from './adapters/docker-runtime.ts';
+import { type InstallerConfig, installerConfigSchema } from './config.ts';
+import { HISTORY_KEY, type InstallDeps, InstallFailed, installRelease } from './handlers/install-release.ts';
+
+export interface RunningInstaller {
+  port: number;
+  stop(): Promise<boolean>;
+}
+
+/** The composition root: config → logger → Docker, Redis, NATS → install worker (one install at a time). */
+export async function startInstaller(
+  config: InstallerConfig,
+  options: { logger?: Logger } = {},
+): Promise<RunningInstaller> {
+  const logger = options.logger ?? createLogger('installer', config.log.level);
+  const shutdown = new Shutdown(logger);
+  const registry = createMetricsRegistry('installer');
+  try {
+    const runtime = new DockerRuntime(config.installer.docker_socket);
+    await runtime.ping().catch((error: Error) => {
+      throw new Error(
+        `cannot reach the Docker Engine at ${config.installer.docker_socket} (${error.message}); check installer.docker_socket and that the socket is mounted`,
+      );
+    });
+    const redis = await connectRedis(config.redis.url, logger);
+    shutdown.add('redis', () => redis.quit());
+    const nc = await connectNats(config.nats.servers, 'aico-update-installer', logger);
+    shutdown.add('nats', () => nc.drain());
+    await ensureEventStream(nc);
+
+    const deps: InstallDeps = {
+      runtime,
+      redis,
+      events: new EventPublisher(nc),
+      logger,
+      cacheDir: config.installer.cache_dir,
+      services: config.installer.services,
+      probes: config.installer.probes,
+      healthTimeoutMs: config.installer.health_timeout_seconds * 1000,
+      soakMs: config.installer.soak_seconds * 1000,
+    };
+    const worker = new Worker<InstallJob>(
+      Queues.install,
+      async (job) => {
+        const parsed = installJobSchema.safeParse(job.data);
+        if (!parsed.success)
+          throw new UnrecoverableError(`malformed install job ${job.id}: ${parsed.error.message}`);
+        try {
+          return await installRelease(deps, parsed.data);
+        } catch (error) {
+          // A failed install was rolled back or changed nothing: it is not retried automatically.
+          if (error instanceof InstallFailed) throw new UnrecoverableError(`${error.code}: ${error.message}`);
+          throw error;
+        }
+      },
+      // One install at a time per host; an install can take minutes (health gate and soak).
+      { connection: redis, concurrency: 1, lockDuration: 5 * 60_000 },
+    );
+    worker.on('error', (error) => logger.error({ err: error }, 'install worker error'));
+    shutdown.add('install worker', () => worker.close());
+
+    const app = createServiceApp({
+      registry,
+      logger,
+      readiness: [
+        { name: 'docker', check: () => runtime.ping() },
+        { name: 'redis', check: async () => void (await redis.ping()) },
+        { name: 'nats', check: async () => void (await nc.flush()) },
+      ],
+      routes: (app) => {
+        app.get('/status', async (_req, res, next) => {
+          try {
+            res.json({
+              installed: await redis.hgetall(StateKeys.installed),
+              history: (await redis.lrange(HISTORY_KEY, 0, 49)).map((entry) => JSON.parse(entry)),
+            });
+          } catch (error) {
+            next(error);
+          }
+        });
+      },
+    });
+    const http = await listen(app, config.http.host, config.http.port);
+    shutdown.add('http', () => http.close());
+    logger.info({ port: http.port, services: config.installer.services }, 'installer started');
+    return { port: http.port, stop: () => shutdown.stop() };
+  } catch (error) {
+    await shutdown.stop();
+    throw error;
+  }
+}
+
+if (import.meta.main) {
+  await runService('installer', installerConfigSchema, (config, logger) =>
+    startInstaller(config, { logger }),
+  );
+}
