@@ -129,3 +129,14 @@ export type InstallJob = z.infer<typeof installJobSchema>;
 export function installJobId(release: { component: string; version: string }): string {
   return `install-${release.component}-${release.version}`;
 }
+
+/** `update.restart.scheduled`: an install (and so a restart of the component) is planned for this time. */
+export const restartScheduledSchema = z.object({
+  v: z.literal(1),
+  component: z.enum(COMPONENTS),
+  version: z.string(),
+  scheduled_for: z.iso.datetime(),
+  /** critical and request installs happen now; auto_install ones in the update.preferred_time window. */
+  reason: z.enum(['critical', 'auto_install', 'request']),
+});
+export type RestartScheduled = z.infer<typeof restartScheduledSchema>;

@@ -7,6 +7,7 @@ import {
   updatePolicySchema,
 } from '@aico-update/shared';
 import { z } from 'zod';
+import { isTimeZone } from './domain/install-window.ts';
 
 const nameMap = (what: string, value: z.ZodString) =>
   z
@@ -37,6 +38,21 @@ export const installerConfigSchema = z.strictObject({
         z.string().regex(/^https?:\/\//),
       ),
       health_timeout_seconds: numberSetting({ default: 120, min: 1, max: 3600, unit: 'seconds' }),
+      timezone: z
+        .string()
+        .default(process.env.TZ || 'UTC')
+        .refine(isTimeZone, { message: 'an IANA time zone such as Europe/Berlin or UTC' })
+        .describe(
+          'the IANA time zone update.preferred_time is in, such as Europe/Berlin (default: $TZ, else UTC)',
+        ),
+      window_minutes: numberSetting({
+        default: 120,
+        min: 1,
+        max: 1440,
+        integer: true,
+        unit: 'minutes',
+        allowed: 'minutes after update.preferred_time during which automatic installs may start (1 to 1440)',
+      }),
       soak_seconds: numberSetting({
         default: 30,
         min: 0,

@@ -11,13 +11,16 @@ import {
   type Logger,
   listen,
   Queues,
+  type RestartScheduled,
   runService,
   Shutdown,
   StateKeys,
+  Topics,
 } from '@aico-update/shared';
-import { UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker } from 'bullmq';
 import { DockerRuntime } from './adapters/docker-runtime.ts';
 import { type InstallerConfig, installerConfigSchema } from './config.ts';
+import { installWindow } from './domain/install-window.ts';
 import { HISTORY_KEY, type InstallDeps, InstallFailed, installRelease } from './handlers/install-release.ts';
 
 export interface RunningInstaller {
@@ -46,10 +49,11 @@ export async function startInstaller(
     shutdown.add('nats', () => nc.drain());
     await ensureEventStream(nc);
 
+    const events = new EventPublisher(nc);
     const deps: InstallDeps = {
       runtime,
       redis,
-      events: new EventPublisher(nc),
+      events,
       logger,
       cacheDir: config.installer.cache_dir,
       services: config.installer.services,
@@ -59,10 +63,40 @@ export async function startInstaller(
     };
     const worker = new Worker<InstallJob>(
       Queues.install,
-      async (job) => {
+      async (job, token) => {
         const parsed = installJobSchema.safeParse(job.data);
         if (!parsed.success)
           throw new UnrecoverableError(`malformed install job ${job.id}: ${parsed.error.message}`);
+        const { release, reason } = parsed.data;
+        // Critical and requested installs run now; other automatic ones only in the preferred window.
+        const now = new Date();
+        const window = installWindow(
+          now,
+          config.update.preferred_time,
+          config.installer.timezone,
+          config.installer.window_minutes,
+        );
+        const at = reason === 'auto_install' && !window.inWindow ? window.nextStart : now;
+        const scheduled: RestartScheduled = {
+          v: 1,
+          component: release.component,
+          version: release.version,
+          scheduled_for: at.toISOString(),
+          reason,
+        };
+        await events.publish(
+          Topics.restartScheduled,
+          scheduled,
+          `restart-scheduled-${job.id}-${at.getTime()}`,
+        );
+        if (at > now) {
+          logger.info(
+            { ...scheduled },
+            `install of ${release.component} ${release.version} waits for the preferred window`,
+          );
+          await job.moveToDelayed(at.getTime(), token);
+          throw new DelayedError();
+        }
         try {
           return await installRelease(deps, parsed.data);
         } catch (error) {

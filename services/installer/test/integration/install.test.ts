@@ -278,4 +278,55 @@ describe('installer on the real Docker Engine', () => {
       await installer.stop();
     }
   });
+
+  it('an automatic non-critical install waits for update.preferred_time and says when (update.restart.scheduled)', async () => {
+    const { installerConfigSchema } = await import('../../src/config.ts');
+    const { startInstaller } = await import('../../src/main.ts');
+    const { loadConfig, Queues, installJobId } = await import('@aico-update/shared');
+    const { Queue } = await import('bullmq');
+    // A window six hours from now, in UTC: certainly closed.
+    const opens = new Date(Date.now() + 6 * 3600_000);
+    opens.setUTCSeconds(0, 0);
+    const preferred = `${String(opens.getUTCHours()).padStart(2, '0')}:${String(opens.getUTCMinutes()).padStart(2, '0')}`;
+    const scheduled: { scheduled_for: string; reason: string }[] = [];
+    nc.subscribe(Subjects.event(Topics.restartScheduled), {
+      callback: (_e, m) => void scheduled.push(m.json()),
+    });
+    const config = loadConfig(installerConfigSchema, {
+      env: {
+        AICO_UPDATE_PREFERRED_TIME: preferred,
+        AICO_INSTALLER_TIMEZONE: 'UTC',
+        AICO_INSTALLER_WINDOW_MINUTES: '60',
+        AICO_INSTALLER_CACHE_DIR: cacheDir,
+        AICO_INSTALLER_SERVICES: `backend=${name}`,
+        AICO_REDIS_URL: redis.url,
+        AICO_NATS_SERVERS: nats.url,
+        AICO_HTTP_HOST: '127.0.0.1',
+        AICO_HTTP_PORT: '0',
+      },
+    });
+    const installer = await startInstaller(config, { logger: pino({ level: 'silent' }) });
+    const queue = new Queue(Queues.install, { connection: redisClient });
+    try {
+      const before = await inspect(name);
+      const { job } = await release('1.1.0');
+      const added = await queue.add(
+        'install',
+        { ...job, reason: 'auto_install' },
+        { jobId: installJobId(job.release) },
+      );
+      for (let i = 0; i < 100 && (await queue.getJobState(added.id as string)) !== 'delayed'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await queue.getJobState(added.id as string)).toBe('delayed');
+      expect(scheduled).toEqual([
+        expect.objectContaining({ scheduled_for: opens.toISOString(), reason: 'auto_install' }),
+      ]);
+      expect((await inspect(name)).Id).toBe(before.Id);
+      expect(await redisClient.hget(StateKeys.installed, 'backend')).toBe('1.0.0');
+    } finally {
+      await queue.close();
+      await installer.stop();
+    }
+  });
 });
