@@ -29,6 +29,18 @@ export const installerConfigSchema = z.strictObject({
         .min(1)
         .default('/var/run/docker.sock')
         .describe('the Docker Engine socket path'),
+      state_dir: z
+        .string()
+        .min(1)
+        .default('/var/lib/aico-update/installer')
+        .describe('a writable folder on a persistent volume for the install journal'),
+      lock_seconds: numberSetting({
+        default: 300,
+        min: 5,
+        max: 86_400,
+        unit: 'seconds',
+        allowed: 'seconds after which the install job of a crashed installer is replayed (5 to 86400)',
+      }),
       services: nameMap(
         'a map of release service name to the container that runs it (environment form: backend=aico-backend)',
         z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/),

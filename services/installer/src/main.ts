@@ -19,9 +19,16 @@ import {
 } from '@aico-update/shared';
 import { DelayedError, UnrecoverableError, Worker } from 'bullmq';
 import { DockerRuntime } from './adapters/docker-runtime.ts';
+import { JournalStore } from './adapters/journal.ts';
 import { type InstallerConfig, installerConfigSchema } from './config.ts';
 import { installWindow } from './domain/install-window.ts';
-import { HISTORY_KEY, type InstallDeps, InstallFailed, installRelease } from './handlers/install-release.ts';
+import {
+  HISTORY_KEY,
+  type InstallDeps,
+  InstallFailed,
+  installRelease,
+  recoverInterrupted,
+} from './handlers/install-release.ts';
 
 export interface RunningInstaller {
   port: number;
@@ -54,6 +61,7 @@ export async function startInstaller(
       runtime,
       redis,
       events,
+      journal: new JournalStore(config.installer.state_dir),
       logger,
       cacheDir: config.installer.cache_dir,
       services: config.installer.services,
@@ -61,6 +69,10 @@ export async function startInstaller(
       healthTimeoutMs: config.installer.health_timeout_seconds * 1000,
       soakMs: config.installer.soak_seconds * 1000,
     };
+    // Before taking any job: finish or compensate an install a crash interrupted.
+    const recovered = await recoverInterrupted(deps);
+    if (recovered !== 'none') logger.warn({ recovered }, 'recovered an interrupted install');
+
     const worker = new Worker<InstallJob>(
       Queues.install,
       async (job, token) => {
@@ -106,7 +118,12 @@ export async function startInstaller(
         }
       },
       // One install at a time per host; an install can take minutes (health gate and soak).
-      { connection: redis, concurrency: 1, lockDuration: 5 * 60_000 },
+      {
+        connection: redis,
+        concurrency: 1,
+        lockDuration: config.installer.lock_seconds * 1000,
+        stalledInterval: config.installer.lock_seconds * 1000,
+      },
     );
     worker.on('error', (error) => logger.error({ err: error }, 'install worker error'));
     shutdown.add('install worker', () => worker.close());

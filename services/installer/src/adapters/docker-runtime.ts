@@ -3,10 +3,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '@aico-update/shared';
 import Docker from 'dockerode';
 import { newContainerSpec } from '../domain/container-spec.ts';
+import { previousName } from '../domain/install-plan.ts';
 import type { ContainerRuntime, ContainerState, HealthState, HealthVerdict } from '../domain/ports.ts';
 
-/** Suffix of the previous container while a swap is in progress or soaking. */
-export const PREVIOUS_SUFFIX = '-aico-previous';
+/** Suffix of the previous container while a swap is in progress or soaking (see previousName). */
+export const PREVIOUS_SUFFIX = previousName('');
 
 function isNotFound(error: unknown): boolean {
   return (error as { statusCode?: number }).statusCode === 404;
@@ -30,7 +31,8 @@ export class DockerRuntime implements ContainerRuntime {
         id: info.Id,
         name: info.Name.replace(/^\//, ''),
         imageId: info.Image,
-        running: info.State.Running,
+        running: info.State.Running && !info.State.Restarting,
+        restarting: info.State.Restarting,
         health: (info.State.Health?.Status as HealthState | undefined) ?? 'none',
         restartCount: info.RestartCount,
       };
@@ -81,7 +83,7 @@ export class DockerRuntime implements ContainerRuntime {
     const spec = newContainerSpec(info, oldImage, imageId);
     // The new container keeps the tag reference the deployment uses, so compose sees its own image name.
     if (!info.Config.Image.startsWith('sha256:')) spec.create.Image = info.Config.Image;
-    const previous = `${name}${PREVIOUS_SUFFIX}`;
+    const previous = previousName(name);
     await this.removeIfExists(previous);
     await old.rename({ name: previous });
     try {
@@ -111,19 +113,23 @@ export class DockerRuntime implements ContainerRuntime {
 
   async waitHealthy(
     name: string,
-    options: { timeoutMs: number; soakMs: number; probeUrl?: string | undefined },
+    options: { timeoutMs: number; soakMs: number; probeUrl?: string | undefined; fresh?: boolean },
   ): Promise<HealthVerdict> {
     const deadline = Date.now() + options.timeoutMs;
-    const first = await this.container(name);
-    if (!first) return { healthy: false, reason: `container ${name} disappeared` };
-    const startRestarts = first.restartCount;
     let healthySince: number | undefined;
+    let baseline: number | undefined;
     for (;;) {
       const state = await this.container(name);
       if (!state) return { healthy: false, reason: `container ${name} disappeared` };
       if (!state.running) return { healthy: false, reason: `container ${name} exited` };
-      if (state.restartCount > startRestarts)
-        return { healthy: false, reason: `container ${name} restarted (crash loop)` };
+      // Any restart during the gate is a crash loop; a container created for this update starts from 0.
+      baseline ??= options.fresh ? 0 : state.restartCount;
+      if (state.restarting || state.restartCount > baseline) {
+        return {
+          healthy: false,
+          reason: `container ${name} restarted (crash loop, ${state.restartCount} restart(s))`,
+        };
+      }
       if (state.health === 'unhealthy')
         return { healthy: false, reason: `container ${name} reported unhealthy by its HEALTHCHECK` };
       const probeOk = options.probeUrl ? await probe(options.probeUrl) : true;
@@ -153,6 +159,15 @@ export class DockerRuntime implements ContainerRuntime {
     await previous.start().catch((error: { statusCode?: number }) => {
       if (error.statusCode !== 304) throw error;
     });
+  }
+
+  async ensureRunning(name: string): Promise<void> {
+    await this.docker
+      .getContainer(name)
+      .start()
+      .catch((error: { statusCode?: number }) => {
+        if (error.statusCode !== 304) throw error;
+      });
   }
 
   async remove(name: string): Promise<void> {

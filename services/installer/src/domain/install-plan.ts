@@ -22,6 +22,11 @@ export type InstallStep =
 
 export type StepKind = InstallStep['kind'];
 
+/** Where the old container waits during a swap and its soak: derived, so recovery finds it from the journal. */
+export function previousName(container: string): string {
+  return `${container}-aico-previous`;
+}
+
 export class PlanError extends Error {
   override name = 'PlanError';
 }

@@ -5,6 +5,8 @@ export interface ContainerState {
   name: string;
   imageId: string;
   running: boolean;
+  /** Docker is between restarts of a crashing container. */
+  restarting: boolean;
   health: HealthState;
   restartCount: number;
 }
@@ -30,11 +32,19 @@ export interface ContainerRuntime {
   /** Healthy by HEALTHCHECK (when the image has one), optional HTTP probe, and no restart or exit during the soak. */
   waitHealthy(
     name: string,
-    options: { timeoutMs: number; soakMs: number; probeUrl?: string | undefined },
+    options: {
+      timeoutMs: number;
+      soakMs: number;
+      probeUrl?: string | undefined;
+      /** Created for this update: any restart at all is a crash loop. */
+      fresh?: boolean;
+    },
   ): Promise<HealthVerdict>;
   /** Puts the old container back under its name and starts it; removes the new one. */
   restore(name: string, previousName: string): Promise<void>;
   remove(name: string): Promise<void>;
+  /** Starts the container if it is not running. */
+  ensureRunning(name: string): Promise<void>;
   /** The image reference (repo:tag) the container was created from, when it was a tag. */
   imageRef(name: string): Promise<string | undefined>;
 }

@@ -13,7 +13,14 @@ import {
   Topics,
 } from '@aico-update/shared';
 import type { Redis } from 'ioredis';
-import { type InstallStep, planInstall, type RunningService, type StepKind } from '../domain/install-plan.ts';
+import type { Journal, JournalStore, JournalSwap } from '../adapters/journal.ts';
+import {
+  type InstallStep,
+  planInstall,
+  previousName,
+  type RunningService,
+  type StepKind,
+} from '../domain/install-plan.ts';
 import type { ContainerRuntime } from '../domain/ports.ts';
 
 export interface InstallDeps {
@@ -21,6 +28,7 @@ export interface InstallDeps {
   redis: Redis;
   events: EventSink;
   logger: Logger;
+  journal: JournalStore;
   /** The verified blob cache the downloader fills (blobs/, manifests/). */
   cacheDir: string;
   /** Service name in the release → container name on this host. */
@@ -48,15 +56,10 @@ export interface InstallOutcome {
 
 export const HISTORY_KEY = 'aico-update:install-history';
 
-interface Swapped {
-  service: string;
-  container: string;
-  previous: string;
-  oldImageId: string;
-  ref: string | undefined;
-}
-
-/** Installs one downloaded release: load and verify images, swap, health-gate, commit or roll back. */
+/**
+ * Installs one downloaded release: load and verify images, swap, health-gate, commit or roll back.
+ * Every step is journaled before and after it runs (see recoverInterrupted for what a restart does).
+ */
 export async function installRelease(deps: InstallDeps, job: InstallJob): Promise<InstallOutcome> {
   const { release } = job;
   const log = deps.logger.child({ component: release.component, version: release.version });
@@ -76,16 +79,19 @@ export async function installRelease(deps: InstallDeps, job: InstallJob): Promis
     running.push({ service: image.service, container, imageId: state.imageId });
   }
   const plan = planInstall(manifest.images, running);
-  const swapped: Swapped[] = [];
-  const progress = (step: InstallStep, status: 'started' | 'done') =>
-    deps.events.publish(Topics.installProgress, {
-      v: 1,
-      component: release.component,
-      version: release.version,
-      step: step.kind,
-      service: step.service,
-      status,
-    });
+  if (plan.length === 0) {
+    await record(deps, job, 'already_installed', Date.now() - started);
+    return { outcome: 'already_installed', services: [] };
+  }
+
+  const journal: Journal = {
+    v: 1,
+    job,
+    started_at: new Date(started).toISOString(),
+    steps: plan.map((step) => ({ ...step, status: 'pending' as const })),
+    swaps: [],
+  };
+  await deps.journal.write(journal);
 
   const executors: { [K in StepKind]: (step: Extract<InstallStep, { kind: K }>) => Promise<void> } = {
     'load-image': (step) => loadImage(deps, step.image),
@@ -102,86 +108,157 @@ export async function installRelease(deps: InstallDeps, job: InstallJob): Promis
     swap: async (step) => {
       const current = running.find((r) => r.service === step.service) as RunningService;
       const ref = await deps.runtime.imageRef(step.container);
-      // Move the deployment's tag first: the new container is created from it, and `compose up` keeps it.
-      if (ref) await deps.runtime.tag(step.imageId, ref);
-      const entry: Swapped = {
+      // Journaled before anything changes, so a crash from here on is compensated.
+      journal.swaps.push({
         service: step.service,
         container: step.container,
-        previous: '',
         oldImageId: current.imageId,
         ref,
-      };
-      swapped.push(entry);
-      entry.previous = await deps.runtime.replace(step.container, step.imageId);
+      });
+      await deps.journal.write(journal);
+      // Move the deployment's tag first: the new container is created from it, and `compose up` keeps it.
+      if (ref) await deps.runtime.tag(step.imageId, ref);
+      await deps.runtime.replace(step.container, step.imageId);
     },
     'health-gate': async (step) => {
       const verdict = await deps.runtime.waitHealthy(step.container, {
         timeoutMs: deps.healthTimeoutMs,
         soakMs: deps.soakMs,
         probeUrl: deps.probes[step.service],
+        fresh: true,
       });
       if (!verdict.healthy) throw new InstallFailed('HEALTH_GATE_FAILED', verdict.reason, true);
     },
-    commit: async (step) => {
-      const entry = swapped.find((s) => s.service === step.service);
-      if (entry?.previous) await deps.runtime.remove(entry.previous);
-    },
+    commit: (step) => deps.runtime.remove(previousName(step.container)),
   };
 
-  if (plan.length === 0) {
-    await record(deps, job, 'already_installed', Date.now() - started);
-    return { outcome: 'already_installed', services: [] };
-  }
   log.info(
     { steps: plan.map((s) => `${s.kind}:${s.service}`) },
     `installing ${release.component} ${release.version}`,
   );
   try {
-    for (const step of plan) {
-      await progress(step, 'started');
+    for (const [index, step] of plan.entries()) {
+      await setStatus(deps, journal, index, 'started');
       await (executors[step.kind] as (s: InstallStep) => Promise<void>)(step);
-      await progress(step, 'done');
+      await setStatus(deps, journal, index, 'done');
     }
   } catch (error) {
-    const rolledBack = await rollBack(deps, swapped, log);
+    const rolledBack = await rollBack(deps, journal.swaps, log);
     const reason = (error as Error).message;
     await record(deps, job, rolledBack ? 'rolled_back' : 'failed', Date.now() - started, reason);
+    await deps.journal.clear();
     log.error(
       { err: error, rolled_back: rolledBack },
       `install of ${release.component} ${release.version} failed: ${reason}`,
     );
-    if (error instanceof InstallFailed)
-      throw new InstallFailed(error.code, reason, swapped.length > 0, { cause: error });
-    throw new InstallFailed('INSTALL_FAILED', reason, swapped.length > 0, { cause: error });
+    const code = error instanceof AppError ? error.code : 'INSTALL_FAILED';
+    throw new InstallFailed(code, reason, journal.swaps.length > 0, { cause: error });
   }
   await record(deps, job, 'installed', Date.now() - started);
+  await deps.journal.clear();
   log.info({ duration_ms: Date.now() - started }, `installed ${release.component} ${release.version}`);
-  return { outcome: 'installed', services: swapped.map((s) => s.service) };
+  return { outcome: 'installed', services: journal.swaps.map((s) => s.service) };
 }
 
-/** Restores every swapped service, newest first; true when all came back. */
-async function rollBack(deps: InstallDeps, swapped: Swapped[], log: Logger): Promise<boolean> {
+/**
+ * After a restart: an install the journal shows unfinished is completed when every health gate had
+ * passed (only commits were left), and otherwise compensated: each service whose swap began is put back
+ * on its old container and checked healthy. The interrupted job is then replayed by BullMQ.
+ */
+export async function recoverInterrupted(
+  deps: InstallDeps,
+): Promise<'none' | 'completed' | 'rolled_back' | 'failed'> {
+  const journal = await deps.journal.read();
+  if (!journal) return 'none';
+  const { release } = journal.job;
+  const log = deps.logger.child({ component: release.component, version: release.version, recovery: true });
+  const gates = journal.steps.filter((s) => s.kind === 'health-gate');
+  const committing = gates.length > 0 && gates.every((s) => s.status === 'done');
+  const interruptedAt = journal.steps.findLast((s) => s.status !== 'pending');
+  const where = interruptedAt
+    ? `${interruptedAt.kind} ${interruptedAt.service} (${interruptedAt.status})`
+    : 'the start';
+  if (committing) {
+    for (const swap of journal.swaps) await deps.runtime.remove(previousName(swap.container));
+    await record(
+      deps,
+      journal.job,
+      'installed',
+      Date.now() - Date.parse(journal.started_at),
+      `completed after a restart at ${where}`,
+    );
+    await deps.journal.clear();
+    log.warn(`finished the commit of ${release.component} ${release.version}, interrupted at ${where}`);
+    return 'completed';
+  }
+  const ok = await rollBack(deps, journal.swaps, log);
+  await record(
+    deps,
+    journal.job,
+    ok ? 'rolled_back' : 'failed',
+    Date.now() - Date.parse(journal.started_at),
+    `the installer stopped during ${where}; the previous version was restored`,
+  );
+  await deps.journal.clear();
+  log.warn({ restored: ok }, `rolled back ${release.component} ${release.version}, interrupted at ${where}`);
+  return ok ? 'rolled_back' : 'failed';
+}
+
+/** Restores every service whose swap began, newest first; true when all came back healthy. */
+async function rollBack(deps: InstallDeps, swaps: readonly JournalSwap[], log: Logger): Promise<boolean> {
   let ok = true;
-  for (const entry of [...swapped].reverse()) {
+  for (const swap of [...swaps].reverse()) {
     try {
-      if (entry.ref) await deps.runtime.tag(entry.oldImageId, entry.ref);
-      if (entry.previous) await deps.runtime.restore(entry.container, entry.previous);
-      const verdict = await deps.runtime.waitHealthy(entry.container, {
-        timeoutMs: deps.healthTimeoutMs,
-        soakMs: 0,
-        probeUrl: deps.probes[entry.service],
-      });
-      if (!verdict.healthy) throw new Error(verdict.reason);
-      log.warn({ service: entry.service }, `rolled back ${entry.container} to its previous version`);
+      await restoreService(deps, swap);
+      log.warn({ service: swap.service }, `rolled back ${swap.container} to its previous version`);
     } catch (error) {
       ok = false;
       log.error(
-        { err: error, service: entry.service },
-        `rollback of ${entry.container} did not bring it back healthy`,
+        { err: error, service: swap.service },
+        `rollback of ${swap.container} did not bring it back healthy`,
       );
     }
   }
   return ok;
+}
+
+/** Puts one service back on its old container, wherever the swap had got to. */
+async function restoreService(deps: InstallDeps, swap: JournalSwap): Promise<void> {
+  if (swap.ref) await deps.runtime.tag(swap.oldImageId, swap.ref);
+  const previous = previousName(swap.container);
+  if (await deps.runtime.container(previous)) {
+    await deps.runtime.restore(swap.container, previous);
+  } else {
+    // The rename had not happened: the old container is still under its own name.
+    await deps.runtime.ensureRunning(swap.container);
+  }
+  const verdict = await deps.runtime.waitHealthy(swap.container, {
+    timeoutMs: deps.healthTimeoutMs,
+    soakMs: 0,
+    probeUrl: deps.probes[swap.service],
+  });
+  if (!verdict.healthy) throw new Error(verdict.reason);
+}
+
+async function setStatus(
+  deps: InstallDeps,
+  journal: Journal,
+  index: number,
+  status: 'started' | 'done',
+): Promise<void> {
+  const step = journal.steps[index] as Journal['steps'][number];
+  step.status = status;
+  await deps.journal.write(journal);
+  await deps.events.publish(Topics.installProgress, {
+    v: 1,
+    component: journal.job.release.component,
+    version: journal.job.release.version,
+    step: step.kind,
+    service: step.service,
+    status,
+    index,
+    of: journal.steps.length,
+  });
 }
 
 async function loadImage(deps: InstallDeps, image: ReleaseImage): Promise<void> {
@@ -207,9 +284,7 @@ async function loadImage(deps: InstallDeps, image: ReleaseImage): Promise<void> 
       'IMAGE_LOAD_FAILED',
       `loading the ${image.service} image failed: ${(error as Error).message}; nothing was stopped`,
       false,
-      {
-        cause: error,
-      },
+      { cause: error },
     );
   } finally {
     await rm(archive, { force: true });

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { EventPublisher, ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/shared';
 import {
   buildSampleBackend,
@@ -13,6 +14,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DockerRuntime, PREVIOUS_SUFFIX } from '../../src/adapters/docker-runtime.ts';
+import { JournalStore } from '../../src/adapters/journal.ts';
 import {
   HISTORY_KEY,
   type InstallDeps,
@@ -95,6 +97,7 @@ beforeEach(async () => {
     redis: redisClient,
     events: new EventPublisher(nc),
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    journal: new JournalStore(join(cacheDir, 'installer-state')),
     cacheDir,
     services: { backend: name },
     probes: {},
@@ -236,6 +239,7 @@ describe('installer on the real Docker Engine', () => {
     const config = loadConfig(installerConfigSchema, {
       env: {
         AICO_INSTALLER_CACHE_DIR: cacheDir,
+        AICO_INSTALLER_STATE_DIR: join(cacheDir, 'installer-state'),
         AICO_INSTALLER_SERVICES: `backend=${name}`,
         AICO_INSTALLER_HEALTH_TIMEOUT_SECONDS: '15',
         AICO_INSTALLER_SOAK_SECONDS: '1',
@@ -298,6 +302,7 @@ describe('installer on the real Docker Engine', () => {
         AICO_INSTALLER_TIMEZONE: 'UTC',
         AICO_INSTALLER_WINDOW_MINUTES: '60',
         AICO_INSTALLER_CACHE_DIR: cacheDir,
+        AICO_INSTALLER_STATE_DIR: join(cacheDir, 'installer-state'),
         AICO_INSTALLER_SERVICES: `backend=${name}`,
         AICO_REDIS_URL: redis.url,
         AICO_NATS_SERVERS: nats.url,

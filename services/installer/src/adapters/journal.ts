@@ -1,0 +1,62 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { InstallJob } from '@aico-update/shared';
+import type { InstallStep } from '../domain/install-plan.ts';
+
+/*
+ * The install journal: one JSON file on the installer's volume, replaced atomically (write, fsync,
+ * rename) before and after every step. Whatever instant the installer dies at, the file on disk
+ * describes either the state before a step or after it, and says what was swapped.
+ */
+
+export interface JournalSwap {
+  service: string;
+  container: string;
+  oldImageId: string;
+  /** The tag the deployment uses, moved to the new image before the swap. */
+  ref: string | undefined;
+}
+
+export interface Journal {
+  v: 1;
+  job: InstallJob;
+  started_at: string;
+  steps: (InstallStep & { status: 'pending' | 'started' | 'done' })[];
+  /** Services whose swap began, recorded before anything is renamed. */
+  swaps: JournalSwap[];
+}
+
+export class JournalStore {
+  readonly #file: string;
+
+  constructor(stateDir: string) {
+    this.#file = join(stateDir, 'install-journal.json');
+  }
+
+  async read(): Promise<Journal | undefined> {
+    try {
+      return JSON.parse(await readFile(this.#file, 'utf8')) as Journal;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  async write(journal: Journal): Promise<void> {
+    await mkdir(join(this.#file, '..'), { recursive: true });
+    const tmp = `${this.#file}.${randomBytes(4).toString('hex')}.tmp`;
+    const handle = await open(tmp, 'w');
+    try {
+      await handle.writeFile(JSON.stringify(journal));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, this.#file);
+  }
+
+  async clear(): Promise<void> {
+    await rm(this.#file, { force: true });
+  }
+}
