@@ -29,6 +29,7 @@ import {
   installRelease,
   recoverInterrupted,
 } from './handlers/install-release.ts';
+import { createInstallerMetrics } from './metrics.ts';
 
 export interface RunningInstaller {
   port: number;
@@ -59,6 +60,7 @@ export async function startInstaller(
     const events = new EventPublisher(nc);
     const deps: InstallDeps = {
       runtime,
+      metrics: createInstallerMetrics(registry),
       redis,
       events,
       journal: new JournalStore(config.installer.state_dir),

@@ -75,7 +75,7 @@ export class DockerRuntime implements ContainerRuntime {
     return info.Config.Image.startsWith('sha256:') ? undefined : info.Config.Image;
   }
 
-  async replace(name: string, imageId: string): Promise<string> {
+  async replace(name: string, imageId: string): Promise<{ previous: string; stoppedAt: number }> {
     const info = await this.docker.getContainer(name).inspect();
     // By id from here on: after the rename, the name belongs to the new container.
     const old = this.docker.getContainer(info.Id);
@@ -84,6 +84,7 @@ export class DockerRuntime implements ContainerRuntime {
     // The new container keeps the tag reference the deployment uses, so compose sees its own image name.
     if (!info.Config.Image.startsWith('sha256:')) spec.create.Image = info.Config.Image;
     const previous = previousName(name);
+    let stoppedAt = 0;
     await this.removeIfExists(previous);
     await old.rename({ name: previous });
     try {
@@ -97,6 +98,7 @@ export class DockerRuntime implements ContainerRuntime {
       await old.stop({ t: 10 }).catch((error: { statusCode?: number }) => {
         if (error.statusCode !== 304) throw error;
       });
+      stoppedAt = Date.now();
       await created.start();
     } catch (error) {
       await this.restore(name, previous).catch(() => undefined);
@@ -108,7 +110,7 @@ export class DockerRuntime implements ContainerRuntime {
         },
       );
     }
-    return previous;
+    return { previous, stoppedAt };
   }
 
   async waitHealthy(
@@ -137,7 +139,7 @@ export class DockerRuntime implements ContainerRuntime {
       if (ready) {
         healthySince ??= Date.now();
         if (Date.now() - healthySince >= options.soakMs)
-          return { healthy: true, reason: 'healthy through the soak window' };
+          return { healthy: true, reason: 'healthy through the soak window', healthyAt: healthySince };
       } else {
         healthySince = undefined;
       }

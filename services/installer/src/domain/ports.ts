@@ -14,6 +14,8 @@ export interface ContainerState {
 export interface HealthVerdict {
   healthy: boolean;
   reason: string;
+  /** When the container first passed its checks in the streak that ended the wait (epoch ms). */
+  healthyAt?: number;
 }
 
 /** The Docker Engine as the installer needs it. Only the installer holds the socket. */
@@ -28,7 +30,7 @@ export interface ContainerRuntime {
    * Renames the old container aside, creates the new one with the old one's configuration and the new
    * image, stops the old one and starts the new one. Returns the old container's new name.
    */
-  replace(name: string, imageId: string): Promise<string>;
+  replace(name: string, imageId: string): Promise<{ previous: string; stoppedAt: number }>;
   /** Healthy by HEALTHCHECK (when the image has one), optional HTTP probe, and no restart or exit during the soak. */
   waitHealthy(
     name: string,

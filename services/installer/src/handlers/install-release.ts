@@ -22,9 +22,11 @@ import {
   type StepKind,
 } from '../domain/install-plan.ts';
 import type { ContainerRuntime } from '../domain/ports.ts';
+import type { InstallerMetrics } from '../metrics.ts';
 
 export interface InstallDeps {
   runtime: ContainerRuntime;
+  metrics: InstallerMetrics;
   redis: Redis;
   events: EventSink;
   logger: Logger;
@@ -93,6 +95,7 @@ export async function installRelease(deps: InstallDeps, job: InstallJob): Promis
   };
   await deps.journal.write(journal);
 
+  const stoppedAtByService = new Map<string, number>();
   const executors: { [K in StepKind]: (step: Extract<InstallStep, { kind: K }>) => Promise<void> } = {
     'load-image': (step) => loadImage(deps, step.image),
     'check-healthy': async (step) => {
@@ -118,7 +121,8 @@ export async function installRelease(deps: InstallDeps, job: InstallJob): Promis
       await deps.journal.write(journal);
       // Move the deployment's tag first: the new container is created from it, and `compose up` keeps it.
       if (ref) await deps.runtime.tag(step.imageId, ref);
-      await deps.runtime.replace(step.container, step.imageId);
+      const { stoppedAt } = await deps.runtime.replace(step.container, step.imageId);
+      stoppedAtByService.set(step.service, stoppedAt);
     },
     'health-gate': async (step) => {
       const verdict = await deps.runtime.waitHealthy(step.container, {
@@ -128,6 +132,12 @@ export async function installRelease(deps: InstallDeps, job: InstallJob): Promis
         fresh: true,
       });
       if (!verdict.healthy) throw new InstallFailed('HEALTH_GATE_FAILED', verdict.reason, true);
+      const stoppedAt = stoppedAtByService.get(step.service);
+      if (stoppedAt && verdict.healthyAt)
+        deps.metrics.downtime.observe(
+          { target_service: step.service },
+          (verdict.healthyAt - stoppedAt) / 1000,
+        );
     },
     commit: (step) => deps.runtime.remove(previousName(step.container)),
   };
@@ -139,11 +149,19 @@ export async function installRelease(deps: InstallDeps, job: InstallJob): Promis
   try {
     for (const [index, step] of plan.entries()) {
       await setStatus(deps, journal, index, 'started');
+      const stepStarted = performance.now();
       await (executors[step.kind] as (s: InstallStep) => Promise<void>)(step);
+      deps.metrics.phaseDuration.observe({ phase: step.kind }, (performance.now() - stepStarted) / 1000);
       await setStatus(deps, journal, index, 'done');
     }
   } catch (error) {
     const rolledBack = await rollBack(deps, journal.swaps, log);
+    if (journal.swaps.length > 0) {
+      deps.metrics.rollbacks.inc({
+        component: release.component,
+        reason: error instanceof AppError ? error.code : 'INSTALL_FAILED',
+      });
+    }
     const reason = (error as Error).message;
     await record(deps, job, rolledBack ? 'rolled_back' : 'failed', Date.now() - started, reason);
     await deps.journal.clear();
@@ -192,6 +210,8 @@ export async function recoverInterrupted(
     return 'completed';
   }
   const ok = await rollBack(deps, journal.swaps, log);
+  if (journal.swaps.length > 0)
+    deps.metrics.rollbacks.inc({ component: release.component, reason: 'INTERRUPTED' });
   await record(
     deps,
     journal.job,
@@ -321,6 +341,9 @@ async function record(
   reason?: string,
 ): Promise<void> {
   const { release } = job;
+  deps.metrics.installs.inc({ component: release.component, outcome });
+  if (outcome === 'installed')
+    deps.metrics.lastSuccess.set({ component: release.component }, Date.now() / 1000);
   if (outcome === 'installed' || outcome === 'already_installed') {
     await deps.redis.hset(StateKeys.installed, release.component, release.version);
   }

@@ -1,6 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { EventPublisher, ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/shared';
+import {
+  createMetricsRegistry,
+  EventPublisher,
+  ensureEventStream,
+  StateKeys,
+  Subjects,
+  Topics,
+} from '@aico-update/shared';
 import {
   buildSampleBackend,
   docker,
@@ -12,6 +19,7 @@ import {
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
+import type { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DockerRuntime, PREVIOUS_SUFFIX } from '../../src/adapters/docker-runtime.ts';
 import { JournalStore } from '../../src/adapters/journal.ts';
@@ -21,6 +29,7 @@ import {
   InstallFailed,
   installRelease,
 } from '../../src/handlers/install-release.ts';
+import { createInstallerMetrics } from '../../src/metrics.ts';
 import { stageRelease } from '../support/stage.ts';
 
 /* The installer against the real Docker Engine, with sample busybox "AICO backend" images. */
@@ -31,6 +40,7 @@ let redisClient: Redis;
 let nc: NatsConnection;
 let cacheDir: string;
 let deps: InstallDeps;
+let registry: Registry;
 let name: string;
 let network: string;
 let volume: string;
@@ -92,8 +102,10 @@ beforeEach(async () => {
   );
   await runtime.waitHealthy(name, { timeoutMs: 20_000, soakMs: 0 });
   await redisClient.hset(StateKeys.installed, 'backend', '1.0.0');
+  registry = createMetricsRegistry('installer-test');
   deps = {
     runtime,
+    metrics: createInstallerMetrics(registry),
     redis: redisClient,
     events: new EventPublisher(nc),
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
@@ -178,6 +190,16 @@ describe('installer on the real Docker Engine', () => {
     expect(await docker('image', 'inspect', '--format', '{{.Id}}', deploymentTag)).toBe(id);
     await expect(docker('inspect', `${name}${PREVIOUS_SUFFIX}`)).rejects.toThrow();
     expect(await redisClient.hget(StateKeys.installed, 'backend')).toBe('1.1.0');
+    const metrics = await registry.metrics();
+    expect(metrics).toMatch(
+      /aico_update_installs_total\{component="backend",outcome="installed",service="installer-test"\} 1/,
+    );
+    expect(metrics).toMatch(
+      /aico_update_install_downtime_seconds_count\{[^}]*target_service="backend"[^}]*\} 1/,
+    );
+    expect(metrics).toMatch(
+      /aico_update_install_phase_duration_seconds_count\{[^}]*phase="health-gate"[^}]*\} 1/,
+    );
     await new Promise((r) => setTimeout(r, 100));
     expect(completes).toEqual([expect.objectContaining({ outcome: 'installed' })]);
   });
@@ -206,6 +228,9 @@ describe('installer on the real Docker Engine', () => {
       expect(await health(name)).toMatchObject({ version: '1.0.0' });
       expect(await docker('image', 'inspect', '--format', '{{.Id}}', deploymentTag)).toBe(before.Image);
       expect(await redisClient.hget(StateKeys.installed, 'backend')).toBe('1.0.0');
+      expect(await registry.metrics()).toMatch(
+        /aico_update_rollbacks_total\{component="backend",reason="HEALTH_GATE_FAILED",service="installer-test"\} 1/,
+      );
       expect(JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string)).toMatchObject({
         version: '1.2.0',
         outcome: 'rolled_back',

@@ -1,0 +1,43 @@
+import { METRIC_PREFIX } from '@aico-update/shared';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export type InstallerMetrics = ReturnType<typeof createInstallerMetrics>;
+
+export function createInstallerMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    installs: new Counter({
+      name: `${METRIC_PREFIX}installs_total`,
+      help: 'Installs by component and outcome (installed, already_installed, rolled_back, failed).',
+      labelNames: ['component', 'outcome'] as const,
+      registers,
+    }),
+    rollbacks: new Counter({
+      name: `${METRIC_PREFIX}rollbacks_total`,
+      help: 'Rollbacks by reason code (HEALTH_GATE_FAILED, SWAP_FAILED, INTERRUPTED, …).',
+      labelNames: ['component', 'reason'] as const,
+      registers,
+    }),
+    phaseDuration: new Histogram({
+      name: `${METRIC_PREFIX}install_phase_duration_seconds`,
+      help: 'Duration of each install step kind (load-image, check-healthy, swap, health-gate, commit).',
+      labelNames: ['phase'] as const,
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers,
+    }),
+    downtime: new Histogram({
+      name: `${METRIC_PREFIX}install_downtime_seconds`,
+      help: 'Per service: from stopping the old container to the new one passing its health checks (before the soak).',
+      // Not `service`: every series already carries service="installer" (the microservice).
+      labelNames: ['target_service'] as const,
+      buckets: [0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
+      registers,
+    }),
+    lastSuccess: new Gauge({
+      name: `${METRIC_PREFIX}last_successful_install_timestamp_seconds`,
+      help: 'Unix time of the last install that completed.',
+      labelNames: ['component'] as const,
+      registers,
+    }),
+  };
+}
