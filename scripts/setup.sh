@@ -35,6 +35,8 @@ if $want_docker; then
   command -v dockerd >/dev/null || apt_packages+=(docker.io)
   # Static busybox: the sample "AICO backend" images of the installer tests are built from it.
   dpkg -s busybox-static >/dev/null 2>&1 || apt_packages+=(busybox-static)
+  # Compose v1 (Debian's only one): the installer's tests prove `docker-compose up -d` keeps an update.
+  command -v docker-compose >/dev/null || apt_packages+=(docker-compose)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   need_root "${apt_packages[*]}"
