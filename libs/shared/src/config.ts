@@ -168,6 +168,24 @@ export const updateServerSchema = z
   // An absent section parses as {} so that each missing required key is named on its own.
   .prefault({} as { metadata_url: string });
 
+/** A service's TUF state: its own trusted metadata (rollback protection lives there) and the shipped root. */
+export function tufStateSchema(defaultStateDir: string) {
+  return z
+    .strictObject({
+      state_dir: z
+        .string()
+        .min(1)
+        .default(defaultStateDir)
+        .describe('a writable folder on a persistent volume for this service’s trusted TUF metadata'),
+      trusted_root: z
+        .string()
+        .min(1)
+        .default('/etc/aico-update/root.json')
+        .describe('the path of the initial root.json the publisher distributes'),
+    })
+    .prefault({});
+}
+
 /** The targets URL: as configured, else the folder `targets` beside the metadata URL (`aico-release serve`). */
 export function targetsUrlOf(server: { metadata_url: string; targets_url?: string | undefined }): string {
   const metadata = server.metadata_url.replace(/\/+$/, '');

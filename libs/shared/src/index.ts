@@ -1,6 +1,7 @@
 export * from './config.ts';
 export * from './errors.ts';
 export * from './http.ts';
+export * from './infrastructure.ts';
 export * from './logger.ts';
 export * from './messages.ts';
 export * from './metrics.ts';

@@ -14,3 +14,4 @@ export {
   type ResumableOutcome,
   TufFetcher,
 } from './fetcher.ts';
+export { createTufClient } from './from-config.ts';

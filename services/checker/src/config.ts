@@ -6,6 +6,7 @@ import {
   natsSchema,
   numberSetting,
   redisSchema,
+  tufStateSchema,
   updatePolicySchema,
   updateServerSchema,
 } from '@aico-update/shared';
@@ -14,20 +15,7 @@ import { z } from 'zod';
 export const checkerConfigSchema = z.strictObject({
   update: updatePolicySchema,
   update_server: updateServerSchema,
-  tuf: z
-    .strictObject({
-      state_dir: z
-        .string()
-        .min(1)
-        .default('/var/lib/aico-update/checker')
-        .describe('a writable folder on a persistent volume for trusted TUF metadata and verified manifests'),
-      trusted_root: z
-        .string()
-        .min(1)
-        .default('/etc/aico-update/root.json')
-        .describe('the path of the initial root.json the publisher distributes'),
-    })
-    .prefault({}),
+  tuf: tufStateSchema('/var/lib/aico-update/checker'),
   installed: installedSeedSchema,
   checker: z
     .strictObject({

@@ -1,21 +1,17 @@
-import { join } from 'node:path';
 import {
   type CheckRequest,
   type CheckResponse,
-  connectNats,
-  connectRedis,
+  connectInfrastructure,
   createLogger,
   createMetricsRegistry,
   createServiceApp,
   EventPublisher,
-  ensureEventStream,
   type Logger,
   listen,
   runService,
   Shutdown,
-  targetsUrlOf,
 } from '@aico-update/shared';
-import { TufClient, TufFetcher } from '@aico-update/tuf-client';
+import { createTufClient } from '@aico-update/tuf-client';
 import { BullDownloadQueue, CheckQueue } from './adapters/bullmq-queues.ts';
 import { serveCheckRequests } from './adapters/nats-check-requests.ts';
 import { RedisCheckState } from './adapters/redis-state.ts';
@@ -49,36 +45,16 @@ export async function startChecker(
   const registry = createMetricsRegistry('checker');
   const metrics = createCheckerMetrics(registry);
   try {
-    const redis = await connectRedis(config.redis.url, logger);
-    shutdown.add('redis', () => redis.quit());
-
-    const nc = await connectNats(config.nats.servers, 'aico-update-checker', logger);
-    shutdown.add('nats', () => nc.drain());
-    await ensureEventStream(nc);
+    const { redis, nc } = await connectInfrastructure(config, 'checker', logger, shutdown);
 
     const state = new RedisCheckState(redis);
     await state.seedInstalled(config.installed);
 
-    const fetcher = new TufFetcher({
-      caFile: config.update_server.ca_file,
-      proxy: config.update_server.proxy,
-      idleTimeoutMs: config.update_server.idle_timeout_seconds * 1000,
-      connectTimeoutMs: config.update_server.connect_timeout_seconds * 1000,
-      retries: config.update_server.retries,
-      tmpDir: join(config.tuf.state_dir, 'tmp'),
+    const { client, fetcher } = createTufClient(config, {
       userAgent: 'aico-update-checker',
-    });
-    shutdown.add('fetcher', () => fetcher.close());
-    const client = new TufClient({
-      metadataDir: join(config.tuf.state_dir, 'metadata'),
-      workDir: config.tuf.state_dir,
-      trustedRootFile: config.tuf.trusted_root,
-      metadataUrl: config.update_server.metadata_url,
-      targetsUrl: targetsUrlOf(config.update_server),
-      targetsDir: join(config.tuf.state_dir, 'targets'),
-      fetcher,
       logger,
     });
+    shutdown.add('fetcher', () => fetcher.close());
 
     const downloads = new BullDownloadQueue(redis);
     shutdown.add('download queue', () => downloads.close());

@@ -4,6 +4,7 @@ import {
   natsSchema,
   numberSetting,
   redisSchema,
+  tufStateSchema,
   updatePolicySchema,
   updateServerSchema,
 } from '@aico-update/shared';
@@ -12,20 +13,7 @@ import { z } from 'zod';
 export const downloaderConfigSchema = z.strictObject({
   update: updatePolicySchema,
   update_server: updateServerSchema,
-  tuf: z
-    .strictObject({
-      state_dir: z
-        .string()
-        .min(1)
-        .default('/var/lib/aico-update/downloader')
-        .describe('a writable folder on a persistent volume for the downloader’s trusted TUF metadata'),
-      trusted_root: z
-        .string()
-        .min(1)
-        .default('/etc/aico-update/root.json')
-        .describe('the path of the initial root.json the publisher distributes'),
-    })
-    .prefault({}),
+  tuf: tufStateSchema('/var/lib/aico-update/downloader'),
   downloader: z
     .strictObject({
       cache_dir: z

@@ -1,14 +1,11 @@
-import { join } from 'node:path';
 import {
-  connectNats,
-  connectRedis,
+  connectInfrastructure,
   createLogger,
   createMetricsRegistry,
   createServiceApp,
   type DownloadJob,
   downloadJobSchema,
   EventPublisher,
-  ensureEventStream,
   installJobId,
   type Logger,
   listen,
@@ -16,9 +13,8 @@ import {
   runService,
   Shutdown,
   StateKeys,
-  targetsUrlOf,
 } from '@aico-update/shared';
-import { RateLimiter, TufClient, TufFetcher } from '@aico-update/tuf-client';
+import { createTufClient, RateLimiter } from '@aico-update/tuf-client';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { BlobStore } from './adapters/blob-store.ts';
 import { DownloadState } from './adapters/redis-state.ts';
@@ -41,36 +37,17 @@ export async function startDownloader(
   const registry = createMetricsRegistry('downloader');
   const metrics = createDownloaderMetrics(registry);
   try {
-    const redis = await connectRedis(config.redis.url, logger);
-    shutdown.add('redis', () => redis.quit());
-    const nc = await connectNats(config.nats.servers, 'aico-update-downloader', logger);
-    shutdown.add('nats', () => nc.drain());
-    await ensureEventStream(nc);
+    const { redis, nc } = await connectInfrastructure(config, 'downloader', logger, shutdown);
 
     const store = new BlobStore(config.downloader.cache_dir);
     await store.init();
     const kib = config.downloader.max_kib_per_second;
-    const fetcher = new TufFetcher({
-      caFile: config.update_server.ca_file,
-      proxy: config.update_server.proxy,
-      idleTimeoutMs: config.update_server.idle_timeout_seconds * 1000,
-      connectTimeoutMs: config.update_server.connect_timeout_seconds * 1000,
-      retries: config.update_server.retries,
-      tmpDir: join(config.tuf.state_dir, 'tmp'),
-      rateLimiter: kib > 0 ? new RateLimiter(kib * 1024) : undefined,
+    const { client, fetcher } = createTufClient(config, {
       userAgent: 'aico-update-downloader',
+      logger,
+      rateLimiter: kib > 0 ? new RateLimiter(kib * 1024) : undefined,
     });
     shutdown.add('fetcher', () => fetcher.close());
-    const client = new TufClient({
-      metadataDir: join(config.tuf.state_dir, 'metadata'),
-      workDir: config.tuf.state_dir,
-      trustedRootFile: config.tuf.trusted_root,
-      metadataUrl: config.update_server.metadata_url,
-      targetsUrl: targetsUrlOf(config.update_server),
-      targetsDir: join(config.tuf.state_dir, 'targets'),
-      fetcher,
-      logger,
-    });
 
     const installs = new Queue(Queues.install, { connection: redis });
     shutdown.add('install queue', () => installs.close());

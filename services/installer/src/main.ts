@@ -1,11 +1,9 @@
 import {
-  connectNats,
-  connectRedis,
+  connectInfrastructure,
   createLogger,
   createMetricsRegistry,
   createServiceApp,
   EventPublisher,
-  ensureEventStream,
   type InstallJob,
   installJobSchema,
   type Logger,
@@ -51,11 +49,7 @@ export async function startInstaller(
         `cannot reach the Docker Engine at ${config.installer.docker_socket} (${error.message}); check installer.docker_socket and that the socket is mounted`,
       );
     });
-    const redis = await connectRedis(config.redis.url, logger);
-    shutdown.add('redis', () => redis.quit());
-    const nc = await connectNats(config.nats.servers, 'aico-update-installer', logger);
-    shutdown.add('nats', () => nc.drain());
-    await ensureEventStream(nc);
+    const { redis, nc } = await connectInfrastructure(config, 'installer', logger, shutdown);
 
     const events = new EventPublisher(nc);
     const deps: InstallDeps = {

@@ -1,12 +1,12 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildAppImage, docker, ensureBaseImage, makeTempDir } from '@aico-update/shared/testing';
+import { buildAppImage, docker, ensureBaseImage, makeTempDir, testTag } from '@aico-update/shared/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readImageArchive, writeImageArchive } from '../../src/index.ts';
 
 let dir: string;
 const base = 'aico-test/base:archive';
-const tag = 'aico-test/app:archive-1.0.0';
+const tag = testTag('aico-test/app', 'archive-1.0.0');
 
 beforeAll(async () => {
   dir = await makeTempDir('image-archive');

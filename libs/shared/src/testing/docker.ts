@@ -13,6 +13,15 @@ import { makeTempDir } from './servers.ts';
 
 const run = promisify(execFile);
 
+/**
+ * A tag unique to this test process: suites that create and delete images must not touch another run's
+ * (CI and a developer may share one engine). Base images are only ever created, so they may be shared.
+ */
+const RUN_ID = randomBytes(3).toString('hex');
+export function testTag(repository: string, tag: string): string {
+  return `${repository}:${tag}-${RUN_ID}`;
+}
+
 export async function docker(...args: string[]): Promise<string> {
   try {
     const { stdout } = await run('docker', args, { maxBuffer: 64 * 1024 * 1024 });

@@ -19,6 +19,7 @@ import {
   type SpawnedServer,
   spawnNats,
   spawnRedis,
+  testTag,
 } from '@aico-update/shared/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Queue, QueueEvents } from 'bullmq';
@@ -178,7 +179,7 @@ describe('downloader reliability', () => {
     const archives: Record<string, string> = {};
     const ids: Record<string, string> = {};
     for (const version of ['1.0.0', '1.1.0']) {
-      const tag = `aico-test/backend:delta-${version}`;
+      const tag = testTag('aico-test/backend', `delta-${version}`);
       ids[version] = await buildAppImage('aico-test/base:delta', tag, version, 256 * 1024);
       archives[version] = join(t.workDir, `backend-${version}.tar`);
       await docker('save', '-o', archives[version] as string, tag);
@@ -220,7 +221,7 @@ describe('downloader reliability', () => {
       ...b,
       file: join(cache, 'blobs', b.digest.slice(7)),
     });
-    await docker('rmi', '-f', 'aico-test/backend:delta-1.1.0');
+    await docker('rmi', '-f', testTag('aico-test/backend', 'delta-1.1.0'));
     await writeImageArchive(
       {
         imageId: image.image_id,
@@ -231,8 +232,8 @@ describe('downloader reliability', () => {
       join(t.workDir, 'assembled.tar'),
     );
     await docker('load', '-i', join(t.workDir, 'assembled.tar'));
-    expect(await docker('image', 'inspect', '--format', '{{.Id}}', 'aico-test/backend:delta-1.1.0')).toBe(
-      ids['1.1.0'],
-    );
+    expect(
+      await docker('image', 'inspect', '--format', '{{.Id}}', testTag('aico-test/backend', 'delta-1.1.0')),
+    ).toBe(ids['1.1.0']);
   });
 });

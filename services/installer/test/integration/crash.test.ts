@@ -10,6 +10,7 @@ import {
   type SpawnedServer,
   spawnNats,
   spawnRedis,
+  testTag,
 } from '@aico-update/shared/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Queue } from 'bullmq';
@@ -43,7 +44,8 @@ let cacheDir: string;
 let oldId: string;
 let newId: string;
 let job: Awaited<ReturnType<typeof stageRelease>>;
-const tag = 'aico-test/crash-backend:deployed';
+const tag = testTag('aico-test/crash-backend', 'deployed');
+const nextTag = testTag('aico-test/crash-backend', '1.1.0');
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
@@ -52,10 +54,8 @@ beforeAll(async () => {
   nc = await connect({ servers: nats.url });
   cacheDir = await makeTempDir('crash-cache');
   oldId = await buildSampleBackend(tag, '1.0.0');
-  newId = await buildSampleBackend('aico-test/crash-backend:1.1.0', '1.1.0');
-  job = await stageRelease(cacheDir, 'backend', '1.1.0', [
-    { service: 'backend', tag: 'aico-test/crash-backend:1.1.0' },
-  ]);
+  newId = await buildSampleBackend(nextTag, '1.1.0');
+  job = await stageRelease(cacheDir, 'backend', '1.1.0', [{ service: 'backend', tag: nextTag }]);
 }, 120_000);
 
 afterAll(async () => {

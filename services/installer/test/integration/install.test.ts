@@ -15,6 +15,7 @@ import {
   type SpawnedServer,
   spawnNats,
   spawnRedis,
+  testTag,
 } from '@aico-update/shared/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
@@ -46,7 +47,7 @@ let network: string;
 let volume: string;
 let completes: { outcome: string; reason?: string }[];
 const runtime = new DockerRuntime();
-const deploymentTag = 'aico-test/sample-backend:deployed';
+const deploymentTag = testTag('aico-test/sample-backend', 'deployed');
 const tags: string[] = [];
 
 beforeAll(async () => {
@@ -135,7 +136,7 @@ async function health(container: string): Promise<{ version: string }> {
 }
 
 async function release(version: string, behaviour: 'healthy' | 'unhealthy' | 'exits' = 'healthy') {
-  const tag = `aico-test/sample-backend:${version}`;
+  const tag = testTag('aico-test/sample-backend', version);
   const id = await buildSampleBackend(tag, version, behaviour);
   tags.push(tag);
   return { id, job: await stageRelease(cacheDir, 'backend', version, [{ service: 'backend', tag }]) };
@@ -240,7 +241,7 @@ describe('installer on the real Docker Engine', () => {
 
   it('an image whose id differs from the signed one aborts before anything is stopped', async () => {
     const before = await inspect(name);
-    const tag = 'aico-test/sample-backend:1.3.0';
+    const tag = testTag('aico-test/sample-backend', '1.3.0');
     await buildSampleBackend(tag, '1.3.0');
     tags.push(tag);
     const job = await stageRelease(cacheDir, 'backend', '1.3.0', [{ service: 'backend', tag }], (image) => ({
