@@ -76,6 +76,7 @@ const run = (image: string, container: string) =>
   docker(
     'run',
     '-d',
+    '--init',
     '--name',
     container,
     '--restart',

@@ -65,7 +65,7 @@ describe('installer with Docker Compose', () => {
     await buildSampleBackend(tag, '1.0.0');
     await writeFile(
       join(dir, 'docker-compose.yml'),
-      `services:\n  backend:\n    image: ${tag}\n    restart: unless-stopped\n    environment:\n      AICO_TENANT: home\n    volumes:\n      - data:/data\nvolumes:\n  data: {}\n`,
+      `services:\n  backend:\n    image: ${tag}\n    init: true\n    restart: unless-stopped\n    environment:\n      AICO_TENANT: home\n    volumes:\n      - data:/data\nvolumes:\n  data: {}\n`,
     );
     await compose('up', '-d');
     const container = await docker(

@@ -106,7 +106,7 @@ describe('installer crash recovery', () => {
       await redisClient.hset(StateKeys.installed, 'backend', '1.0.0');
       await docker('tag', oldId, tag);
       if (point === 'load-image:started') await docker('rmi', '-f', newId).catch(() => undefined);
-      await docker('run', '-d', '--name', name, '--restart', 'unless-stopped', tag);
+      await docker('run', '-d', '--init', '--name', name, '--restart', 'unless-stopped', tag);
       try {
         await until(
           async () => (await docker('inspect', '--format', '{{.State.Health.Status}}', name)) === 'healthy',

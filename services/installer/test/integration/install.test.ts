@@ -81,6 +81,7 @@ beforeEach(async () => {
   await docker(
     'run',
     '-d',
+    '--init',
     '--name',
     name,
     '--network',
