@@ -1,5 +1,6 @@
 export * from './config.ts';
 export * from './errors.ts';
+export * from './files.ts';
 export * from './http.ts';
 export * from './infrastructure.ts';
 export * from './logger.ts';

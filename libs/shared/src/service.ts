@@ -19,6 +19,11 @@ export interface RunningService {
   stop(): Promise<boolean>;
 }
 
+/** A started service and the port its HTTP face listens on (0 in config: any free port). */
+export interface RunningHttpService extends RunningService {
+  port: number;
+}
+
 /**
  * A service's `main`: load and validate config (exit 78 listing every problem), start (exit 69 when a
  * dependency is unreachable), stop cleanly on SIGTERM/SIGINT, and never limp on after an uncaught error.

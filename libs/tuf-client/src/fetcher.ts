@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AppError } from '@aico-update/shared';
+import { AppError, hashFile } from '@aico-update/shared';
 import { BaseFetcher } from 'tuf-js';
 import { DownloadHTTPError, DownloadLengthMismatchError } from 'tuf-js/dist/error.js';
 
@@ -119,16 +119,6 @@ export class RateLimiter {
 function contentRangeStart(header: string | string[] | undefined): number | undefined {
   const match = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(String(header ?? ''));
   return match ? Number(match[1]) : undefined;
-}
-
-async function hashOf(file: string): Promise<{ length: number; sha256: string }> {
-  const hash = createHash('sha256');
-  let length = 0;
-  for await (const chunk of createReadStream(file)) {
-    hash.update(chunk as Buffer);
-    length += (chunk as Buffer).length;
-  }
-  return { length, sha256: hash.digest('hex') };
 }
 
 export class TufFetcher extends BaseFetcher {
@@ -284,7 +274,7 @@ export class TufFetcher extends BaseFetcher {
       await rm(partial, { force: true });
       have = 0;
     }
-    if (have === expected.length) return { ...(await hashOf(partial)), resumed: true };
+    if (have === expected.length) return { ...(await hashFile(partial)), resumed: true };
     const response = await this.#respond(url, have > 0 ? { range: `bytes=${have}-` } : {});
     const resumed =
       response.statusCode === 206 && contentRangeStart(response.headers['content-range']) === have;

@@ -8,6 +8,7 @@ import {
   EventPublisher,
   type Logger,
   listen,
+  type RunningHttpService,
   runService,
   Shutdown,
 } from '@aico-update/shared';
@@ -22,11 +23,9 @@ import { type CheckDeps, runCheck } from './handlers/run-check.ts';
 import { statusRoutes } from './http/status-routes.ts';
 import { createCheckerMetrics } from './metrics.ts';
 
-export interface RunningChecker {
-  port: number;
+export interface RunningChecker extends RunningHttpService {
   /** Runs a check now, as a forced request would (tests and the demo). */
   checkNow(request?: Partial<CheckRequest>): Promise<CheckResponse>;
-  stop(): Promise<boolean>;
 }
 
 export interface StartOptions {

@@ -10,6 +10,7 @@ import {
   type Logger,
   listen,
   Queues,
+  type RunningHttpService,
   runService,
   Shutdown,
   StateKeys,
@@ -22,10 +23,7 @@ import { type DownloaderConfig, downloaderConfigSchema } from './config.ts';
 import { type DownloadDeps, downloadRelease, ReleaseRejected } from './handlers/download-release.ts';
 import { createDownloaderMetrics } from './metrics.ts';
 
-export interface RunningDownloader {
-  port: number;
-  stop(): Promise<boolean>;
-}
+export type RunningDownloader = RunningHttpService;
 
 /** The composition root: config → logger, metrics → adapters → handler → BullMQ worker. */
 export async function startDownloader(

@@ -10,6 +10,7 @@ import {
   listen,
   Queues,
   type RestartScheduled,
+  type RunningHttpService,
   runService,
   Shutdown,
   StateKeys,
@@ -29,10 +30,7 @@ import {
 } from './handlers/install-release.ts';
 import { createInstallerMetrics } from './metrics.ts';
 
-export interface RunningInstaller {
-  port: number;
-  stop(): Promise<boolean>;
-}
+export type RunningInstaller = RunningHttpService;
 
 /** The composition root: config → logger → Docker, Redis, NATS → install worker (one install at a time). */
 export async function startInstaller(

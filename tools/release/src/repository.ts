@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type ArchivedImage, type ExtractedBlob, readImageArchive } from '@aico-update/image-archive';
@@ -13,6 +12,7 @@ import {
   type Channel,
   COMPONENTS,
   type Component,
+  hashFile,
   type ReleaseCustom,
   type ReleaseImage,
   type ReleaseManifest,
@@ -109,16 +109,6 @@ async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
 
 async function readJson<T>(path: string): Promise<T> {
   return JSON.parse(await readFile(path, 'utf8')) as T;
-}
-
-export async function hashFile(path: string): Promise<{ length: number; sha256: string }> {
-  const hash = createHash('sha256');
-  let length = 0;
-  for await (const chunk of createReadStream(path)) {
-    hash.update(chunk as Buffer);
-    length += (chunk as Buffer).length;
-  }
-  return { length, sha256: hash.digest('hex') };
 }
 
 type FileMeta = ReturnType<typeof bytesMeta>;
