@@ -8,22 +8,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import {
-  createInstallerMetrics,
-  DockerRuntime,
-  type HealthVerdict,
-  type InstallDeps,
-  installRelease,
-  JournalStore,
-} from '@aico-update/installer';
-import { stageRelease } from '@aico-update/installer/testing';
-import {
-  connectNats,
-  connectRedis,
-  createMetricsRegistry,
-  EventPublisher,
-  ensureEventStream,
-} from '@aico-update/shared';
+import { DockerRuntime, type HealthVerdict, installRelease } from '@aico-update/installer';
+import { stageRelease, testInstallDeps } from '@aico-update/installer/testing';
+import { connectNats, connectRedis, ensureEventStream } from '@aico-update/shared';
 import {
   buildSampleBackend,
   docker,
@@ -103,19 +90,19 @@ await docker('rm', '-f', `${name}-alone`);
 // A stop-first swap under a client polling every 10 ms.
 await run(tag, name);
 await runtime.waitHealthy(name, { timeoutMs: 30_000, soakMs: 0 });
-const deps: InstallDeps = {
-  runtime,
-  metrics: createInstallerMetrics(createMetricsRegistry('bench')),
-  redis,
-  events: new EventPublisher(nc),
-  logger,
-  journal: new JournalStore(join(dir, 'state')),
-  cacheDir: join(dir, 'cache'),
-  services: { backend: name },
-  probes: { backend: url },
-  healthTimeoutMs: 60_000,
-  soakMs: 1000,
-};
+const deps = testInstallDeps(
+  { runtime, redis, nc, logger },
+  {
+    cache_dir: join(dir, 'cache'),
+    state_dir: join(dir, 'state'),
+    services: { backend: name },
+    probes: { backend: url },
+    health_timeout_seconds: 60,
+    soak_seconds: 1,
+    backup: { dir: join(dir, 'backups') },
+    prepare_timeout_seconds: 0.2,
+  },
+);
 const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
   { service: 'backend', tag: `${tag}-next` },
 ]);

@@ -122,6 +122,11 @@ export const installJobSchema = z.object({
   v: z.literal(1),
   release: releaseRefSchema,
   reason: z.enum(['critical', 'auto_install', 'request']),
+  /**
+   * false: only stage the release (load and verify its images; nothing stops) and announce
+   * `update.restart.required`; a later request with auto_restart applies it.
+   */
+  auto_restart: z.boolean().optional(),
 });
 export type InstallJob = z.infer<typeof installJobSchema>;
 
@@ -140,3 +145,77 @@ export const restartScheduledSchema = z.object({
   reason: z.enum(['critical', 'auto_install', 'request']),
 });
 export type RestartScheduled = z.infer<typeof restartScheduledSchema>;
+
+/** Internal command `update.install.request`: install a release that is downloaded and verified. */
+export const installRequestSchema = z.object({
+  v: z.literal(1).default(1),
+  request_id: z.string().max(200).optional(),
+  component: z.enum(COMPONENTS).default('backend'),
+  /** Which release; the newest downloaded one of the component when absent. */
+  version: z.string().max(100).optional(),
+  auto_restart: z.boolean().default(true),
+  source: z.string().max(200).optional(),
+});
+export type InstallRequest = z.infer<typeof installRequestSchema>;
+
+/** Internal command `update.rollback.request`: go back to the version before the last install. */
+export const rollbackRequestSchema = z.object({
+  v: z.literal(1).default(1),
+  request_id: z.string().max(200).optional(),
+  component: z.enum(COMPONENTS).default('backend'),
+  /** Restore this data backup too (the id an install reported); without it only containers go back. */
+  backup_id: z.string().max(200).optional(),
+  source: z.string().max(200).optional(),
+});
+export type RollbackRequest = z.infer<typeof rollbackRequestSchema>;
+
+/** The answer to a command: accepted (a job was queued) or refused, with a message a person can act on. */
+export const commandReplySchema = z.object({
+  v: z.literal(1),
+  request_id: z.string().optional(),
+  accepted: z.boolean(),
+  message: z.string(),
+  job_id: z.string().optional(),
+  code: z.string().optional(),
+});
+export type CommandReply = z.infer<typeof commandReplySchema>;
+
+/** `update.install.prepare`, asked of components before their containers are swapped. */
+export const prepareRequestSchema = z.object({
+  v: z.literal(1),
+  update_id: z.string(),
+  component: z.enum(COMPONENTS),
+  version: z.string(),
+  services: z.array(z.string()),
+  estimated_downtime_seconds: z.number().int().nonnegative(),
+});
+export type PrepareRequest = z.infer<typeof prepareRequestSchema>;
+
+/** A component's answer: ready, or a delay it asks for (honoured up to installer.prepare_max_delay_seconds). */
+export const prepareAnswerSchema = z.object({
+  v: z.literal(1).default(1),
+  ready: z.boolean(),
+  message: z.string().max(2000).default(''),
+  blocking_operations: z.array(z.string().max(200)).max(50).default([]),
+  suggested_delay_seconds: z.number().int().nonnegative().default(0),
+  source: z.string().max(200).optional(),
+});
+export type PrepareAnswer = z.infer<typeof prepareAnswerSchema>;
+
+/** `update.restart.required`: a release is in place but takes effect only when the component restarts. */
+export const restartRequiredSchema = z.object({
+  v: z.literal(1),
+  component: z.enum(COMPONENTS),
+  version: z.string(),
+  services: z.array(z.string()),
+  message: z.string(),
+});
+export type RestartRequired = z.infer<typeof restartRequiredSchema>;
+
+/** Value of StateKeys.downloaded (`<component>@<version>`): a release whose every byte is verified. */
+export const downloadedRecordSchema = z.object({
+  manifest_sha256: z.string(),
+  completed_at: z.string(),
+  release: releaseRefSchema,
+});
+export type DownloadedRecord = z.infer<typeof downloadedRecordSchema>;

@@ -11,7 +11,15 @@ export const Topics = {
   restartRequired: 'update.restart.required',
   restartScheduled: 'update.restart.scheduled',
 } as const;
-export type Topic = (typeof Topics)[keyof typeof Topics];
+
+/** Topics beyond the seed's ten, for messages AICO defines (prepare, rollback, settings, state sync). */
+export const ExtraTopics = {
+  installPrepare: 'update.install.prepare',
+  rollbackRequest: 'update.rollback.request',
+  settings: 'update.settings',
+  stateSync: 'update.state.sync',
+} as const;
+export type Topic = (typeof Topics)[keyof typeof Topics] | (typeof ExtraTopics)[keyof typeof ExtraTopics];
 
 /**
  * Internal NATS subjects. They live under their own root so that they never collide with AICO's own

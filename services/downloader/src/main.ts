@@ -6,7 +6,7 @@ import {
   type DownloadJob,
   downloadJobSchema,
   EventPublisher,
-  installJobId,
+  enqueueInstall,
   type Logger,
   listen,
   Queues,
@@ -57,13 +57,7 @@ export async function startDownloader(
       state,
       events: new EventPublisher(nc),
       enqueueInstall: async (job) => {
-        await installs.add('install', job, {
-          jobId: installJobId(job.release),
-          attempts: 3,
-          backoff: { type: 'exponential', delay: 60_000 },
-          removeOnComplete: { age: 30 * 24 * 3600 },
-          removeOnFail: { age: 30 * 24 * 3600 },
-        });
+        await enqueueInstall(installs, job);
       },
       metrics,
       logger,

@@ -9,7 +9,9 @@ import {
 import { z } from 'zod';
 import { isTimeZone } from './domain/install-window.ts';
 
-const nameMap = (what: string, value: z.ZodString) =>
+const absolutePath = z.string().regex(/^\/[^\0]*$/, { message: 'an absolute path inside the container' });
+
+const nameMap = <T extends z.ZodType>(what: string, value: T) =>
   z
     .record(z.string().regex(/^[a-z0-9][a-z0-9_.-]*$/), value)
     .default({})
@@ -65,6 +67,62 @@ export const installerConfigSchema = z.strictObject({
         unit: 'minutes',
         allowed: 'minutes after update.preferred_time during which automatic installs may start (1 to 1440)',
       }),
+      strategy: nameMap(
+        'a map of service name to swap strategy, stop-first (default) or start-first (no downtime; needs a service without a fixed host port), e.g. backend=start-first',
+        z.enum(['stop-first', 'start-first']),
+      ),
+      prepare_timeout_seconds: numberSetting({
+        default: 5,
+        min: 0.1,
+        max: 60,
+        unit: 'seconds',
+        allowed: 'seconds to wait for components to answer the prepare signal (0.1 to 60)',
+      }),
+      prepare_max_delay_seconds: numberSetting({
+        default: 300,
+        min: 0,
+        max: 3600,
+        unit: 'seconds',
+        allowed:
+          'the longest a component may delay an install by asking for it in its prepare answer (0 to 3600)',
+      }),
+      backup: z
+        .strictObject({
+          dir: z
+            .string()
+            .min(1)
+            .default('/var/lib/aico-update/backups')
+            .describe('a folder on a persistent volume for the data backups taken before each install'),
+          keep: numberSetting({
+            default: 3,
+            min: 1,
+            max: 100,
+            integer: true,
+            unit: 'backups',
+            allowed: 'how many backups to keep, newest first (1 to 100)',
+          }),
+          paths: nameMap(
+            'a map of service name to the paths inside its container (volumes or bind mounts, separated by :) backed up before an install and restored on a rollback, e.g. backend=/var/lib/aico',
+            z
+              .string()
+              .transform((value) => value.split(':').filter(Boolean))
+              .pipe(z.array(absolutePath).min(1)),
+          ),
+          hooks: z
+            .array(
+              z.strictObject({
+                container: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/),
+                file: absolutePath.describe('the file the backup command writes, kept with the backup'),
+                backup: z.array(z.string()).min(1),
+                restore: z.array(z.string()).min(1),
+              }),
+            )
+            .default([])
+            .describe(
+              'commands run inside a container before an install (e.g. a database dump into `file`) and on a rollback (its restore); YAML only',
+            ),
+        })
+        .prefault({}),
       soak_seconds: numberSetting({
         default: 30,
         min: 0,

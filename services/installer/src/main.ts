@@ -3,34 +3,38 @@ import {
   createLogger,
   createMetricsRegistry,
   createServiceApp,
-  EventPublisher,
-  type InstallJob,
+  ExtraTopics,
   installJobSchema,
+  installRequestSchema,
   type Logger,
   listen,
   Queues,
   type RestartScheduled,
   type RunningHttpService,
+  rollbackRequestSchema,
   runService,
   Shutdown,
   StateKeys,
+  serveCommand,
   Topics,
 } from '@aico-update/shared';
-import { DelayedError, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { DockerRuntime } from './adapters/docker-runtime.ts';
-import { JournalStore } from './adapters/journal.ts';
 import { type InstallerConfig, installerConfigSchema } from './config.ts';
 import { installWindow } from './domain/install-window.ts';
+import { requestInstall, requestRollback } from './handlers/commands.ts';
 import {
   HISTORY_KEY,
-  type InstallDeps,
   InstallFailed,
   installRelease,
   recoverInterrupted,
+  rollbackLastInstall,
 } from './handlers/install-release.ts';
-import { createInstallerMetrics } from './metrics.ts';
+import { createInstallDeps } from './install-deps.ts';
 
 export type RunningInstaller = RunningHttpService;
+
+export const INSTALLER_QUEUE_GROUP = 'aico-update-installer';
 
 /** The composition root: config → logger → Docker, Redis, NATS → install worker (one install at a time). */
 export async function startInstaller(
@@ -49,27 +53,21 @@ export async function startInstaller(
     });
     const { redis, nc } = await connectInfrastructure(config, 'installer', logger, shutdown);
 
-    const events = new EventPublisher(nc);
-    const deps: InstallDeps = {
-      runtime,
-      metrics: createInstallerMetrics(registry),
-      redis,
-      events,
-      journal: new JournalStore(config.installer.state_dir),
-      logger,
-      cacheDir: config.installer.cache_dir,
-      services: config.installer.services,
-      probes: config.installer.probes,
-      healthTimeoutMs: config.installer.health_timeout_seconds * 1000,
-      soakMs: config.installer.soak_seconds * 1000,
-    };
+    const deps = createInstallDeps(config, { runtime, redis, nc, registry, logger });
+    const { events } = deps;
     // Before taking any job: finish or compensate an install a crash interrupted.
     const recovered = await recoverInterrupted(deps);
     if (recovered !== 'none') logger.warn({ recovered }, 'recovered an interrupted install');
 
-    const worker = new Worker<InstallJob>(
+    const worker = new Worker(
       Queues.install,
       async (job, token) => {
+        if (job.name === 'rollback') {
+          const request = rollbackRequestSchema.safeParse(job.data);
+          if (!request.success)
+            throw new UnrecoverableError(`malformed rollback job ${job.id}: ${request.error.message}`);
+          return await unrecoverableOnFailure(() => rollbackLastInstall(deps, request.data));
+        }
         const parsed = installJobSchema.safeParse(job.data);
         if (!parsed.success)
           throw new UnrecoverableError(`malformed install job ${job.id}: ${parsed.error.message}`);
@@ -103,13 +101,7 @@ export async function startInstaller(
           await job.moveToDelayed(at.getTime(), token);
           throw new DelayedError();
         }
-        try {
-          return await installRelease(deps, parsed.data);
-        } catch (error) {
-          // A failed install was rolled back or changed nothing: it is not retried automatically.
-          if (error instanceof InstallFailed) throw new UnrecoverableError(`${error.code}: ${error.message}`);
-          throw error;
-        }
+        return await unrecoverableOnFailure(() => installRelease(deps, parsed.data));
       },
       // One install at a time per host; an install can take minutes (health gate and soak).
       {
@@ -121,6 +113,30 @@ export async function startInstaller(
     );
     worker.on('error', (error) => logger.error({ err: error }, 'install worker error'));
     shutdown.add('install worker', () => worker.close());
+
+    const queue = new Queue(Queues.install, { connection: redis });
+    shutdown.add('install queue', () => queue.close());
+    const commands = { redis, queue, cacheDir: config.installer.cache_dir };
+    const commandOptions = { queue: INSTALLER_QUEUE_GROUP, logger };
+    const subscriptions = [
+      serveCommand(
+        nc,
+        Topics.installRequest,
+        installRequestSchema,
+        (r) => requestInstall(commands, r),
+        commandOptions,
+      ),
+      serveCommand(
+        nc,
+        ExtraTopics.rollbackRequest,
+        rollbackRequestSchema,
+        (r) => requestRollback(commands, r),
+        commandOptions,
+      ),
+    ];
+    shutdown.add('commands', async () => {
+      for (const sub of subscriptions) sub.unsubscribe();
+    });
 
     const app = createServiceApp({
       registry,
@@ -149,6 +165,16 @@ export async function startInstaller(
     return { port: http.port, stop: () => shutdown.stop() };
   } catch (error) {
     await shutdown.stop();
+    throw error;
+  }
+}
+
+/** A failed install or rollback was undone or changed nothing: it is not retried automatically. */
+async function unrecoverableOnFailure<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (error instanceof InstallFailed) throw new UnrecoverableError(`${error.code}: ${error.message}`);
     throw error;
   }
 }

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { makeTempDir } from './servers.ts';
@@ -83,6 +83,9 @@ export type SampleBehaviour = 'healthy' | 'unhealthy' | 'exits';
  * A sample "AICO backend" image (~2 MB): static busybox httpd on port 8771 answering
  * `GET /api/v1/health` with `{"status":"healthy","service":"backend","version":…}`, with a HEALTHCHECK.
  * `unhealthy` serves no health endpoint (its HEALTHCHECK fails); `exits` stops at once.
+ * Like a real backend it "migrates" its data when a volume is mounted at /data: every start appends
+ * `started <version>` to /data/log and creates /data/written-by-<version>. Busybox's applets are
+ * installed, so there is a shell for hooks and helpers.
  * Needs Debian's busybox-static (bash scripts/setup.sh --with-docker installs it).
  */
 export async function buildSampleBackend(
@@ -101,6 +104,9 @@ export async function buildSampleBackend(
       );
     });
     await writeFile(join(root, 'www', 'version'), version);
+    const applets = (await run('/bin/busybox', ['--list'])).stdout.split('\n').filter(Boolean);
+    for (const applet of applets.filter((a) => a !== 'busybox'))
+      await symlink('busybox', join(root, 'bin', applet));
     if (behaviour !== 'unhealthy') {
       await writeFile(
         join(root, 'www', 'api', 'v1', 'health'),
@@ -108,10 +114,9 @@ export async function buildSampleBackend(
       );
     }
     await run('tar', ['-C', root, '-cf', join(dir, 'rootfs.tar'), '.']);
-    const cmd =
-      behaviour === 'exits'
-        ? '["/bin/busybox","false"]'
-        : '["/bin/busybox","httpd","-f","-p","8771","-h","/www"]';
+    const migrate = `if [ -d /data ]; then echo started ${version} >> /data/log; touch /data/written-by-${version}; fi`;
+    const serve = behaviour === 'exits' ? 'exit 1' : 'exec httpd -f -p 8771 -h /www';
+    const cmd = JSON.stringify(['/bin/sh', '-c', `${migrate}; ${serve}`]);
     await docker(
       'import',
       '--change',

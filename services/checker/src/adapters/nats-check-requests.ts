@@ -1,9 +1,8 @@
 import {
-  type CheckResponse,
   checkRequestSchema,
   type Logger,
   type NatsConnection,
-  Subjects,
+  serveCommand,
   Topics,
 } from '@aico-update/shared';
 import type { Subscription } from '@nats-io/transport-node';
@@ -22,42 +21,9 @@ export function serveCheckRequests(
   metrics: CheckerMetrics,
   logger: Logger,
 ): Subscription {
-  return nc.subscribe(Subjects.command(Topics.checkRequest), {
+  return serveCommand(nc, Topics.checkRequest, checkRequestSchema, (request) => requests.handle(request), {
     queue: CHECKER_QUEUE_GROUP,
-    callback: (err, msg) => {
-      if (err) {
-        logger.error({ err }, 'check request subscription failed');
-        return;
-      }
-      void (async () => {
-        let body: unknown;
-        try {
-          body = msg.data.length ? msg.json() : {};
-        } catch {
-          metrics.badRequests.inc({ reason: 'not_json' });
-          msg.respond(
-            JSON.stringify({ error: { code: 'BAD_REQUEST', message: 'check request is not JSON' } }),
-          );
-          return;
-        }
-        const parsed = checkRequestSchema.safeParse(body);
-        if (!parsed.success) {
-          metrics.badRequests.inc({ reason: 'invalid' });
-          const message = `check request is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`;
-          logger.warn({ issues: parsed.error.issues }, message);
-          msg.respond(JSON.stringify({ error: { code: 'BAD_REQUEST', message } }));
-          return;
-        }
-        let response: CheckResponse;
-        try {
-          response = await requests.handle(parsed.data);
-        } catch (error) {
-          logger.error({ err: error }, 'check request failed');
-          msg.respond(JSON.stringify({ error: { code: 'CHECK_FAILED', message: (error as Error).message } }));
-          return;
-        }
-        msg.respond(JSON.stringify(response));
-      })();
-    },
+    logger,
+    onMalformed: (reason) => metrics.badRequests.inc({ reason }),
   });
 }

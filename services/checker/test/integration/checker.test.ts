@@ -153,7 +153,7 @@ describe('checker', () => {
     expect(normal).toMatchObject({ request_id: 'r2', check_id: forced.check_id, cached: true });
 
     expect(await ask('{not json')).toEqual({
-      error: { code: 'BAD_REQUEST', message: 'check request is not JSON' },
+      error: { code: 'BAD_REQUEST', message: 'update.check.request is not JSON' },
     });
     const invalid = await ask({ forced: 'yes' });
     expect(invalid.error?.code).toBe('BAD_REQUEST');

@@ -1,4 +1,4 @@
-import { type Component, StateKeys } from '@aico-update/shared';
+import { type Component, type DownloadedRecord, type ReleaseRef, StateKeys } from '@aico-update/shared';
 import type { Redis } from 'ioredis';
 
 /** Which releases are downloaded and verified, and which versions are installed (the installer's). */
@@ -25,15 +25,15 @@ export class DownloadState {
     );
   }
 
-  async markDownloaded(release: {
-    component: string;
-    version: string;
-    target: { sha256: string };
-  }): Promise<void> {
+  async markDownloaded(release: ReleaseRef): Promise<void> {
     await this.#redis.hset(
       StateKeys.downloaded,
       `${release.component}@${release.version}`,
-      JSON.stringify({ manifest_sha256: release.target.sha256, completed_at: new Date().toISOString() }),
+      JSON.stringify({
+        manifest_sha256: release.target.sha256,
+        completed_at: new Date().toISOString(),
+        release,
+      } satisfies DownloadedRecord),
     );
   }
 

@@ -1,10 +1,21 @@
 import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '@aico-update/shared';
 import Docker from 'dockerode';
 import { newContainerSpec } from '../domain/container-spec.ts';
 import { previousName } from '../domain/install-plan.ts';
-import type { ContainerRuntime, ContainerState, HealthState, HealthVerdict } from '../domain/ports.ts';
+import type {
+  ContainerRuntime,
+  ContainerState,
+  ExecResult,
+  HealthState,
+  HealthVerdict,
+  ReplaceOptions,
+} from '../domain/ports.ts';
 
 /** Suffix of the previous container while a swap is in progress or soaking (see previousName). */
 export const PREVIOUS_SUFFIX = previousName('');
@@ -35,6 +46,9 @@ export class DockerRuntime implements ContainerRuntime {
         restarting: info.State.Restarting,
         health: (info.State.Health?.Status as HealthState | undefined) ?? 'none',
         restartCount: info.RestartCount,
+        fixedHostPort: Object.values(info.HostConfig.PortBindings ?? {}).some((bindings) =>
+          (bindings as { HostPort?: string }[] | null)?.some((b) => b.HostPort && b.HostPort !== '0'),
+        ),
       };
     } catch (error) {
       if (isNotFound(error)) return undefined;
@@ -75,7 +89,11 @@ export class DockerRuntime implements ContainerRuntime {
     return info.Config.Image.startsWith('sha256:') ? undefined : info.Config.Image;
   }
 
-  async replace(name: string, imageId: string): Promise<{ previous: string; stoppedAt: number }> {
+  async replace(
+    name: string,
+    imageId: string,
+    options: ReplaceOptions,
+  ): Promise<{ previous: string; stoppedAt: number }> {
     const info = await this.docker.getContainer(name).inspect();
     // By id from here on: after the rename, the name belongs to the new container.
     const old = this.docker.getContainer(info.Id);
@@ -94,14 +112,27 @@ export class DockerRuntime implements ContainerRuntime {
           .getNetwork(network.name)
           .connect({ Container: created.id, EndpointConfig: network.endpoint });
       }
-      // Stop-first: the old container releases its ports and name before the new one starts.
-      await old.stop({ t: 10 }).catch((error: { statusCode?: number }) => {
-        if (error.statusCode !== 304) throw error;
-      });
-      stoppedAt = Date.now();
-      await created.start();
+      if (options.strategy === 'start-first') {
+        // Both run side by side until the new one is ready; then the old one stops (no downtime).
+        await created.start();
+        const ready = await this.waitHealthy(name, {
+          timeoutMs: options.readyTimeoutMs,
+          soakMs: 0,
+          probeUrl: options.probeUrl,
+          fresh: true,
+        });
+        if (!ready.healthy) throw new AppError('HEALTH_GATE_FAILED', ready.reason);
+        await stopContainer(old);
+        stoppedAt = Date.now();
+      } else {
+        // Stop-first: the old container releases its ports before the new one starts.
+        await stopContainer(old);
+        stoppedAt = Date.now();
+        await created.start();
+      }
     } catch (error) {
       await this.restore(name, previous).catch(() => undefined);
+      if (error instanceof AppError) throw error;
       throw new AppError(
         'SWAP_FAILED',
         `could not start the new ${name} container: ${(error as Error).message}; the old one was restored`,
@@ -153,14 +184,95 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  async restore(name: string, previousName: string): Promise<void> {
+  async restore(name: string, previousName: string, beforeStart?: () => Promise<void>): Promise<void> {
     await this.removeIfExists(name);
     const { Id } = await this.docker.getContainer(previousName).inspect();
     const previous = this.docker.getContainer(Id);
     await previous.rename({ name });
+    if (beforeStart) {
+      await stopContainer(previous);
+      await beforeStart();
+    }
     await previous.start().catch((error: { statusCode?: number }) => {
       if (error.statusCode !== 304) throw error;
     });
+  }
+
+  async stop(name: string): Promise<void> {
+    await stopContainer(this.docker.getContainer(name));
+  }
+
+  async mounts(container: string): Promise<string[]> {
+    const info = await this.docker.getContainer(container).inspect();
+    return (info.Mounts ?? []).map((m) => m.Destination);
+  }
+
+  async putFile(container: string, path: string, file: string): Promise<void> {
+    await this.docker.getContainer(container).putArchive(file, { path: dirname(path) });
+  }
+
+  async archive(container: string, path: string, file: string): Promise<void> {
+    const stream = (await this.docker.getContainer(container).getArchive({ path })) as NodeJS.ReadableStream;
+    const handle = await open(file, 'w');
+    try {
+      await pipeline(stream, handle.createWriteStream({ autoClose: false }));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async unarchive(container: string, entries: { path: string; file: string }[]): Promise<void> {
+    const info = await this.docker.getContainer(container).inspect();
+    // A helper from the container's own image, with its mounts, empties the paths: the archive API
+    // can add and overwrite files but not remove the ones the newer version created.
+    const helper = await this.docker.createContainer({
+      Image: info.Image,
+      Entrypoint: ['/bin/sh', '-c', 'for p do find "$p" -mindepth 1 -delete || exit 1; done', 'clear'],
+      Cmd: entries.map((e) => e.path),
+      User: '0:0',
+      NetworkDisabled: true,
+      Labels: { 'org.aico-update.helper': 'restore' },
+      HostConfig: { VolumesFrom: [info.Id], AutoRemove: false },
+    });
+    try {
+      await helper.start();
+      const { StatusCode } = (await helper.wait()) as { StatusCode: number };
+      if (StatusCode !== 0) {
+        const logs = (await helper.logs({ stdout: true, stderr: true })).toString().trim();
+        throw new AppError(
+          'RESTORE_FAILED',
+          `could not empty ${entries.map((e) => e.path).join(', ')} in ${container} before the restore (exit ${StatusCode}: ${logs.slice(-300)}); its image needs /bin/sh and find`,
+        );
+      }
+    } finally {
+      await helper.remove({ force: true }).catch(() => undefined);
+    }
+    for (const entry of entries) {
+      await this.docker
+        .getContainer(info.Id)
+        .putArchive(entry.file, { path: dirname(entry.path), noOverwriteDirNonDir: 'false' });
+    }
+  }
+
+  async exec(container: string, command: readonly string[]): Promise<ExecResult> {
+    const exec = await this.docker.getContainer(container).exec({
+      Cmd: [...command],
+      AttachStdout: true,
+      AttachStderr: true,
+    });
+    const stream = await exec.start({ hijack: true, stdin: false });
+    const output: Buffer[] = [];
+    const sink = new PassThrough();
+    sink.on('data', (chunk: Buffer) => output.push(chunk));
+    this.docker.modem.demuxStream(stream, sink, sink);
+    await new Promise<void>((resolve, reject) => {
+      stream.on('end', resolve);
+      stream.on('close', resolve);
+      stream.on('error', reject);
+    });
+    const { ExitCode } = await exec.inspect();
+    return { exitCode: ExitCode ?? -1, output: Buffer.concat(output).toString('utf8') };
   }
 
   async ensureRunning(name: string): Promise<void> {
@@ -183,6 +295,12 @@ export class DockerRuntime implements ContainerRuntime {
       if (!isNotFound(error)) throw error;
     }
   }
+}
+
+async function stopContainer(container: Docker.Container): Promise<void> {
+  await container.stop({ t: 10 }).catch((error: { statusCode?: number }) => {
+    if (error.statusCode !== 304) throw error;
+  });
 }
 
 async function probe(url: string): Promise<boolean> {

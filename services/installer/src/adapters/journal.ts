@@ -20,7 +20,16 @@ export interface JournalSwap {
 
 export interface Journal {
   v: 1;
+  /** An install of `job`'s release, or an operator's rollback of it. */
+  kind: 'install' | 'rollback';
   job: InstallJob;
+  /** The component's installed version before, and the one it has when this finishes. */
+  from_version: string | undefined;
+  target_version: string | undefined;
+  /** Said in the history when this finishes (e.g. who asked for a rollback). */
+  reason?: string | undefined;
+  /** The data backup taken by this install: a rollback restores it. */
+  backup_id?: string;
   started_at: string;
   steps: (InstallStep & { status: 'pending' | 'started' | 'done' })[];
   /** Services whose swap began, recorded before anything is renamed. */

@@ -9,6 +9,22 @@ export interface ContainerState {
   restarting: boolean;
   health: HealthState;
   restartCount: number;
+  /** Publishes a fixed host port: two containers cannot run side by side (start-first impossible). */
+  fixedHostPort: boolean;
+}
+
+export type SwapStrategy = 'stop-first' | 'start-first';
+
+export interface ReplaceOptions {
+  strategy: SwapStrategy;
+  /** start-first: how long the new container may take to become ready before the old one is stopped. */
+  readyTimeoutMs: number;
+  probeUrl?: string | undefined;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  output: string;
 }
 
 export interface HealthVerdict {
@@ -30,7 +46,11 @@ export interface ContainerRuntime {
    * Renames the old container aside, creates the new one with the old one's configuration and the new
    * image, stops the old one and starts the new one. Returns the old container's new name.
    */
-  replace(name: string, imageId: string): Promise<{ previous: string; stoppedAt: number }>;
+  replace(
+    name: string,
+    imageId: string,
+    options: ReplaceOptions,
+  ): Promise<{ previous: string; stoppedAt: number }>;
   /** Healthy by HEALTHCHECK (when the image has one), optional HTTP probe, and no restart or exit during the soak. */
   waitHealthy(
     name: string,
@@ -42,8 +62,22 @@ export interface ContainerRuntime {
       fresh?: boolean;
     },
   ): Promise<HealthVerdict>;
-  /** Puts the old container back under its name and starts it; removes the new one. */
-  restore(name: string, previousName: string): Promise<void>;
+  /**
+   * Puts the old container back under its name and starts it; removes the new one. `beforeStart` runs
+   * while both are stopped (the data restore of a rollback).
+   */
+  restore(name: string, previousName: string, beforeStart?: () => Promise<void>): Promise<void>;
+  stop(name: string): Promise<void>;
+  /** Writes a tar of `path` inside the container (volume, bind mount or layer; running or stopped) to `file`. */
+  archive(container: string, path: string, file: string): Promise<void>;
+  /** Mount destinations (volumes and bind mounts) inside the container. */
+  mounts(container: string): Promise<string[]>;
+  /** Extracts a tar made by archive of `path` back in place, over what is there. */
+  putFile(container: string, path: string, file: string): Promise<void>;
+  /** Empties `paths` in the container's mounts, then extracts each tar `file` (made by archive) back in place. */
+  unarchive(container: string, entries: { path: string; file: string }[]): Promise<void>;
+  /** Runs a command inside a running container. */
+  exec(container: string, command: readonly string[]): Promise<ExecResult>;
   remove(name: string): Promise<void>;
   /** Starts the container if it is not running. */
   ensureRunning(name: string): Promise<void>;

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createMetricsRegistry, EventPublisher, ensureEventStream } from '@aico-update/shared';
+import { ensureEventStream } from '@aico-update/shared';
 import {
   buildSampleBackend,
   docker,
@@ -14,12 +14,10 @@ import {
 } from '@aico-update/shared/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DockerRuntime } from '../../src/adapters/docker-runtime.ts';
-import { JournalStore } from '../../src/adapters/journal.ts';
 import { installRelease } from '../../src/handlers/install-release.ts';
-import { createInstallerMetrics } from '../../src/metrics.ts';
+import { testInstallDeps } from '../support/deps.ts';
 import { stageRelease } from '../support/stage.ts';
 
 /* A deployment made with Docker Compose (v1, the one these machines have): an update survives `up -d`. */
@@ -83,19 +81,18 @@ describe('installer with Docker Compose', () => {
       { service: 'backend', tag: `${tag}-next` },
     ]);
     await installRelease(
-      {
-        runtime,
-        metrics: createInstallerMetrics(createMetricsRegistry('compose-test')),
-        redis: redisClient,
-        events: new EventPublisher(nc),
-        logger: pino({ level: 'silent' }),
-        journal: new JournalStore(join(dir, 'state')),
-        cacheDir: join(dir, 'cache'),
-        services: { backend: container },
-        probes: {},
-        healthTimeoutMs: 20_000,
-        soakMs: 1000,
-      },
+      testInstallDeps(
+        { runtime, redis: redisClient, nc },
+        {
+          cache_dir: join(dir, 'cache'),
+          state_dir: join(dir, 'state'),
+          services: { backend: container },
+          health_timeout_seconds: 20,
+          soak_seconds: 1,
+          backup: { dir: join(dir, 'backups') },
+          prepare_timeout_seconds: 0.3,
+        },
+      ),
       job,
     );
     const installedId = await docker('inspect', '--format', '{{.Id}}', container);

@@ -1,13 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import {
-  createMetricsRegistry,
-  EventPublisher,
-  ensureEventStream,
-  StateKeys,
-  Subjects,
-  Topics,
-} from '@aico-update/shared';
+import { ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/shared';
 import {
   buildSampleBackend,
   docker,
@@ -23,14 +16,8 @@ import { pino } from 'pino';
 import type { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DockerRuntime, PREVIOUS_SUFFIX } from '../../src/adapters/docker-runtime.ts';
-import { JournalStore } from '../../src/adapters/journal.ts';
-import {
-  HISTORY_KEY,
-  type InstallDeps,
-  InstallFailed,
-  installRelease,
-} from '../../src/handlers/install-release.ts';
-import { createInstallerMetrics } from '../../src/metrics.ts';
+import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
+import { testInstallDeps } from '../support/deps.ts';
 import { stageRelease } from '../support/stage.ts';
 
 /* The installer against the real Docker Engine, with sample busybox "AICO backend" images. */
@@ -40,7 +27,7 @@ let nats: SpawnedServer;
 let redisClient: Redis;
 let nc: NatsConnection;
 let cacheDir: string;
-let deps: InstallDeps;
+let deps: ReturnType<typeof testInstallDeps>;
 let registry: Registry;
 let name: string;
 let network: string;
@@ -104,20 +91,19 @@ beforeEach(async () => {
   );
   await runtime.waitHealthy(name, { timeoutMs: 20_000, soakMs: 0 });
   await redisClient.hset(StateKeys.installed, 'backend', '1.0.0');
-  registry = createMetricsRegistry('installer-test');
-  deps = {
-    runtime,
-    metrics: createInstallerMetrics(registry),
-    redis: redisClient,
-    events: new EventPublisher(nc),
-    logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
-    journal: new JournalStore(join(cacheDir, 'installer-state')),
-    cacheDir,
-    services: { backend: name },
-    probes: {},
-    healthTimeoutMs: 15_000,
-    soakMs: 1000,
-  };
+  deps = testInstallDeps(
+    { runtime, redis: redisClient, nc },
+    {
+      cache_dir: cacheDir,
+      state_dir: join(cacheDir, 'installer-state'),
+      services: { backend: name },
+      health_timeout_seconds: 15,
+      soak_seconds: 1,
+      backup: { dir: join(cacheDir, 'backups') },
+      prepare_timeout_seconds: 0.3,
+    },
+  );
+  registry = deps.registry;
 });
 
 afterEach(async () => {

@@ -3,11 +3,15 @@ import { join } from 'node:path';
 import { readImageArchive } from '@aico-update/image-archive';
 import {
   blobTargetPath,
+  type DownloadedRecord,
+  hashFile,
   type InstallJob,
   type ReleaseImage,
   type ReleaseManifest,
+  StateKeys,
 } from '@aico-update/shared';
 import { docker } from '@aico-update/shared/testing';
+import type { Redis } from 'ioredis';
 
 /**
  * Puts a release into the cache exactly as the downloader leaves it (verified blobs by sha256 and the
@@ -59,14 +63,26 @@ export async function stageRelease(
     artifacts: [],
     images: staged,
   };
-  await writeFile(join(cacheDir, 'manifests', `${component}@${version}.json`), JSON.stringify(manifest));
+  const file = join(cacheDir, 'manifests', `${component}@${version}.json`);
+  await writeFile(file, JSON.stringify(manifest));
   const { schema: _s, artifacts: _a, images: _i, ...custom } = manifest;
   return {
     v: 1,
     release: {
       ...custom,
-      target: { path: `releases/${component}/${version}.json`, length: 1, sha256: 'a'.repeat(64) },
+      target: { path: `releases/${component}/${version}.json`, ...(await hashFile(file)) },
     },
     reason: 'request',
   };
+}
+
+/** Records the staged release as the downloader does once every byte is verified. */
+export async function markDownloaded(redis: Redis, job: InstallJob): Promise<void> {
+  const { release } = job;
+  const record: DownloadedRecord = {
+    manifest_sha256: release.target.sha256,
+    completed_at: new Date().toISOString(),
+    release,
+  };
+  await redis.hset(StateKeys.downloaded, `${release.component}@${release.version}`, JSON.stringify(record));
 }

@@ -1,0 +1,92 @@
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { Queue } from 'bullmq';
+import type { z } from 'zod';
+import { AppError } from './errors.ts';
+import type { Logger } from './logger.ts';
+import { type InstallJob, installJobId } from './messages.ts';
+import { Subjects, type Topic } from './topics.ts';
+
+/*
+ * Internal commands are NATS request/reply on `aicoupd.cmd.<topic>`, JSON both ways. A request that is
+ * not JSON or not valid is answered `{error: {code: 'BAD_REQUEST', message}}` and counted; a handler
+ * failure is answered with its code. One replica answers each request (queue group).
+ */
+
+export interface CommandError {
+  error: { code: string; message: string };
+}
+
+export function serveCommand<S extends z.ZodType>(
+  nc: NatsConnection,
+  topic: Topic,
+  schema: S,
+  handle: (request: z.output<S>) => Promise<unknown>,
+  options: { queue: string; logger: Logger; onMalformed?: (reason: 'not_json' | 'invalid') => void },
+): Subscription {
+  const { logger } = options;
+  const reply = (msg: { respond: (data: string) => boolean }, body: unknown) =>
+    msg.respond(JSON.stringify(body));
+  return nc.subscribe(Subjects.command(topic), {
+    queue: options.queue,
+    callback: (err, msg) => {
+      if (err) {
+        logger.error({ err }, `${topic} subscription failed`);
+        return;
+      }
+      void (async () => {
+        let body: unknown;
+        try {
+          body = msg.data.length ? msg.json() : {};
+        } catch {
+          options.onMalformed?.('not_json');
+          reply(msg, badRequest(`${topic} is not JSON`));
+          return;
+        }
+        const parsed = schema.safeParse(body);
+        if (!parsed.success) {
+          options.onMalformed?.('invalid');
+          const message = `${topic} is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`;
+          logger.warn({ issues: parsed.error.issues }, message);
+          reply(msg, badRequest(message));
+          return;
+        }
+        try {
+          reply(msg, await handle(parsed.data));
+        } catch (error) {
+          const code = error instanceof AppError ? error.code : 'COMMAND_FAILED';
+          logger.error({ err: error }, `${topic} failed`);
+          reply(msg, { error: { code, message: (error as Error).message } } satisfies CommandError);
+        }
+      })();
+    },
+  });
+}
+
+function badRequest(message: string): CommandError {
+  return { error: { code: 'BAD_REQUEST', message } };
+}
+
+/**
+ * Queues an install job, one per release (idempotent by job id). `retry` replaces a finished job of the
+ * same release: an operator may retry a release that failed, automation may not.
+ */
+export async function enqueueInstall(
+  queue: Queue,
+  job: InstallJob,
+  options: { retry?: boolean } = {},
+): Promise<string> {
+  const jobId = installJobId(job.release);
+  if (options.retry) {
+    const existing = await queue.getJob(jobId);
+    const state = await existing?.getState();
+    if (existing && (state === 'completed' || state === 'failed')) await existing.remove();
+  }
+  await queue.add('install', job, {
+    jobId,
+    attempts: 3,
+    backoff: { type: 'exponential', delay: 60_000 },
+    removeOnComplete: { age: 30 * 24 * 3600 },
+    removeOnFail: { age: 30 * 24 * 3600 },
+  });
+  return jobId;
+}

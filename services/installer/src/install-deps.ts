@@ -1,0 +1,41 @@
+import { EventPublisher, type Logger } from '@aico-update/shared';
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { Redis } from 'ioredis';
+import type { Registry } from 'prom-client';
+import { BackupStore } from './adapters/backup-store.ts';
+import { JournalStore } from './adapters/journal.ts';
+import { natsPrepareSignal } from './adapters/prepare-signal.ts';
+import type { InstallerConfig } from './config.ts';
+import type { ContainerRuntime } from './domain/ports.ts';
+import type { InstallDeps } from './handlers/install-release.ts';
+import { createInstallerMetrics } from './metrics.ts';
+
+/** What an install needs, from the installer's configuration and its connections. */
+export function createInstallDeps(
+  config: InstallerConfig,
+  io: { runtime: ContainerRuntime; redis: Redis; nc: NatsConnection; registry: Registry; logger: Logger },
+): InstallDeps {
+  const settings = config.installer;
+  return {
+    runtime: io.runtime,
+    metrics: createInstallerMetrics(io.registry),
+    redis: io.redis,
+    events: new EventPublisher(io.nc),
+    logger: io.logger,
+    journal: new JournalStore(settings.state_dir),
+    cacheDir: settings.cache_dir,
+    services: settings.services,
+    probes: settings.probes,
+    strategy: settings.strategy,
+    healthTimeoutMs: settings.health_timeout_seconds * 1000,
+    soakMs: settings.soak_seconds * 1000,
+    backups: new BackupStore(settings.backup.dir),
+    backupKeep: settings.backup.keep,
+    data: { paths: settings.backup.paths, hooks: settings.backup.hooks },
+    prepare: natsPrepareSignal(io.nc, {
+      timeoutMs: settings.prepare_timeout_seconds * 1000,
+      maxDelayMs: settings.prepare_max_delay_seconds * 1000,
+      logger: io.logger,
+    }),
+  };
+}

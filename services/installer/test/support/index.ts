@@ -1,0 +1,2 @@
+export { testInstallDeps } from './deps.ts';
+export { markDownloaded, stageRelease } from './stage.ts';
