@@ -98,6 +98,7 @@ export async function buildSampleBackend(
     const root = join(dir, 'rootfs');
     await mkdir(join(root, 'bin'), { recursive: true });
     await mkdir(join(root, 'www', 'api', 'v1'), { recursive: true });
+    await mkdir(join(root, 'tmp'), { mode: 0o1777 });
     await run('cp', ['/bin/busybox', join(root, 'bin', 'busybox')]).catch(() => {
       throw new Error(
         '/bin/busybox is missing: apt-get install -y busybox-static (bash scripts/setup.sh --with-docker)',

@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -213,9 +213,10 @@ export class DockerRuntime implements ContainerRuntime {
 
   async archive(container: string, path: string, file: string): Promise<void> {
     const stream = (await this.docker.getContainer(container).getArchive({ path })) as NodeJS.ReadableStream;
-    const handle = await open(file, 'w');
+    await pipeline(stream, createWriteStream(file));
+    // On disk before the backup is declared whole.
+    const handle = await open(file, 'r+');
     try {
-      await pipeline(stream, handle.createWriteStream({ autoClose: false }));
       await handle.sync();
     } finally {
       await handle.close();
@@ -228,10 +229,16 @@ export class DockerRuntime implements ContainerRuntime {
     // can add and overwrite files but not remove the ones the newer version created.
     const helper = await this.docker.createContainer({
       Image: info.Image,
-      Entrypoint: ['/bin/sh', '-c', 'for p do find "$p" -mindepth 1 -delete || exit 1; done', 'clear'],
+      Entrypoint: [
+        '/bin/sh',
+        '-c',
+        'for p do rm -rf -- "$p"/* "$p"/.[!.]* "$p"/..?* || exit 1; done',
+        'clear',
+      ],
       Cmd: entries.map((e) => e.path),
       User: '0:0',
       NetworkDisabled: true,
+      Tty: true,
       Labels: { 'org.aico-update.helper': 'restore' },
       HostConfig: { VolumesFrom: [info.Id], AutoRemove: false },
     });
@@ -242,7 +249,7 @@ export class DockerRuntime implements ContainerRuntime {
         const logs = (await helper.logs({ stdout: true, stderr: true })).toString().trim();
         throw new AppError(
           'RESTORE_FAILED',
-          `could not empty ${entries.map((e) => e.path).join(', ')} in ${container} before the restore (exit ${StatusCode}: ${logs.slice(-300)}); its image needs /bin/sh and find`,
+          `could not empty ${entries.map((e) => e.path).join(', ')} in ${container} before the restore (exit ${StatusCode}: ${logs.slice(-300)}); its image needs /bin/sh and rm`,
         );
       }
     } finally {

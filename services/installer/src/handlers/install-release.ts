@@ -332,11 +332,19 @@ function executorsFor(deps: InstallDeps, journal: Journal, log: Logger): Executo
   };
   return {
     'check-disk': async (step) => {
-      const needs = [{ dir: deps.cacheDir, bytes: step.bytes, what: 'the image archive docker load reads' }];
+      const needs = [
+        {
+          dir: deps.cacheDir,
+          key: 'installer.cache_dir',
+          bytes: step.bytes,
+          what: 'the image archive docker load reads',
+        },
+      ];
       if (journal.steps.some((s) => s.kind === 'backup')) {
         await mkdir(deps.backups.dir, { recursive: true });
         needs.push({
           dir: deps.backups.dir,
+          key: 'installer.backup.dir',
           bytes: await deps.backups.lastSize(release.component),
           what: 'the data backup (estimated from the last one)',
         });
@@ -347,7 +355,7 @@ function executorsFor(deps: InstallDeps, journal: Journal, log: Logger): Executo
         if (free < need.bytes + DISK_HEADROOM_BYTES) {
           throw new InstallFailed(
             'DISK_FULL',
-            `not enough free disk in ${need.dir} for ${need.what}: ${mib(need.bytes)} MiB + ${mib(DISK_HEADROOM_BYTES)} MiB headroom needed, ${mib(free)} MiB free. Free space there; nothing was changed`,
+            `not enough free disk in ${need.dir} (${need.key}) for ${need.what}: ${mib(need.bytes)} MiB + ${mib(DISK_HEADROOM_BYTES)} MiB headroom needed, ${mib(free)} MiB free. Free space there. Nothing was changed`,
             false,
           );
         }
@@ -487,13 +495,22 @@ async function restoreService(
       previous,
       withData && backup
         ? async () => {
-            dataRestored = await restoreServiceData(
-              deps.runtime,
-              deps.backups,
-              backup,
-              swap.service,
-              swap.container,
-            );
+            try {
+              dataRestored = await restoreServiceData(
+                deps.runtime,
+                deps.backups,
+                backup,
+                swap.service,
+                swap.container,
+              );
+            } catch (error) {
+              // Not started: the old version must not run on data the new one may have migrated.
+              throw new AppError(
+                'RESTORE_FAILED',
+                `restoring the data of ${swap.container} from backup ${backup.id} (${deps.backups.folder(backup.id)}) failed: ${(error as Error).message}. ${swap.container} was left stopped so that the old version does not run on the new version's data; restore the backup by hand (README, "Backups") and start it`,
+                { cause: error },
+              );
+            }
           }
         : undefined,
     );

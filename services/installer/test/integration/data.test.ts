@@ -1,0 +1,176 @@
+import { execFile } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/shared';
+import { makeTempDir, type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DockerRuntime } from '../../src/adapters/docker-runtime.ts';
+import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
+import { SampleDeployment } from '../support/deployment.ts';
+import { testInstallDeps } from '../support/deps.ts';
+import { stageRelease } from '../support/stage.ts';
+
+/*
+ * Data backups on the real Docker Engine: the declared volume path and a hook (a "database dump" run
+ * inside another container) are backed up before the swap and restored when the new version fails.
+ */
+
+const run = promisify(execFile);
+let redis: SpawnedServer;
+let nats: SpawnedServer;
+let redisClient: Redis;
+let nc: NatsConnection;
+let dir: string;
+let deployment: SampleDeployment;
+const runtime = new DockerRuntime();
+const mounts: string[] = [];
+
+beforeAll(async () => {
+  [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
+  redisClient = new Redis(redis.url, { maxRetriesPerRequest: null });
+  nc = await connect({ servers: nats.url });
+  await ensureEventStream(nc);
+});
+
+afterAll(async () => {
+  await nc.close();
+  redisClient.disconnect();
+  await Promise.all([redis.stop(), nats.stop()]);
+});
+
+beforeEach(async () => {
+  await redisClient.flushall();
+  await redisClient.hset(StateKeys.installed, 'backend', '1.0.0');
+  dir = await makeTempDir('installer-data');
+  deployment = await new SampleDeployment().start();
+});
+
+afterEach(async () => {
+  await deployment.remove();
+  for (const mount of mounts.splice(0)) await run('umount', [mount]).catch(() => undefined);
+});
+
+describe('data backup and restore', () => {
+  it('a failed release that changed the data is rolled back with the volume and the hooked database restored', async () => {
+    const db = await deployment.sidecar('db', '-v', `${deployment.volume}-db:/var/db`, deployment.tag);
+    await deployment.exec(db, 'echo schema-1 > /var/db/state');
+    await deployment.exec(deployment.name, 'echo precious > /data/user.db');
+    const deps = testInstallDeps(
+      { runtime, redis: redisClient, nc },
+      {
+        cache_dir: join(dir, 'cache'),
+        state_dir: join(dir, 'state'),
+        services: { backend: deployment.name },
+        health_timeout_seconds: 8,
+        soak_seconds: 1,
+        prepare_timeout_seconds: 0.2,
+        backup: {
+          dir: join(dir, 'backups'),
+          paths: { backend: '/data' },
+          hooks: [
+            {
+              container: db,
+              file: '/tmp/db.dump',
+              backup: ['/bin/sh', '-c', 'cp /var/db/state /tmp/db.dump'],
+              restore: ['/bin/sh', '-c', 'cp /tmp/db.dump /var/db/state'],
+            },
+          ],
+        },
+      },
+    );
+    const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
+      { service: 'backend', tag: await deployment.image('1.1.0', 'unhealthy') },
+    ]);
+    // While the new version runs (its health gate), it "migrates" the database.
+    const gate = nc.subscribe(Subjects.event(Topics.installProgress), {
+      callback: (_e, m) => {
+        const progress = m.json<{ step: string; status: string }>();
+        if (progress.step === 'health-gate' && progress.status === 'started')
+          void deployment.exec(db, 'echo schema-2 > /var/db/state');
+      },
+    });
+    const error = await installRelease(deps, job).catch((e: unknown) => e);
+    gate.unsubscribe();
+
+    expect(error).toBeInstanceOf(InstallFailed);
+    expect(error).toMatchObject({ code: 'HEALTH_GATE_FAILED', rolledBack: true });
+    expect(await deployment.version()).toBe('1.0.0');
+    // The new version's writes are gone; the data the old one had is back, then it started again.
+    const files = (await deployment.exec(deployment.name, 'ls /data')).split('\n');
+    expect(files).not.toContain('written-by-1.1.0');
+    expect(files).toContain('written-by-1.0.0');
+    expect(await deployment.exec(deployment.name, 'cat /data/user.db')).toBe('precious');
+    expect(await deployment.exec(deployment.name, 'cat /data/log')).toBe('started 1.0.0\nstarted 1.0.0');
+    expect(await deployment.exec(db, 'cat /var/db/state')).toBe('schema-1');
+    const entry = JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string);
+    expect(entry).toMatchObject({ version: '1.1.0', outcome: 'rolled_back' });
+    const backups = await deps.backups.list();
+    expect(backups).toHaveLength(1);
+    expect(backups[0]).toMatchObject({ component: 'backend', from_version: '1.0.0', to_version: '1.1.0' });
+    expect(backups[0]?.entries.map((e) => e.path)).toEqual(['/data']);
+  });
+
+  it.each([
+    // Less free than the headroom: the disk check refuses before any work.
+    { tmpfs: '1m', dataMiB: 3, message: /not enough free disk in .*small \(installer\.backup\.dir\)/ },
+    // Room for the estimate but not for the data: the backup itself hits ENOSPC.
+    { tmpfs: '66m', dataMiB: 72, message: /not enough free space in .*small \(installer\.backup\.dir\)/ },
+  ])(
+    'a backup that does not fit on its disk ($tmpfs) stops the install before anything changes, and leaves no partial backup',
+    async ({ tmpfs, dataMiB, message }) => {
+      const backups = join(dir, 'small');
+      await run('mkdir', ['-p', backups]);
+      await run('mount', ['-t', 'tmpfs', '-o', `size=${tmpfs}`, 'tmpfs', backups]);
+      mounts.push(backups);
+      await deployment.exec(deployment.name, `head -c ${dataMiB * 1024 * 1024} /dev/urandom > /data/big.bin`);
+      const before = await deployment.inspect();
+      const deps = testInstallDeps(
+        { runtime, redis: redisClient, nc },
+        {
+          cache_dir: join(dir, 'cache'),
+          state_dir: join(dir, 'state'),
+          services: { backend: deployment.name },
+          prepare_timeout_seconds: 0.2,
+          backup: { dir: backups, paths: { backend: '/data' } },
+        },
+      );
+      const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
+        { service: 'backend', tag: await deployment.image('1.1.0') },
+      ]);
+      const error = await installRelease(deps, job).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'DISK_FULL', rolledBack: false });
+      expect((error as Error).message).toMatch(message);
+      expect((error as Error).message).toMatch(/Nothing was changed/);
+      const after = await deployment.inspect();
+      expect(after.Id).toBe(before.Id);
+      expect(after.State.StartedAt).toBe(before.State.StartedAt);
+      expect(await deployment.version()).toBe('1.0.0');
+      expect(await readdir(backups)).toEqual([]);
+      expect(await redisClient.hget(StateKeys.installed, 'backend')).toBe('1.0.0');
+    },
+  );
+
+  it('a declared path that is not on a mount is refused before anything changes', async () => {
+    const deps = testInstallDeps(
+      { runtime, redis: redisClient, nc },
+      {
+        cache_dir: join(dir, 'cache'),
+        state_dir: join(dir, 'state'),
+        services: { backend: deployment.name },
+        prepare_timeout_seconds: 0.2,
+        backup: { dir: join(dir, 'backups'), paths: { backend: '/www' } },
+      },
+    );
+    const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
+      { service: 'backend', tag: await deployment.image('1.1.0') },
+    ]);
+    await expect(installRelease(deps, job)).rejects.toMatchObject({
+      code: 'BACKUP_PATH_NOT_MOUNTED',
+      message: expect.stringMatching(/\/www \(installer\.backup\.paths\.backend\)/),
+    });
+    expect(await deployment.version()).toBe('1.0.0');
+  });
+});
