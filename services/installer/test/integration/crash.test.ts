@@ -29,6 +29,7 @@ const main = resolve(import.meta.dirname, '../../src/main.ts');
 const KILL_POINTS = [
   'load-image:started',
   'check-healthy:done',
+  'backup:done',
   'swap:started',
   'swap:done',
   'health-gate:started',
@@ -77,6 +78,9 @@ function startInstaller(name: string, stateDir: string): ChildProcess {
       AICO_INSTALLER_SOAK_SECONDS: '1',
       AICO_INSTALLER_HEALTH_TIMEOUT_SECONDS: '20',
       AICO_INSTALLER_LOCK_SECONDS: '5',
+      AICO_INSTALLER_BACKUP_DIR: join(stateDir, 'backups'),
+      AICO_INSTALLER_BACKUP_PATHS: 'backend=/data',
+      AICO_INSTALLER_PREPARE_TIMEOUT_SECONDS: '0.2',
       AICO_REDIS_URL: redis.url,
       AICO_NATS_SERVERS: nats.url,
       AICO_HTTP_HOST: '127.0.0.1',
@@ -106,7 +110,18 @@ describe('installer crash recovery', () => {
       await redisClient.hset(StateKeys.installed, 'backend', '1.0.0');
       await docker('tag', oldId, tag);
       if (point === 'load-image:started') await docker('rmi', '-f', newId).catch(() => undefined);
-      await docker('run', '-d', '--init', '--name', name, '--restart', 'unless-stopped', tag);
+      await docker(
+        'run',
+        '-d',
+        '--init',
+        '--name',
+        name,
+        '--restart',
+        'unless-stopped',
+        '-v',
+        `${name}-data:/data`,
+        tag,
+      );
       try {
         await until(
           async () => (await docker('inspect', '--format', '{{.State.Health.Status}}', name)) === 'healthy',
@@ -156,6 +171,7 @@ describe('installer crash recovery', () => {
       } finally {
         for (const child of children.splice(0)) child.kill('SIGKILL');
         await docker('rm', '-f', name, `${name}${PREVIOUS_SUFFIX}`).catch(() => undefined);
+        await docker('volume', 'rm', `${name}-data`).catch(() => undefined);
       }
     },
     120_000,
