@@ -71,6 +71,14 @@ export const installerConfigSchema = z.strictObject({
         'a map of service name to swap strategy, stop-first (default) or start-first (no downtime; needs a service without a fixed host port), e.g. backend=start-first',
         z.enum(['stop-first', 'start-first']),
       ),
+      drain_seconds: numberSetting({
+        default: 2,
+        min: 0,
+        max: 300,
+        unit: 'seconds',
+        allowed:
+          'seconds a start-first swap lets the old container finish requests, out of its networks, before stopping it (0 to 300)',
+      }),
       prepare_timeout_seconds: numberSetting({
         default: 5,
         min: 0.1,

@@ -29,6 +29,7 @@ export function createInstallDeps(
     strategy: settings.strategy,
     healthTimeoutMs: settings.health_timeout_seconds * 1000,
     soakMs: settings.soak_seconds * 1000,
+    drainMs: settings.drain_seconds * 1000,
     backups: new BackupStore(settings.backup.dir),
     backupKeep: settings.backup.keep,
     data: { paths: settings.backup.paths, hooks: settings.backup.hooks },

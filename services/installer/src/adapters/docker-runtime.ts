@@ -46,9 +46,12 @@ export class DockerRuntime implements ContainerRuntime {
         restarting: info.State.Restarting,
         health: (info.State.Health?.Status as HealthState | undefined) ?? 'none',
         restartCount: info.RestartCount,
-        fixedHostPort: Object.values(info.HostConfig.PortBindings ?? {}).some((bindings) =>
-          (bindings as { HostPort?: string }[] | null)?.some((b) => b.HostPort && b.HostPort !== '0'),
-        ),
+        // Host networking binds the host's ports directly: two containers cannot run side by side.
+        fixedHostPort:
+          info.HostConfig.NetworkMode === 'host' ||
+          Object.values(info.HostConfig.PortBindings ?? {}).some((bindings) =>
+            (bindings as { HostPort?: string }[] | null)?.some((b) => b.HostPort && b.HostPort !== '0'),
+          ),
       };
     } catch (error) {
       if (isNotFound(error)) return undefined;
@@ -105,14 +108,26 @@ export class DockerRuntime implements ContainerRuntime {
     let stoppedAt = 0;
     await this.removeIfExists(previous);
     await old.rename({ name: previous });
+    const startFirst = options.strategy === 'start-first';
+    const networks = [...Object.entries(spec.create.NetworkingConfig?.EndpointsConfig ?? {})].map(
+      ([networkName, endpoint]) => ({ name: networkName, endpoint: { ...endpoint } }),
+    );
+    if (startFirst && spec.create.NetworkingConfig?.EndpointsConfig) {
+      // Start-first: the service's aliases reach the new container only once it is ready (below).
+      for (const endpoint of Object.values(spec.create.NetworkingConfig.EndpointsConfig)) {
+        delete endpoint.Aliases;
+      }
+    }
     try {
       const created = await this.docker.createContainer(spec.create);
-      for (const network of spec.extraNetworks) {
-        await this.docker
-          .getNetwork(network.name)
-          .connect({ Container: created.id, EndpointConfig: network.endpoint });
+      if (!startFirst) {
+        for (const network of spec.extraNetworks) {
+          await this.docker
+            .getNetwork(network.name)
+            .connect({ Container: created.id, EndpointConfig: network.endpoint });
+        }
       }
-      if (options.strategy === 'start-first') {
+      if (startFirst) {
         // Both run side by side until the new one is ready; then the old one stops (no downtime).
         await created.start();
         const ready = await this.waitHealthy(name, {
@@ -122,6 +137,21 @@ export class DockerRuntime implements ContainerRuntime {
           fresh: true,
         });
         if (!ready.healthy) throw new AppError('HEALTH_GATE_FAILED', ready.reason);
+        // Ready: now it joins the service's aliases (the first network again, with them; then the rest).
+        for (const network of networks) {
+          await this.docker.getNetwork(network.name).disconnect({ Container: created.id });
+        }
+        for (const network of [...networks, ...spec.extraNetworks]) {
+          await this.docker
+            .getNetwork(network.name)
+            .connect({ Container: created.id, EndpointConfig: network.endpoint });
+        }
+        // Drain: out of the networks first (its name and aliases now resolve to the new one only),
+        // requests in flight finish, then it stops. restore() connects it again from the new one's networks.
+        for (const network of Object.keys(info.NetworkSettings.Networks ?? {})) {
+          await this.docker.getNetwork(network).disconnect({ Container: info.Id });
+        }
+        await sleep(options.drainMs);
         await stopContainer(old);
         stoppedAt = Date.now();
       } else {
@@ -185,10 +215,27 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async restore(name: string, previousName: string, beforeStart?: () => Promise<void>): Promise<void> {
+    const replacement = await this.docker
+      .getContainer(name)
+      .inspect()
+      .catch((error: unknown) => {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      });
     await this.removeIfExists(name);
-    const { Id } = await this.docker.getContainer(previousName).inspect();
-    const previous = this.docker.getContainer(Id);
+    const old = await this.docker.getContainer(previousName).inspect();
+    const previous = this.docker.getContainer(old.Id);
     await previous.rename({ name });
+    // A start-first swap took the old container out of its networks to drain it: the replacement
+    // was created with the same networks and aliases, so they are put back from it.
+    for (const [network, endpoint] of Object.entries(replacement?.NetworkSettings.Networks ?? {})) {
+      if (old.NetworkSettings.Networks?.[network] || network === 'host' || network === 'none') continue;
+      const aliases = (endpoint.Aliases ?? []).filter((alias: string) => !replacement?.Id.startsWith(alias));
+      await this.docker.getNetwork(network).connect({
+        Container: old.Id,
+        EndpointConfig: network === 'bridge' ? {} : { Aliases: aliases },
+      });
+    }
     if (beforeStart) {
       await stopContainer(previous);
       await beforeStart();

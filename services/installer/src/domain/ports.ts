@@ -19,6 +19,8 @@ export interface ReplaceOptions {
   strategy: SwapStrategy;
   /** start-first: how long the new container may take to become ready before the old one is stopped. */
   readyTimeoutMs: number;
+  /** start-first: how long the old container, out of its networks, may finish requests before it stops. */
+  drainMs: number;
   probeUrl?: string | undefined;
 }
 

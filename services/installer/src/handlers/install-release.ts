@@ -48,6 +48,8 @@ export interface InstallDeps {
   strategy: Record<string, SwapStrategy>;
   healthTimeoutMs: number;
   soakMs: number;
+  /** start-first: how long the old container drains before it stops. */
+  drainMs: number;
   backups: BackupStore;
   backupKeep: number;
   data: DataDeclaration;
@@ -422,6 +424,7 @@ function executorsFor(deps: InstallDeps, journal: Journal, log: Logger): Executo
       const { stoppedAt } = await deps.runtime.replace(step.container, step.imageId, {
         strategy: step.strategy,
         readyTimeoutMs: deps.healthTimeoutMs,
+        drainMs: deps.drainMs,
         probeUrl: deps.probes[step.service],
       });
       stoppedAtByService.set(step.service, stoppedAt);

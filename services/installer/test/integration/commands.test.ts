@@ -217,6 +217,8 @@ describe('installer commands over NATS', () => {
     const after = await deployment.inspect();
     expect(after.Id).not.toBe(before.Id);
     expect(after.Config.Labels['org.opencontainers.image.version']).toBe('1.1.0');
+    // Joined the service's network and alias once ready; the old one left them before it stopped.
+    expect(after.NetworkSettings.Networks[deployment.network].Aliases).toContain('backend');
     const eventAt = async (id: string, event: string) =>
       firstNumber(
         await docker(
