@@ -90,3 +90,32 @@ export async function enqueueInstall(
   });
   return jobId;
 }
+
+/** Sends an internal command and returns its answer; an `{error}` answer or no responder is an AppError. */
+export async function sendCommand<T>(
+  nc: NatsConnection,
+  topic: Topic,
+  body: unknown,
+  timeoutMs: number,
+): Promise<T> {
+  let reply: { json: <U>() => U };
+  try {
+    reply = await nc.request(Subjects.command(topic), JSON.stringify(body), { timeout: timeoutMs });
+  } catch (error) {
+    const message = String((error as Error).message);
+    const code = /no responders|503/i.test(message) ? 'NO_RESPONDER' : 'COMMAND_TIMEOUT';
+    throw new AppError(
+      code,
+      code === 'NO_RESPONDER'
+        ? `nothing serves ${topic} (is the service that owns it running?)`
+        : `${topic} got no answer within ${timeoutMs} ms`,
+      { cause: error },
+    );
+  }
+  const answer = reply.json<T | CommandError>();
+  if (answer && typeof answer === 'object' && 'error' in answer) {
+    const { code, message } = (answer as CommandError).error;
+    throw new AppError(code, message);
+  }
+  return answer as T;
+}

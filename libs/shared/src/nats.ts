@@ -1,4 +1,6 @@
 import {
+  AckPolicy,
+  DeliverPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
   jetstream,
@@ -8,7 +10,7 @@ import {
 import { connect, type NatsConnection, nanos } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { AppError } from './errors.ts';
-import { Streams, Subjects, type Topic } from './topics.ts';
+import { Streams, SUBJECT_ROOT, Subjects, type Topic } from './topics.ts';
 
 export type { NatsConnection } from '@nats-io/transport-node';
 
@@ -93,4 +95,48 @@ export async function lastEvent<T>(nc: NatsConnection, topic: Topic): Promise<T 
       return undefined;
     throw error;
   }
+}
+
+/**
+ * Delivers every durable event to `handle`, through a durable JetStream consumer: what arrives while the
+ * consumer's service is down is delivered when it is back, and an event is acknowledged only after
+ * `handle` succeeded (a failure is retried after a second). A new consumer starts with new events.
+ * Returns a stop function.
+ */
+export async function consumeEvents(
+  nc: NatsConnection,
+  durable: string,
+  handle: (topic: string, payload: unknown, sequence: number) => Promise<void>,
+  logger: Logger,
+): Promise<() => Promise<void>> {
+  const jsm = await jetstreamManager(nc);
+  try {
+    await jsm.consumers.info(Streams.events, durable);
+  } catch {
+    await jsm.consumers.add(Streams.events, {
+      durable_name: durable,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      filter_subject: Subjects.allEvents,
+      ack_wait: nanos(30_000),
+    });
+  }
+  const consumer = await jetstream(nc).consumers.get(Streams.events, durable);
+  const messages = await consumer.consume({ max_messages: 100 });
+  const prefix = `${SUBJECT_ROOT}.evt.`;
+  const done = (async () => {
+    for await (const message of messages) {
+      try {
+        await handle(message.subject.slice(prefix.length), message.json(), message.seq);
+        message.ack();
+      } catch (error) {
+        logger.error({ err: error, subject: message.subject }, 'event handling failed; retrying');
+        message.nak(1000);
+      }
+    }
+  })();
+  return async () => {
+    await messages.close();
+    await done;
+  };
 }

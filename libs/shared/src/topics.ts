@@ -54,4 +54,8 @@ export const StateKeys = {
   lastCheck: 'aico-update:last-check',
   /** Hash: `<component>@<version>` → JSON of the verified download (manifest digest, time). */
   downloaded: 'aico-update:downloaded',
+  /** List, newest first: JSON of installs, rollbacks and their reasons. Owned by the installer. */
+  installHistory: 'aico-update:install-history',
+  /** Hash: component → JSON of the last install (what it replaced), for a rollback on request. */
+  lastInstall: 'aico-update:last-install',
 } as const;

@@ -72,9 +72,8 @@ export interface InstallOutcome {
   backup_id?: string;
 }
 
-export const HISTORY_KEY = 'aico-update:install-history';
-/** Hash: component → JSON of the last install (what it replaced), for an operator's rollback. */
-export const LAST_INSTALL_KEY = 'aico-update:last-install';
+export const HISTORY_KEY = StateKeys.installHistory;
+export const LAST_INSTALL_KEY = StateKeys.lastInstall;
 
 /** What an operator's rollback needs to know of the last install of a component. */
 export interface LastInstall {

@@ -1,0 +1,134 @@
+import { TOPIC_STYLES } from '@aico-update/aico-bus';
+import {
+  booleanSetting,
+  httpSchema,
+  logSchema,
+  natsSchema,
+  numberSetting,
+  redisSchema,
+  updatePolicySchema,
+} from '@aico-update/shared';
+import { z } from 'zod';
+
+/** AICO's default broker key pair (public in AICO's source): the default, as AICO itself ships it. */
+export const AICO_BROKER_PUBLIC_KEY = 'Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID';
+export const AICO_BROKER_SECRET_KEY = 'D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs';
+
+const z85Key = z.string().length(40).describe('a CURVE key in Z85 (40 characters)');
+
+const port = (defaultPort: number, what: string) =>
+  numberSetting({
+    default: defaultPort,
+    min: 1,
+    max: 65535,
+    integer: true,
+    unit: 'port',
+    allowed: `${what} (1 to 65535)`,
+  });
+
+export const gatewayConfigSchema = z.strictObject({
+  update: updatePolicySchema,
+  bus: z
+    .strictObject({
+      mode: z
+        .enum(['zeromq', 'nats'])
+        .default('zeromq')
+        .describe('zeromq (AICO’s broker, the seed’s bus) or nats (AICO since 2026)'),
+      topic_style: z
+        .enum(TOPIC_STYLES)
+        .default('dots')
+        .describe(`how topics are spelled when published: ${TOPIC_STYLES.join(', ')} (all are accepted)`),
+      client_id: z
+        .string()
+        .min(1)
+        .max(100)
+        .default('aico-update-gateway')
+        .describe('the source name the gateway puts in every message it publishes'),
+      max_message_kib: numberSetting({
+        default: 1024,
+        min: 1,
+        max: 65_536,
+        integer: true,
+        unit: 'KiB',
+        allowed:
+          'the largest message accepted from the bus, in KiB (1 to 65536); larger ones are dropped and counted',
+      }),
+      requests_per_second: numberSetting({
+        default: 20,
+        min: 1,
+        max: 10_000,
+        unit: 'requests',
+        allowed:
+          'requests accepted per topic and second (bursts of twice that); more are answered "rate limited"',
+      }),
+      prepare_collect_ms: numberSetting({
+        default: 2000,
+        min: 100,
+        max: 60_000,
+        integer: true,
+        unit: 'milliseconds',
+        allowed: 'how long answers to a prepare request are collected from the bus (100 to 60000 ms)',
+      }),
+      zeromq: z
+        .strictObject({
+          host: z.string().min(1).default('127.0.0.1').describe('the host of AICO’s message broker'),
+          pub_port: port(5555, 'the broker’s XSUB port, where publishers connect'),
+          sub_port: port(5556, 'the broker’s XPUB port, where subscribers connect'),
+          curve: booleanSetting(true),
+          server_public_key: z85Key.default(AICO_BROKER_PUBLIC_KEY),
+          bind_broker: booleanSetting(false),
+          server_secret_key: z85Key.default(AICO_BROKER_SECRET_KEY),
+          bind_host: z
+            .string()
+            .min(1)
+            .default('0.0.0.0')
+            .describe('with bind_broker: the interface the broker listens on'),
+          heartbeat_seconds: numberSetting({
+            default: 2,
+            min: 0.1,
+            max: 60,
+            unit: 'seconds',
+            allowed:
+              'seconds between the gateway’s own round trips through the broker that prove the bus works (0.1 to 60)',
+          }),
+        })
+        .prefault({}),
+      nats: z
+        .strictObject({
+          servers: z
+            .string()
+            .min(1)
+            .default('nats://127.0.0.1:4222')
+            .describe('AICO’s NATS server(s), comma separated (may be the same server as nats.servers)'),
+          tenant: z
+            .string()
+            .regex(/^[a-zA-Z0-9_-]*$/)
+            .default('')
+            .describe(
+              'AICO tenant: subjects become aico.<tenant>.update.… (empty: no prefix; AICO uses default)',
+            ),
+          user_id: z
+            .string()
+            .default('system')
+            .describe('the user_id attribute AICO’s NATS contract requires'),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  control: z
+    .strictObject({
+      token: z
+        .string()
+        .default('')
+        .describe(
+          'a bearer token the control API requires (empty: none; then bind http.host to a trusted LAN)',
+        ),
+    })
+    .prefault({}),
+  redis: redisSchema,
+  nats: natsSchema,
+  http: httpSchema(8084),
+  log: logSchema,
+});
+
+export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

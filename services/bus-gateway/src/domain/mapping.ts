@@ -1,0 +1,275 @@
+import {
+  ComponentType,
+  create,
+  type DescMessage,
+  DownloadProgressSchema,
+  DownloadStatus,
+  InstallStatus,
+  InstallUpdateResponseSchema,
+  type MessageShape,
+  UpdateNotification_NotificationType as NotificationType,
+  SecurityImpact,
+  timestampFromDate,
+  UpdateCheckResponseSchema,
+  UpdateNotificationSchema,
+  UpdateStatus,
+  UpdateType,
+  type VersionInfo,
+  VersionInfoSchema,
+} from '@aico-update/aico-bus';
+import {
+  type CheckResponse,
+  type Component,
+  type DownloadComplete,
+  type DownloadProgress,
+  type ReleaseRef,
+  type RestartRequired,
+  type RestartScheduled,
+  Topics,
+  type UpdateAvailable,
+} from '@aico-update/shared';
+import { diff } from 'semver';
+
+/*
+ * The bus mapping: which AICO message each topic carries, and how the update system's internal JSON
+ * becomes it. AICO defines the bytes; the update system defines the behaviour. Topics AICO has no
+ * message of its own for use the nearest one (see the README's bus table).
+ */
+
+export interface BusPayload<Desc extends DescMessage = DescMessage> {
+  schema: Desc;
+  message: MessageShape<Desc>;
+}
+
+const payload = <Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): BusPayload =>
+  ({ schema, message }) as unknown as BusPayload;
+
+/** `update_id` on the bus: `<component>-<version>`, what an install request names. */
+export function updateIdOf(release: { component: string; version: string }): string {
+  return `${release.component}-${release.version}`;
+}
+
+export function parseUpdateId(updateId: string): { component: Component; version: string } | undefined {
+  const match = /^(backend|frontend|updater)-(\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?)$/.exec(updateId);
+  return match ? { component: match[1] as Component, version: match[2] as string } : undefined;
+}
+
+export function componentOf(type: ComponentType): Component {
+  return type === ComponentType.COMPONENT_FRONTEND ? 'frontend' : 'backend';
+}
+
+export function componentTypeOf(component: string): ComponentType {
+  if (component === 'frontend') return ComponentType.COMPONENT_FRONTEND;
+  if (component === 'backend') return ComponentType.COMPONENT_BACKEND;
+  return ComponentType.COMPONENT_MODULE;
+}
+
+function versionInfo(release: { version: string; channel?: string }): VersionInfo {
+  return create(VersionInfoSchema, { version: release.version, channel: release.channel ?? '' });
+}
+
+function updateType(from: string, release: ReleaseRef): UpdateType {
+  if (release.critical) return UpdateType.SECURITY;
+  const change = diff(from, release.version);
+  if (change === 'major' || change === 'premajor') return UpdateType.MAJOR;
+  if (change === 'minor' || change === 'preminor') return UpdateType.MINOR;
+  if (change === 'patch' || change === 'prepatch' || change === 'prerelease') return UpdateType.PATCH;
+  return UpdateType.UNKNOWN;
+}
+
+/** `update.check.response` (UpdateCheckResponse) for one component of a check. */
+export function checkResponseToBus(response: CheckResponse, component: Component) {
+  const entry = response.components.find((c) => c.component === component);
+  const update = entry?.update;
+  const message =
+    response.outcome === 'failed'
+      ? `the check failed (${response.error?.kind ?? 'unknown'}): ${response.error?.message ?? ''}`
+      : update
+        ? `${component} ${update.version} is available (installed: ${entry?.installed})`
+        : entry
+          ? `${component} ${entry.installed} is up to date${entry.blocked ? `; ${entry.blocked.version} needs ${entry.blocked.min_from_version} first` : ''}`
+          : `no ${component} is known to the update system`;
+  return create(UpdateCheckResponseSchema, {
+    updateAvailable: Boolean(update),
+    ...(update || entry ? { latestVersion: versionInfo(update ?? { version: entry?.installed ?? '' }) } : {}),
+    ...(update && entry
+      ? {
+          updateInfo: {
+            updateId: updateIdOf(update),
+            targetVersion: versionInfo(update),
+            componentType: componentTypeOf(component),
+            componentId: component,
+            sizeBytes: BigInt(update.size_bytes),
+            changelog: update.notes,
+            releaseDate: timestampFromDate(new Date(update.released_at)),
+            requiresRestart: true,
+            updateType: updateType(entry.installed, update),
+            securityImpact: update.critical ? SecurityImpact.CRITICAL : SecurityImpact.UNKNOWN,
+          },
+        }
+      : {}),
+    forceUpdate: update?.critical ?? false,
+    updateMessage: message,
+  });
+}
+
+function notification(
+  type: NotificationType,
+  release: { component: string; version: string; channel?: string; critical?: boolean },
+  message: string,
+  extra: { expiry?: Date; actions?: string[] } = {},
+) {
+  return create(UpdateNotificationSchema, {
+    type,
+    updateId: updateIdOf(release),
+    version: versionInfo(release),
+    message,
+    isCritical: release.critical ?? false,
+    ...(extra.expiry ? { expiry: timestampFromDate(extra.expiry) } : {}),
+    actions: extra.actions ?? [],
+  });
+}
+
+const DOWNLOAD_STATUS = {
+  in_progress: DownloadStatus.DOWNLOAD_IN_PROGRESS,
+  completed: DownloadStatus.DOWNLOAD_COMPLETED,
+  failed: DownloadStatus.DOWNLOAD_FAILED,
+} as const;
+
+interface InstallProgressEvent {
+  component: string;
+  version: string;
+  kind?: string;
+  step: string;
+  service: string;
+  status: string;
+  index: number;
+  of: number;
+}
+
+interface InstallCompleteEvent {
+  release: ReleaseRef;
+  success: boolean;
+  outcome: string;
+  reason?: string;
+  backup_id?: string;
+}
+
+/**
+ * An internal event as the AICO message published for it; undefined for events the bus does not get
+ * (a check response the gateway itself asked for is answered to its requester instead).
+ */
+export function eventToBus(topic: string, event: unknown): BusPayload | undefined {
+  switch (topic) {
+    case Topics.checkResponse: {
+      const response = event as CheckResponse;
+      if (response.request_id?.startsWith('bus:')) return undefined;
+      return payload(UpdateCheckResponseSchema, checkResponseToBus(response, 'backend'));
+    }
+    case Topics.available: {
+      const { release, installed } = event as UpdateAvailable;
+      return payload(
+        UpdateNotificationSchema,
+        notification(
+          NotificationType.NOTIFICATION_AVAILABLE,
+          release,
+          `${release.component} ${release.version} is available (installed: ${installed})${release.notes ? `: ${release.notes}` : ''}`,
+          { actions: ['install'] },
+        ),
+      );
+    }
+    case Topics.downloadProgress: {
+      const progress = event as DownloadProgress;
+      return payload(
+        DownloadProgressSchema,
+        create(DownloadProgressSchema, {
+          updateId: updateIdOf(progress),
+          bytesDownloaded: BigInt(progress.bytes_done),
+          totalBytes: BigInt(progress.total_bytes),
+          progressPercent: progress.percent,
+          status: DOWNLOAD_STATUS[progress.status],
+          message: progress.message ?? '',
+          estimatedRemainingSeconds: Math.round(progress.eta_seconds ?? 0),
+        }),
+      );
+    }
+    case Topics.downloadComplete: {
+      const { release, install } = event as DownloadComplete;
+      return payload(
+        UpdateNotificationSchema,
+        notification(
+          NotificationType.NOTIFICATION_DOWNLOADED,
+          release,
+          `${release.component} ${release.version} is downloaded and verified; ${install === 'waits' ? 'it waits for an install request' : `it will be installed (${install})`}`,
+          install === 'waits' ? { actions: ['install'] } : {},
+        ),
+      );
+    }
+    case Topics.installProgress: {
+      const p = event as InstallProgressEvent;
+      return payload(
+        InstallUpdateResponseSchema,
+        create(InstallUpdateResponseSchema, {
+          success: true,
+          status: InstallStatus.INSTALL_IN_PROGRESS,
+          message: `${p.kind === 'rollback' ? 'rollback' : 'install'} of ${p.component} ${p.version}: step ${p.index + 1}/${p.of} ${p.step}${p.service === '*' ? '' : ` ${p.service}`} ${p.status}`,
+        }),
+      );
+    }
+    case Topics.installComplete: {
+      const c = event as InstallCompleteEvent;
+      const status = c.success
+        ? InstallStatus.INSTALL_COMPLETED
+        : c.outcome === 'rolled_back' || c.outcome === 'failed'
+          ? InstallStatus.INSTALL_FAILED
+          : InstallStatus.INSTALL_CANCELED;
+      return payload(
+        InstallUpdateResponseSchema,
+        create(InstallUpdateResponseSchema, {
+          success: c.success,
+          status,
+          message: `${c.release.component} ${c.release.version}: ${c.outcome}${c.reason ? ` (${c.reason})` : ''}`,
+          backupId: c.backup_id ?? '',
+        }),
+      );
+    }
+    case Topics.restartRequired: {
+      const r = event as RestartRequired;
+      return payload(
+        UpdateNotificationSchema,
+        notification(NotificationType.NOTIFICATION_RESTART_REQUIRED, r, r.message, { actions: ['restart'] }),
+      );
+    }
+    case Topics.restartScheduled: {
+      const r = event as RestartScheduled;
+      return payload(
+        UpdateNotificationSchema,
+        notification(
+          NotificationType.NOTIFICATION_INSTALLING,
+          r,
+          `${r.component} ${r.version} will be installed and restarted at ${r.scheduled_for} (${r.reason})`,
+          { expiry: new Date(r.scheduled_for) },
+        ),
+      );
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** AICO's UpdateStatus for a component, from what the system knows of it. */
+export function updateStatusOf(state: {
+  checkOutcome?: string | undefined;
+  available?: boolean;
+  downloaded?: boolean;
+  installing?: boolean;
+  restartRequired?: boolean;
+}): UpdateStatus {
+  if (state.installing) return UpdateStatus.INSTALLING;
+  if (state.restartRequired) return UpdateStatus.RESTART_REQUIRED;
+  if (state.downloaded) return UpdateStatus.READY_TO_INSTALL;
+  if (state.available) return UpdateStatus.UPDATE_AVAILABLE;
+  if (state.checkOutcome === 'failed') return UpdateStatus.FAILED;
+  if (state.checkOutcome) return UpdateStatus.UP_TO_DATE;
+  return UpdateStatus.UNKNOWN;
+}

@@ -1,0 +1,361 @@
+import {
+  BusDecodeError,
+  create,
+  type DescMessage,
+  decodeEnvelope,
+  type Envelope,
+  InstallStatus,
+  InstallUpdateRequestSchema,
+  InstallUpdateResponseSchema,
+  type MessageShape,
+  RollbackRequestSchema,
+  RollbackResponseSchema,
+  UpdateCheckRequestSchema,
+  UpdateCheckResponseSchema,
+  UpdateSettingsSchema,
+  UpdateStateSyncSchema,
+  unpackPayload,
+} from '@aico-update/aico-bus';
+import {
+  AppError,
+  type CheckResponse,
+  type CommandReply,
+  ExtraTopics,
+  type Logger,
+  type NatsConnection,
+  sendCommand,
+  Topics,
+} from '@aico-update/shared';
+import { checkResponseToBus, componentOf, parseUpdateId } from '../domain/mapping.ts';
+import type { GatewayMetrics } from '../metrics.ts';
+import type { BusTransport, InboundMessage } from '../transports/transport.ts';
+
+/*
+ * Requests from AICO's bus. Every message is checked in this order, and anything wrong is counted by
+ * reason, logged, and answered with an error when the sender said where to answer; nothing a peer sends
+ * can crash or block the gateway: two frames, a size bound, an AicoMessage, a known topic, a correlation
+ * id, the payload type the topic carries, no duplicate, within the rate, within the in-flight bound.
+ */
+
+/** Topics the gateway publishes (or another AICO component answers): seen on the bus, not requests. */
+const OUTBOUND = new Set<string>([
+  Topics.checkResponse,
+  Topics.available,
+  Topics.downloadProgress,
+  Topics.downloadComplete,
+  Topics.installProgress,
+  Topics.installComplete,
+  Topics.restartRequired,
+  Topics.restartScheduled,
+  ExtraTopics.installPrepare,
+  'update.install.response',
+  'update.rollback.response',
+  'update.settings.response',
+  'update.state.sync.response',
+]);
+
+export interface RequestContext {
+  envelope: Envelope;
+  correlationId: string;
+}
+
+interface Route<Req extends DescMessage = DescMessage, Res extends DescMessage = DescMessage> {
+  request: Req;
+  response: Res;
+  /** Where the answer goes when the request names no `reply_to`. */
+  responseTopic: string;
+  handle(payload: MessageShape<Req>, context: RequestContext): Promise<MessageShape<Res>>;
+  /** The response message saying a request failed (the reason also goes into its attributes). */
+  failure(message: string): MessageShape<Res>;
+}
+
+const route = <Req extends DescMessage, Res extends DescMessage>(r: Route<Req, Res>): Route =>
+  r as unknown as Route;
+
+export interface BusRequestDeps {
+  nc: NatsConnection;
+  bus: BusTransport;
+  metrics: GatewayMetrics;
+  logger: Logger;
+  clientId: string;
+  maxMessageBytes: number;
+  requestsPerSecond: number;
+  commandTimeoutMs: number;
+  /** Builds the envelope of an answer (the transport's required attributes included). */
+  encode: <Desc extends DescMessage>(
+    topic: string,
+    schema: Desc,
+    message: MessageShape<Desc>,
+    attributes: Record<string, string>,
+  ) => Uint8Array;
+  /** The current settings and state, for `update.settings` and `update.state.sync`. */
+  settings: () => MessageShape<typeof UpdateSettingsSchema>;
+  stateSync: (component: string) => Promise<MessageShape<typeof UpdateStateSyncSchema>>;
+  /** Answers to the gateway's own prepare requests, by correlation id. */
+  onPrepareAnswer: (envelope: Envelope) => void;
+}
+
+const MAX_IN_FLIGHT = 64;
+const REMEMBERED_CORRELATION_IDS = 4096;
+
+export class BusRequests {
+  readonly #deps: BusRequestDeps;
+  readonly #routes: Record<string, Route>;
+  readonly #answered = new Set<string>();
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+  #inFlight = 0;
+
+  constructor(deps: BusRequestDeps) {
+    this.#deps = deps;
+    const installFailure = (message: string) =>
+      create(InstallUpdateResponseSchema, { success: false, status: InstallStatus.INSTALL_FAILED, message });
+    this.#routes = {
+      [Topics.checkRequest]: route({
+        request: UpdateCheckRequestSchema,
+        response: UpdateCheckResponseSchema,
+        responseTopic: Topics.checkResponse,
+        handle: async (request, { envelope, correlationId }) => {
+          const response = await sendCommand<CheckResponse>(
+            deps.nc,
+            Topics.checkRequest,
+            {
+              request_id: `bus:${correlationId}`,
+              forced: envelope.attributes.forced === 'true',
+              source: envelope.source.slice(0, 200),
+            },
+            deps.commandTimeoutMs,
+          );
+          return checkResponseToBus(response, componentOf(request.componentType));
+        },
+        failure: (message) =>
+          create(UpdateCheckResponseSchema, { updateAvailable: false, updateMessage: message }),
+      }),
+      [Topics.installRequest]: route({
+        request: InstallUpdateRequestSchema,
+        response: InstallUpdateResponseSchema,
+        responseTopic: 'update.install.response',
+        handle: async (request, { envelope, correlationId }) => {
+          const target = request.updateId ? parseUpdateId(request.updateId) : undefined;
+          if (request.updateId && !target) {
+            return installFailure(
+              `update_id "${request.updateId.slice(0, 100)}" is not one the update system announced (<component>-<version>, e.g. backend-1.2.0)`,
+            );
+          }
+          // Only what the installer verified can be installed: it checks the release is downloaded and signed.
+          const reply = await sendCommand<CommandReply>(
+            deps.nc,
+            Topics.installRequest,
+            {
+              request_id: correlationId.slice(0, 200),
+              component: target?.component ?? 'backend',
+              ...(target ? { version: target.version } : {}),
+              auto_restart: request.autoRestart,
+              source: envelope.source.slice(0, 200),
+            },
+            deps.commandTimeoutMs,
+          );
+          return create(InstallUpdateResponseSchema, {
+            success: reply.accepted,
+            message: reply.message,
+            status: reply.accepted ? InstallStatus.INSTALL_PENDING : InstallStatus.INSTALL_FAILED,
+          });
+        },
+        failure: installFailure,
+      }),
+      [ExtraTopics.rollbackRequest]: route({
+        request: RollbackRequestSchema,
+        response: RollbackResponseSchema,
+        responseTopic: 'update.rollback.response',
+        handle: async (request, { envelope, correlationId }) => {
+          const component = /^(backend|frontend|updater)-/.exec(request.backupId)?.[1] ?? 'backend';
+          const reply = await sendCommand<CommandReply>(
+            deps.nc,
+            ExtraTopics.rollbackRequest,
+            {
+              request_id: correlationId.slice(0, 200),
+              component,
+              ...(request.backupId ? { backup_id: request.backupId.slice(0, 200) } : {}),
+              source: envelope.source.slice(0, 200),
+            },
+            deps.commandTimeoutMs,
+          );
+          return create(RollbackResponseSchema, { success: reply.accepted, message: reply.message });
+        },
+        failure: (message) => create(RollbackResponseSchema, { success: false, message }),
+      }),
+      [ExtraTopics.settings]: route({
+        request: UpdateSettingsSchema,
+        response: UpdateSettingsSchema,
+        responseTopic: 'update.settings.response',
+        // Settings live in the deployment's configuration (one source of truth); the bus reads them.
+        handle: async () => deps.settings(),
+        failure: () => deps.settings(),
+      }),
+      [ExtraTopics.stateSync]: route({
+        request: UpdateStateSyncSchema,
+        response: UpdateStateSyncSchema,
+        responseTopic: 'update.state.sync.response',
+        handle: async (request) => deps.stateSync(componentOf(request.componentType)),
+        failure: () => create(UpdateStateSyncSchema),
+      }),
+    };
+  }
+
+  /** Takes one message off the bus; never throws, never waits for the answer. */
+  accept(message: InboundMessage): void {
+    const { metrics, logger } = this.#deps;
+    const malformed = (reason: string, detail: string, answer?: { route: Route; envelope: Envelope }) => {
+      metrics.malformed.inc({ reason });
+      logger.warn({ reason, topic: message.rawTopic.slice(0, 200) }, `dropped a bus message: ${detail}`);
+      if (answer)
+        this.#answer(answer.route, answer.envelope, message, answer.route.failure(detail), reason, true);
+    };
+    if (message.frames !== 2) {
+      malformed('frames', `${message.frames} frame(s), AICO messages have 2`);
+      return;
+    }
+    if (message.data.byteLength > this.#deps.maxMessageBytes) {
+      malformed(
+        'too_large',
+        `${message.data.byteLength} bytes, more than bus.max_message_kib (${this.#deps.maxMessageBytes / 1024} KiB)`,
+      );
+      return;
+    }
+    let envelope: Envelope;
+    try {
+      envelope = decodeEnvelope(message.data);
+    } catch (error) {
+      malformed(error instanceof BusDecodeError ? error.reason : 'protobuf', (error as Error).message);
+      return;
+    }
+    if (envelope.source === this.#deps.clientId) return; // our own message, back through the broker
+    const topic = message.topic;
+    if (!topic) {
+      malformed('unknown_topic', `"${message.rawTopic.slice(0, 100)}" is not a topic`);
+      return;
+    }
+    metrics.messagesIn.inc({ topic });
+    if (topic === 'update.install.prepare.response') {
+      this.#deps.onPrepareAnswer(envelope);
+      return;
+    }
+    const target = this.#routes[topic];
+    if (!target) {
+      if (OUTBOUND.has(topic)) return;
+      malformed('unknown_topic', `no update-system topic "${topic}"`);
+      return;
+    }
+    const correlationId = envelope.attributes.correlation_id;
+    if (!correlationId) {
+      malformed('no_correlation_id', `a ${topic} request without attributes.correlation_id`, {
+        route: target,
+        envelope,
+      });
+      return;
+    }
+    let payload: MessageShape<DescMessage>;
+    try {
+      payload = unpackPayload(envelope, target.request);
+    } catch (error) {
+      const reason = error instanceof BusDecodeError ? error.reason : 'payload_type';
+      malformed(reason, (error as Error).message, { route: target, envelope });
+      return;
+    }
+    const key = `${envelope.source}\u0000${correlationId}`;
+    if (this.#answered.has(key)) {
+      metrics.malformed.inc({ reason: 'duplicate' });
+      return; // AICO's contract: responders drop correlation ids they already answered
+    }
+    this.#remember(key);
+    if (!this.#withinRate(topic)) {
+      metrics.malformed.inc({ reason: 'rate_limited' });
+      this.#answer(
+        target,
+        envelope,
+        message,
+        target.failure(`rate limited: more than ${this.#deps.requestsPerSecond} ${topic} per second`),
+        'RATE_LIMITED',
+      );
+      return;
+    }
+    if (this.#inFlight >= MAX_IN_FLIGHT) {
+      metrics.malformed.inc({ reason: 'busy' });
+      this.#answer(
+        target,
+        envelope,
+        message,
+        target.failure('busy: too many requests in flight, try again'),
+        'BUSY',
+      );
+      return;
+    }
+    this.#inFlight += 1;
+    const started = performance.now();
+    void target
+      .handle(payload, { envelope, correlationId })
+      .then(
+        (response) => this.#answer(target, envelope, message, response),
+        (error: unknown) => {
+          const code = error instanceof AppError ? error.code : 'FAILED';
+          logger.error({ err: error, topic }, `${topic} failed`);
+          this.#answer(target, envelope, message, target.failure((error as Error).message), code);
+          return;
+        },
+      )
+      .finally(() => {
+        this.#inFlight -= 1;
+        metrics.requestDuration.observe({ topic }, (performance.now() - started) / 1000);
+      });
+  }
+
+  /**
+   * Answers through the NATS inbox, else on `reply_to`, else on the topic's response topic. A malformed
+   * request (`onlyToAsker`) is only answered where the requester said where to answer.
+   */
+  #answer(
+    route: Route,
+    envelope: Envelope,
+    message: InboundMessage,
+    response: MessageShape<DescMessage>,
+    errorCode?: string,
+    onlyToAsker = false,
+  ): void {
+    const replyTo = envelope.attributes.reply_to;
+    if (onlyToAsker && !message.respond && !replyTo) return;
+    const attributes: Record<string, string> = {
+      correlation_id: envelope.attributes.correlation_id ?? '',
+      ...(errorCode ? { error_code: errorCode } : {}),
+    };
+    const bytes = this.#deps.encode(route.responseTopic, route.response, response, attributes);
+    const sent = message.respond
+      ? Promise.resolve(message.respond(bytes))
+      : replyTo
+        ? this.#deps.bus.publishVerbatim(replyTo, bytes)
+        : this.#deps.bus.publish(route.responseTopic, bytes);
+    void sent.then(
+      () => this.#deps.metrics.messagesOut.inc({ topic: route.responseTopic }),
+      (error: unknown) => this.#deps.logger.error({ err: error }, `could not answer ${route.responseTopic}`),
+    );
+  }
+
+  #remember(key: string): void {
+    this.#answered.add(key);
+    if (this.#answered.size > REMEMBERED_CORRELATION_IDS) {
+      const oldest = this.#answered.values().next().value as string;
+      this.#answered.delete(oldest);
+    }
+  }
+
+  /** A token bucket per topic: `requestsPerSecond`, bursts of twice that. */
+  #withinRate(topic: string): boolean {
+    const rate = this.#deps.requestsPerSecond;
+    const now = performance.now();
+    const bucket = this.#buckets.get(topic) ?? { tokens: rate * 2, at: now };
+    bucket.tokens = Math.min(rate * 2, bucket.tokens + ((now - bucket.at) / 1000) * rate);
+    bucket.at = now;
+    this.#buckets.set(topic, bucket);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+}

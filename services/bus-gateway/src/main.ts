@@ -1,0 +1,297 @@
+import { createHash } from 'node:crypto';
+import {
+  create,
+  type DescMessage,
+  type Envelope,
+  encodeEnvelope,
+  type MessageShape,
+  PrepareForUpdateRequestSchema,
+  PrepareForUpdateResponseSchema,
+  spellTopic,
+  timestampFromDate,
+  UpdateSettingsSchema,
+  UpdateStateSyncSchema,
+  unpackPayload,
+} from '@aico-update/aico-bus';
+import {
+  type CheckResponse,
+  connectInfrastructure,
+  consumeEvents,
+  createLogger,
+  createMetricsRegistry,
+  createServiceApp,
+  ExtraTopics,
+  type Logger,
+  listen,
+  type PrepareAnswer,
+  prepareRequestSchema,
+  type RunningHttpService,
+  runService,
+  Shutdown,
+  StateKeys,
+  Subjects,
+  Topics,
+} from '@aico-update/shared';
+import { type GatewayConfig, gatewayConfigSchema } from './config.ts';
+import { controlApi } from './control-api.ts';
+import { componentTypeOf, eventToBus, updateIdOf, updateStatusOf } from './domain/mapping.ts';
+import { BusRequests } from './handlers/bus-requests.ts';
+import { createGatewayMetrics } from './metrics.ts';
+import { NatsBus } from './transports/nats-bus.ts';
+import type { BusTransport } from './transports/transport.ts';
+import { ZeroMqBroker, ZeroMqBus } from './transports/zeromq.ts';
+
+export type RunningGateway = RunningHttpService & { bus: BusTransport };
+
+/** Durable consumer of the internal event stream: what the bus missed while the gateway was down. */
+export const GATEWAY_CONSUMER = 'bus-gateway';
+const COMMAND_TIMEOUT_MS = 30_000;
+
+/** The composition root: config → logger → Redis, NATS → AICO bus → requests, events, prepare, control API. */
+export async function startGateway(
+  config: GatewayConfig,
+  options: { logger?: Logger } = {},
+): Promise<RunningGateway> {
+  const logger = options.logger ?? createLogger('bus-gateway', config.log.level);
+  const shutdown = new Shutdown(logger);
+  const registry = createMetricsRegistry('bus-gateway');
+  const metrics = createGatewayMetrics(registry);
+  const settings = config.bus;
+  try {
+    const { redis, nc } = await connectInfrastructure(config, 'bus-gateway', logger, shutdown);
+
+    if (settings.mode === 'zeromq' && settings.zeromq.bind_broker) {
+      const broker = new ZeroMqBroker({
+        curve: settings.zeromq.curve,
+        secretKey: settings.zeromq.server_secret_key,
+        publicKey: settings.zeromq.server_public_key,
+      });
+      await broker.bind(settings.zeromq.bind_host, settings.zeromq.pub_port, settings.zeromq.sub_port);
+      shutdown.add('broker', () => broker.close());
+      logger.info(
+        { pub_port: settings.zeromq.pub_port, sub_port: settings.zeromq.sub_port },
+        'serving as the AICO message broker',
+      );
+    }
+    const bus: BusTransport =
+      settings.mode === 'zeromq'
+        ? new ZeroMqBus({
+            host: settings.zeromq.host,
+            pubPort: settings.zeromq.pub_port,
+            subPort: settings.zeromq.sub_port,
+            curve: settings.zeromq.curve,
+            serverPublicKey: settings.zeromq.server_public_key,
+            topicStyle: settings.topic_style,
+            heartbeatMs: settings.zeromq.heartbeat_seconds * 1000,
+            logger,
+          })
+        : new NatsBus({
+            servers: settings.nats.servers.split(',').map((s) => s.trim()),
+            tenant: settings.nats.tenant || undefined,
+            name: settings.client_id,
+            logger,
+          });
+
+    /** Every message the gateway publishes; AICO's NATS contract also wants its request attributes. */
+    const encode = <Desc extends DescMessage>(
+      topic: string,
+      schema: Desc,
+      message: MessageShape<Desc>,
+      attributes: Record<string, string>,
+      messageId?: string,
+    ): Uint8Array => {
+      const id = messageId ?? crypto.randomUUID();
+      const natsAttributes: Record<string, string> =
+        settings.mode === 'nats'
+          ? {
+              tenant_id: settings.nats.tenant || 'default',
+              user_id: settings.nats.user_id,
+              request_id: attributes.correlation_id || id,
+              idempotency_key: id,
+              reply_to: '',
+            }
+          : {};
+      return encodeEnvelope(topic, schema, message, {
+        source: settings.client_id,
+        attributes: { ...natsAttributes, correlation_id: id, ...attributes },
+        messageId: id,
+      });
+    };
+
+    // The prepare signal, installer → AICO components: each answer on the bus is one answer to the installer.
+    const prepareWaiters = new Map<string, (envelope: Envelope) => void>();
+    const prepareSubscription = nc.subscribe(Subjects.command(ExtraTopics.installPrepare), {
+      callback: (_error, msg) => {
+        const parsed = prepareRequestSchema.safeParse(safeJson(msg.string()));
+        if (!parsed.success || !msg.reply) return;
+        const correlationId = crypto.randomUUID();
+        prepareWaiters.set(correlationId, (envelope) => {
+          try {
+            const answer = unpackPayload(envelope, PrepareForUpdateResponseSchema);
+            const reply: PrepareAnswer = {
+              v: 1,
+              ready: answer.ready,
+              message: answer.message,
+              blocking_operations: answer.blockingOperations,
+              suggested_delay_seconds: answer.suggestedDelaySeconds,
+              source: envelope.source,
+            };
+            msg.respond(JSON.stringify(reply));
+          } catch (error) {
+            metrics.malformed.inc({ reason: 'payload_type' });
+            logger.warn({ err: error }, 'ignored a malformed prepare answer');
+          }
+        });
+        setTimeout(() => prepareWaiters.delete(correlationId), settings.prepare_collect_ms).unref();
+        const request = create(PrepareForUpdateRequestSchema, {
+          updateId: updateIdOf(parsed.data),
+          componentType: componentTypeOf(parsed.data.component),
+          estimatedDowntimeSeconds: parsed.data.estimated_downtime_seconds,
+        });
+        void bus
+          .publish(
+            ExtraTopics.installPrepare,
+            encode(ExtraTopics.installPrepare, PrepareForUpdateRequestSchema, request, {
+              correlation_id: correlationId,
+              reply_to:
+                settings.mode === 'nats'
+                  ? 'update.install.prepare.response'
+                  : spellTopic('update.install.prepare.response', settings.topic_style),
+            }),
+          )
+          .then(() => metrics.messagesOut.inc({ topic: ExtraTopics.installPrepare }));
+      },
+    });
+    shutdown.add('prepare bridge', async () => prepareSubscription.unsubscribe());
+
+    const progress: Record<string, unknown> = {};
+    const requests = new BusRequests({
+      nc,
+      bus,
+      metrics,
+      logger,
+      clientId: settings.client_id,
+      maxMessageBytes: settings.max_message_kib * 1024,
+      requestsPerSecond: settings.requests_per_second,
+      commandTimeoutMs: COMMAND_TIMEOUT_MS,
+      encode,
+      settings: () =>
+        create(UpdateSettingsSchema, {
+          autoCheck: true,
+          checkIntervalHours: Math.round(config.update.check_interval),
+          autoDownload: config.update.auto_download,
+          autoInstall: config.update.auto_install,
+          includeBeta: config.update.channel !== 'stable',
+          preferredInstallTime: config.update.preferred_time,
+          notifyAvailable: config.update.notify_available,
+          allowRestart: true,
+          updateChannel: config.update.channel,
+        }),
+      stateSync: async (component) => {
+        const [installed, lastCheck, downloaded] = await Promise.all([
+          redis.hget(StateKeys.installed, component),
+          redis.get(StateKeys.lastCheck),
+          redis.hkeys(StateKeys.downloaded),
+        ]);
+        const check = lastCheck ? (JSON.parse(lastCheck) as CheckResponse) : undefined;
+        const update = check?.components.find((c) => c.component === component)?.update;
+        const install = progress[Topics.installProgress] as { component?: string; step?: string } | undefined;
+        return create(UpdateStateSyncSchema, {
+          deviceId: settings.client_id,
+          componentType: componentTypeOf(component),
+          currentVersion: { version: installed ?? '' },
+          updateId: update ? updateIdOf(update) : '',
+          updateStatus: updateStatusOf({
+            checkOutcome: check?.outcome,
+            available: Boolean(update),
+            downloaded: Boolean(update && downloaded.includes(`${component}@${update.version}`)),
+            installing: install?.component === component && install.step !== 'commit',
+          }),
+          ...(check ? { lastCheck: timestampFromDate(new Date(check.checked_at)) } : {}),
+        });
+      },
+      onPrepareAnswer: (envelope) => prepareWaiters.get(envelope.attributes.correlation_id ?? '')?.(envelope),
+    });
+    await bus.start((message) => requests.accept(message));
+    shutdown.add('bus', () => bus.close());
+
+    // Internal events → the bus, from the durable consumer: nothing is lost while the bus is down.
+    const stopEvents = await consumeEvents(
+      nc,
+      GATEWAY_CONSUMER,
+      async (topic, payload, sequence) => {
+        if (topic === Topics.downloadProgress || topic === Topics.installProgress) progress[topic] = payload;
+        if (topic === Topics.installComplete) delete progress[Topics.installProgress];
+        const mapped = eventToBus(topic, payload);
+        if (!mapped) return;
+        if (!bus.connected()) throw new Error(`the AICO bus is not connected: ${bus.problem()}`);
+        // The message id derives from the event's place in the stream: a redelivery has the same id.
+        await bus.publish(topic, encode(topic, mapped.schema, mapped.message, {}, eventMessageId(sequence)));
+        metrics.messagesOut.inc({ topic });
+      },
+      logger,
+    );
+    shutdown.add('event consumer', stopEvents);
+
+    let wasConnected: boolean | undefined;
+    const watch = setInterval(() => {
+      const connected = bus.connected();
+      metrics.connected.set(connected ? 1 : 0);
+      if (connected !== wasConnected && (wasConnected !== undefined || !connected)) {
+        if (connected) logger.info(`AICO bus (${bus.kind}) connected`);
+        else logger.error(`AICO bus (${bus.kind}) not connected: ${bus.problem()}`);
+      }
+      wasConnected = connected;
+    }, 1000);
+    shutdown.add('bus watch', async () => clearInterval(watch));
+
+    const app = createServiceApp({
+      registry,
+      logger,
+      readiness: [
+        { name: 'redis', check: async () => void (await redis.ping()) },
+        { name: 'nats', check: async () => void (await nc.flush()) },
+        {
+          name: 'aico-bus',
+          check: async () => {
+            const problem = bus.problem();
+            if (problem) throw new Error(problem);
+          },
+        },
+      ],
+      routes: controlApi({
+        redis,
+        nc,
+        token: config.control.token,
+        commandTimeoutMs: COMMAND_TIMEOUT_MS,
+        progress: () => ({ ...progress }),
+        bus: () => ({ mode: bus.kind, connected: bus.connected(), problem: bus.problem() }),
+      }),
+    });
+    const http = await listen(app, config.http.host, config.http.port);
+    shutdown.add('http', () => http.close());
+    logger.info({ port: http.port, mode: settings.mode }, 'bus gateway started');
+    return { port: http.port, bus, stop: () => shutdown.stop() };
+  } catch (error) {
+    await shutdown.stop();
+    throw error;
+  }
+}
+
+/** A stable UUID-shaped id for the event at `sequence` of the stream. */
+function eventMessageId(sequence: number): string {
+  const hex = createHash('sha256').update(`aico-update-event:${sequence}`).digest('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(13, 16)}-a${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+if (import.meta.main) {
+  await runService('bus-gateway', gatewayConfigSchema, (config, logger) => startGateway(config, { logger }));
+}

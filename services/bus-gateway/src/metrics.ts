@@ -1,0 +1,40 @@
+import { METRIC_PREFIX } from '@aico-update/shared';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
+
+export function createGatewayMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    messagesIn: new Counter({
+      name: `${METRIC_PREFIX}bus_messages_in_total`,
+      help: 'Well-formed messages received from the AICO bus, by canonical topic.',
+      labelNames: ['topic'] as const,
+      registers,
+    }),
+    messagesOut: new Counter({
+      name: `${METRIC_PREFIX}bus_messages_out_total`,
+      help: 'Messages published on the AICO bus, by canonical topic.',
+      labelNames: ['topic'] as const,
+      registers,
+    }),
+    malformed: new Counter({
+      name: `${METRIC_PREFIX}bus_malformed_messages_total`,
+      help: 'Bus messages dropped or refused, by reason (frames, too_large, protobuf, payload_type, unknown_topic, no_correlation_id, duplicate, rate_limited, busy, …).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: `${METRIC_PREFIX}bus_request_duration_seconds`,
+      help: 'From a bus request to its answer, by canonical topic.',
+      labelNames: ['topic'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+      registers,
+    }),
+    connected: new Gauge({
+      name: `${METRIC_PREFIX}bus_connected`,
+      help: '1 when messages make the round trip through the AICO bus, else 0.',
+      registers,
+    }),
+  };
+}
