@@ -55,7 +55,8 @@ export async function startGateway(
   const logger = options.logger ?? createLogger('bus-gateway', config.log.level);
   const shutdown = new Shutdown(logger);
   const registry = createMetricsRegistry('bus-gateway');
-  const metrics = createGatewayMetrics(registry);
+  let busConnected = () => false;
+  const metrics = createGatewayMetrics(registry, () => busConnected());
   const settings = config.bus;
   try {
     const { redis, nc } = await connectInfrastructure(config, 'bus-gateway', logger, shutdown);
@@ -91,6 +92,8 @@ export async function startGateway(
             name: settings.client_id,
             logger,
           });
+
+    busConnected = () => bus.connected();
 
     /** Every message the gateway publishes; AICO's NATS contract also wants its request attributes. */
     const encode = <Desc extends DescMessage>(
@@ -236,7 +239,6 @@ export async function startGateway(
     let wasConnected: boolean | undefined;
     const watch = setInterval(() => {
       const connected = bus.connected();
-      metrics.connected.set(connected ? 1 : 0);
       if (connected !== wasConnected && (wasConnected !== undefined || !connected)) {
         if (connected) logger.info(`AICO bus (${bus.kind}) connected`);
         else logger.error(`AICO bus (${bus.kind}) not connected: ${bus.problem()}`);

@@ -3,7 +3,8 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
 
-export function createGatewayMetrics(registry: Registry) {
+/** `busConnected` is read at every scrape. */
+export function createGatewayMetrics(registry: Registry, busConnected: () => boolean) {
   const registers = [registry];
   return {
     messagesIn: new Counter({
@@ -35,6 +36,9 @@ export function createGatewayMetrics(registry: Registry) {
       name: `${METRIC_PREFIX}bus_connected`,
       help: '1 when messages make the round trip through the AICO bus, else 0.',
       registers,
+      collect() {
+        this.set(busConnected() ? 1 : 0);
+      },
     }),
   };
 }
