@@ -31,6 +31,9 @@ command -v redis-server >/dev/null || apt_packages+=(redis-server)
 command -v nats-server >/dev/null || apt_packages+=(nats-server)
 command -v openssl >/dev/null || apt_packages+=(openssl)
 command -v curl >/dev/null || apt_packages+=(curl)
+# The bus gateway's interop test: a Python AICO peer, as AICO's backend is built (pyzmq + protobuf).
+dpkg -s python3-zmq >/dev/null 2>&1 || apt_packages+=(python3-zmq)
+dpkg -s python3-protobuf >/dev/null 2>&1 || apt_packages+=(python3-protobuf)
 if $want_docker; then
   command -v dockerd >/dev/null || apt_packages+=(docker.io)
   # Static busybox: the sample "AICO backend" images of the installer tests are built from it.

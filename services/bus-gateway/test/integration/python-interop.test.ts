@@ -1,0 +1,108 @@
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { RunningChecker } from '@aico-update/checker';
+import { startTestChecker } from '@aico-update/checker/testing';
+import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
+import { loadConfig } from '@aico-update/shared';
+import { freePort, type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gatewayConfigSchema } from '../../src/config.ts';
+import { type RunningGateway, startGateway } from '../../src/main.ts';
+
+/*
+ * Interop with another language: a Python peer built like AICO's backend (Debian's python3-zmq and
+ * python3-protobuf, message classes from our descriptor set) is the AICO broker the gateway connects
+ * to, and an AICO frontend asking for an update check. Its bytes go into our parser, ours into its.
+ */
+
+const PYTHON = '/usr/bin/python3';
+const peerScript = resolve(import.meta.dirname, '../interop/aico_peer.py');
+const descriptors = resolve(import.meta.dirname, '../../../../libs/aico-bus/proto/aico.binpb');
+
+let redis: SpawnedServer;
+let nats: SpawnedServer;
+let repo: TestRepository;
+let checker: RunningChecker;
+let gateway: RunningGateway | undefined;
+
+beforeAll(async () => {
+  [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
+  repo = await startTestRepository();
+  await repo.publish({ component: 'backend', version: '1.0.0', channel: 'stable' });
+  await repo.publish({ component: 'backend', version: '1.3.0', channel: 'stable' });
+  checker = await startTestChecker(repo, redis, nats, { AICO_UPDATE_AUTO_DOWNLOAD: 'false' });
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.stop();
+  await checker.stop();
+  await repo.close();
+  await Promise.all([redis.stop(), nats.stop()]);
+});
+
+describe('interop with a Python AICO peer', () => {
+  it('a Python frontend checks for updates through a Python broker and gets our UpdateCheckResponse', async () => {
+    const [pubPort, subPort] = [await freePort(), await freePort()];
+    const python = spawn(
+      PYTHON,
+      [
+        peerScript,
+        '--descriptors',
+        descriptors,
+        '--pub-port',
+        String(pubPort),
+        '--sub-port',
+        String(subPort),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    python.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    const events: Record<string, unknown>[] = [];
+    const lines = createInterface({ input: python.stdout });
+    const exited = new Promise<number | null>((done) => python.on('close', done));
+    const brokerReady = new Promise<void>((ready, failed) => {
+      lines.on('line', (line) => {
+        const event = JSON.parse(line) as Record<string, unknown>;
+        events.push(event);
+        if (event.event === 'broker_ready') ready();
+      });
+      python.on('close', () => failed(new Error(`the Python peer exited: ${stderr}`)));
+    });
+    await brokerReady;
+    gateway = await startGateway(
+      loadConfig(gatewayConfigSchema, {
+        env: {
+          AICO_BUS_ZEROMQ_HOST: '127.0.0.1',
+          AICO_BUS_ZEROMQ_PUB_PORT: String(pubPort),
+          AICO_BUS_ZEROMQ_SUB_PORT: String(subPort),
+          AICO_BUS_TOPIC_STYLE: 'slashes_v1',
+          AICO_REDIS_URL: redis.url,
+          AICO_NATS_SERVERS: nats.url,
+          AICO_HTTP_HOST: '127.0.0.1',
+          AICO_HTTP_PORT: '0',
+        },
+      }),
+      { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) },
+    );
+    const deadline = Date.now() + 20_000;
+    while (!events.some((e) => e.event !== 'broker_ready') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(events.at(-1), stderr).toEqual({
+      event: 'answer',
+      topic: 'update/check/response/v1',
+      source: 'aico-update-gateway',
+      message_type: 'update.check.response',
+      update_available: true,
+      latest_version: '1.3.0',
+      update_id: 'backend-1.3.0',
+    });
+    python.kill();
+    await exited;
+  });
+});
