@@ -33,6 +33,8 @@ export class ZeroMqBus implements BusTransport {
   #sub: Subscriber | undefined;
   #timer: NodeJS.Timeout | undefined;
   #lastHeartbeat = 0;
+  /** ZeroMQ sockets take one send at a time (a second one fails with EBUSY): sends queue here. */
+  #sending: Promise<unknown> = Promise.resolve();
   readonly #started = Date.now();
 
   constructor(options: ZeroMqOptions) {
@@ -62,7 +64,7 @@ export class ZeroMqBus implements BusTransport {
     this.#sub.subscribe('update.');
     this.#sub.subscribe('update/');
     void this.#receive(this.#sub, onMessage);
-    const beat = () => void this.#pub?.send([this.#heartbeatTopic, '']).catch(() => undefined);
+    const beat = () => void this.#send([this.#heartbeatTopic, '']).catch(() => undefined);
     beat();
     this.#timer = setInterval(beat, this.#options.heartbeatMs);
   }
@@ -94,8 +96,15 @@ export class ZeroMqBus implements BusTransport {
   }
 
   async publishVerbatim(topic: string, data: Uint8Array): Promise<void> {
-    if (!this.#pub) throw new Error('the ZeroMQ bus is not started');
-    await this.#pub.send([topic, data]);
+    await this.#send([topic, data]);
+  }
+
+  #send(frames: [string, Uint8Array | string]): Promise<void> {
+    const pub = this.#pub;
+    if (!pub) return Promise.reject(new Error('the ZeroMQ bus is not started'));
+    const sent = this.#sending.then(() => pub.send(frames));
+    this.#sending = sent.catch(() => undefined);
+    return sent;
   }
 
   connected(): boolean {
