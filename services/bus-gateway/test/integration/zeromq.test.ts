@@ -168,6 +168,31 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
     expect(await metric(g, /^aico_update_bus_connected[{ ]/)).toBe(1);
   });
 
+  it('answers a burst of concurrent requests without losing one', async () => {
+    const g = await gateway({ AICO_BUS_REQUESTS_PER_SECOND: '1000' });
+    await until(() => g.bus.connected(), 'the bus to connect');
+    const frontend = peer();
+    await frontend.settle();
+    const ids = Array.from({ length: 60 }, () => randomUUID());
+    await Promise.all(
+      ids.map((id) =>
+        frontend.send(
+          'update.check.request',
+          UpdateCheckRequestSchema,
+          create(UpdateCheckRequestSchema, {}),
+          {
+            correlation_id: id,
+          },
+        ),
+      ),
+    );
+    await until(
+      () => ids.every((id) => frontend.received.some((m) => m.envelope?.attributes.correlation_id === id)),
+      'every request to be answered',
+      20_000,
+    );
+  });
+
   it('counts, logs and answers bad input, and keeps serving', async () => {
     const g = await gateway({ AICO_BUS_REQUESTS_PER_SECOND: '5' });
     await until(() => g.bus.connected(), 'the bus to connect');

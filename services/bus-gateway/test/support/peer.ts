@@ -18,6 +18,7 @@ export class ZmqPeer {
   readonly received: { topic: string; frames: Buffer[]; envelope?: Envelope }[] = [];
   readonly #pub: Publisher;
   readonly #sub: Subscriber;
+  #sending: Promise<unknown> = Promise.resolve();
 
   constructor(host: string, pubPort: number, subPort: number, serverKey: string | undefined) {
     const keys = curveKeyPair();
@@ -57,14 +58,14 @@ export class ZmqPeer {
     message: MessageShape<Desc>,
     attributes: Record<string, string> = {},
   ): Promise<void> {
-    await this.#pub.send([
-      topic,
-      encodeEnvelope(topic, schema, message, { source: this.source, attributes }),
-    ]);
+    await this.sendFrames(topic, encodeEnvelope(topic, schema, message, { source: this.source, attributes }));
   }
 
-  async sendFrames(...frames: (string | Uint8Array)[]): Promise<void> {
-    await this.#pub.send(frames);
+  /** One send at a time, as ZeroMQ sockets require. */
+  sendFrames(...frames: (string | Uint8Array)[]): Promise<void> {
+    const sent = this.#sending.then(() => this.#pub.send(frames));
+    this.#sending = sent.catch(() => undefined);
+    return sent;
   }
 
   /** The answer carrying `correlationId`, unpacked as `schema`. */
