@@ -13,7 +13,7 @@ import type { RunningChecker } from '@aico-update/checker';
 import { startTestChecker } from '@aico-update/checker/testing';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import { EventPublisher, ensureEventStream, loadConfig, Topics } from '@aico-update/shared';
-import { type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
+import { type SpawnedServer, spawnNats, spawnRedis, waitUntil } from '@aico-update/shared/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -117,10 +117,10 @@ describe('bus gateway on NATS (AICO since 2026)', () => {
         message,
       });
     await restart('before');
-    await until(() => seen.includes('before'), 'the first event');
+    await waitUntil(() => seen.includes('before'), 'the first event');
     await internal.restart();
-    await until(() => !nc.isClosed() && nc.info !== undefined, 'reconnect');
-    await until(
+    await waitUntil(() => !nc.isClosed() && nc.info !== undefined, 'reconnect');
+    await waitUntil(
       async () => {
         try {
           await restart('after');
@@ -132,22 +132,10 @@ describe('bus gateway on NATS (AICO since 2026)', () => {
       'publishing after the restart',
       20_000,
     );
-    await until(() => seen.includes('after'), 'the event published after the restart', 20_000);
+    await waitUntil(() => seen.includes('after'), 'the event published after the restart', 20_000);
     expect(seen.filter((m) => m === 'before')).toHaveLength(1);
     await nc.close();
     const ready = await fetch(`http://127.0.0.1:${gateway.port}/readyz`);
     expect(ready.status).toBe(200);
   }, 60_000);
 });
-
-async function until(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

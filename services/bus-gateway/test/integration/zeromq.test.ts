@@ -25,7 +25,7 @@ import {
   Subjects,
   Topics,
 } from '@aico-update/shared';
-import { freePort, type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
+import { freePort, type SpawnedServer, spawnNats, spawnRedis, waitUntil } from '@aico-update/shared/testing';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { pino } from 'pino';
@@ -109,18 +109,6 @@ function peer(serverKey: string | undefined = AICO_BROKER_PUBLIC_KEY): ZmqPeer {
   return p;
 }
 
-async function until(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 async function metric(g: RunningGateway, pattern: RegExp): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${g.port}/metrics`)).text();
   const match = text.split('\n').find((line) => pattern.test(line));
@@ -131,7 +119,7 @@ async function metric(g: RunningGateway, pattern: RegExp): Promise<number> {
 describe('bus gateway on ZeroMQ with CurveZMQ', () => {
   it('answers an AICO frontend’s update.check.request in any spelling with an UpdateCheckResponse', async () => {
     const g = await gateway();
-    await until(() => g.bus.connected(), 'the bus to connect');
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
     const frontend = peer();
     await frontend.settle();
     for (const [topic, correlationId] of [
@@ -170,7 +158,7 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
 
   it('answers a burst of concurrent requests without losing one', async () => {
     const g = await gateway({ AICO_BUS_REQUESTS_PER_SECOND: '1000' });
-    await until(() => g.bus.connected(), 'the bus to connect');
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
     const frontend = peer();
     await frontend.settle();
     const ids = Array.from({ length: 60 }, () => randomUUID());
@@ -186,7 +174,7 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
         ),
       ),
     );
-    await until(
+    await waitUntil(
       () => ids.every((id) => frontend.received.some((m) => m.envelope?.attributes.correlation_id === id)),
       'every request to be answered',
       20_000,
@@ -195,7 +183,7 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
 
   it('counts, logs and answers bad input, and keeps serving', async () => {
     const g = await gateway({ AICO_BUS_REQUESTS_PER_SECOND: '5' });
-    await until(() => g.bus.connected(), 'the bus to connect');
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
     const frontend = peer();
     await frontend.settle();
     const check = create(UpdateCheckRequestSchema, {});
@@ -230,7 +218,7 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
     expect(refused.payload.success).toBe(false);
     expect(refused.payload.message).toMatch(/expected a aico\.core\.InstallUpdateRequest payload/);
     expect(refused.envelope.attributes.error_code).toBe('payload_type');
-    await until(
+    await waitUntil(
       () => flood.every((id) => frontend.received.some((m) => m.envelope?.attributes.correlation_id === id)),
       'every flooded request to be answered',
     );
@@ -306,7 +294,7 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
     const external = { AICO_BUS_ZEROMQ_BIND_BROKER: 'false' };
     const frontend = peer();
     let g = await gateway(external);
-    await until(() => g.bus.connected(), 'the bus to connect');
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
     await frontend.settle();
     const events = new EventPublisher(nc);
     const release = {
@@ -365,7 +353,7 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
 
   it('asks AICO components to prepare and passes their answers to the installer', async () => {
     const g = await gateway();
-    await until(() => g.bus.connected(), 'the bus to connect');
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
     const component = peer();
     await component.settle();
     const asked = (async () => {
@@ -409,7 +397,7 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
 
   it('answers update.state.sync with the component’s state', async () => {
     const g = await gateway();
-    await until(() => g.bus.connected(), 'the bus to connect');
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
     const frontend = peer();
     await frontend.settle();
     const id = randomUUID();

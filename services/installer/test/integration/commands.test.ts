@@ -9,7 +9,14 @@ import {
   Subjects,
   Topics,
 } from '@aico-update/shared';
-import { docker, makeTempDir, type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
+import {
+  docker,
+  makeTempDir,
+  type SpawnedServer,
+  spawnNats,
+  spawnRedis,
+  waitUntil,
+} from '@aico-update/shared/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -68,16 +75,6 @@ async function command(topic: string, body: unknown): Promise<CommandReply & { e
   return reply.json();
 }
 
-async function until<T>(find: () => T | undefined, what: string, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = find();
-    if (found !== undefined) return found;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 describe('installer commands over NATS', () => {
   it('installs only a downloaded, verified release on request, then rolls it back with its data on request', async () => {
     deployment = await new SampleDeployment().start();
@@ -126,7 +123,11 @@ describe('installer commands over NATS', () => {
         accepted: true,
         job_id: 'install-backend-1.1.0',
       });
-      const installed = await until(() => completes.find((c) => c.outcome === 'installed'), 'the install');
+      const installed = await waitUntil(
+        () => completes.find((c) => c.outcome === 'installed'),
+        'the install',
+        60_000,
+      );
       expect(await deployment.version()).toBe('1.1.0');
       expect(installed.backup_id).toMatch(/^backend-1\.0\.0-/);
       expect(await deployment.exec(deployment.name, 'ls /data')).toContain('written-by-1.1.0');
@@ -134,9 +135,10 @@ describe('installer commands over NATS', () => {
       expect(
         await command(ExtraTopics.rollbackRequest, { backup_id: installed.backup_id, source: 'test' }),
       ).toMatchObject({ accepted: true });
-      const rolledBack = await until(
+      const rolledBack = await waitUntil(
         () => completes.find((c) => c.outcome === 'rolled_back'),
         'the rollback',
+        60_000,
       );
       expect(rolledBack.release.version).toBe('1.1.0');
       expect(await deployment.version()).toBe('1.0.0');
@@ -184,7 +186,7 @@ describe('installer commands over NATS', () => {
     expect(await installRelease(deps, { ...job, auto_restart: false })).toMatchObject({ outcome: 'staged' });
     expect((await deployment.inspect()).State.StartedAt).toBe(before.State.StartedAt);
     expect(await runtime.imageExists(await stagedImageId(dir))).toBe(true);
-    await until(() => required[0], 'update.restart.required');
+    await waitUntil(() => required[0], 'update.restart.required');
     expect(required[0]).toMatchObject({
       version: '1.1.0',
       message: expect.stringMatching(/when backend restarts/),

@@ -11,6 +11,7 @@ import {
   spawnNats,
   spawnRedis,
   testTag,
+  waitUntil,
 } from '@aico-update/shared/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Queue } from 'bullmq';
@@ -91,14 +92,6 @@ function startInstaller(name: string, stateDir: string): ChildProcess {
   return child;
 }
 
-async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 describe('installer crash recovery', () => {
   it.each(KILL_POINTS)(
     'killed at %s: restarted, the host is consistent and healthy, and the install completes',
@@ -123,10 +116,10 @@ describe('installer crash recovery', () => {
         tag,
       );
       try {
-        await until(
+        await waitUntil(
           async () => (await docker('inspect', '--format', '{{.State.Health.Status}}', name)) === 'healthy',
-          20_000,
           'the old container to be healthy',
+          20_000,
         );
 
         const first = startInstaller(name, stateDir);
@@ -151,18 +144,18 @@ describe('installer crash recovery', () => {
 
         startInstaller(name, stateDir);
         // Consistent and healthy, then installed by replay.
-        await until(
+        await waitUntil(
           async () => (await redisClient.hget(StateKeys.installed, 'backend')) === '1.1.0',
-          60_000,
           'the install to complete',
+          60_000,
         );
         const state = JSON.parse(await docker('inspect', name))[0];
         expect(state.Image).toBe(newId);
         expect(state.State.Running).toBe(true);
-        await until(
+        await waitUntil(
           async () => (await docker('inspect', '--format', '{{.State.Health.Status}}', name)) === 'healthy',
-          20_000,
           'healthy',
+          20_000,
         );
         await expect(docker('inspect', `${name}${PREVIOUS_SUFFIX}`)).rejects.toThrow();
         await expect(access(join(stateDir, 'install-journal.json'))).rejects.toThrow();
