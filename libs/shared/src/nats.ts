@@ -101,12 +101,14 @@ export async function lastEvent<T>(nc: NatsConnection, topic: Topic): Promise<T 
  * Delivers every durable event to `handle`, through a durable JetStream consumer: what arrives while the
  * consumer's service is down is delivered when it is back, and an event is acknowledged only after
  * `handle` succeeded (a failure is retried after a second). A new consumer starts with new events.
+ * Delivery is at least once: an acknowledgement lost in a NATS restart redelivers the event with the
+ * same `eventId`.
  * Returns a stop function.
  */
 export async function consumeEvents(
   nc: NatsConnection,
   durable: string,
-  handle: (topic: string, payload: unknown, sequence: number) => Promise<void>,
+  handle: (topic: string, payload: unknown, eventId: string) => Promise<void>,
   logger: Logger,
 ): Promise<() => Promise<void>> {
   const jsm = await jetstreamManager(nc);
@@ -127,7 +129,9 @@ export async function consumeEvents(
   const done = (async () => {
     for await (const message of messages) {
       try {
-        await handle(message.subject.slice(prefix.length), message.json(), message.seq);
+        // Unique per stored event, also across a re-created stream (sequence numbers restart there).
+        const eventId = `${message.seq}-${message.info.timestampNanos}`;
+        await handle(message.subject.slice(prefix.length), message.json(), eventId);
         message.ack();
       } catch (error) {
         logger.error({ err: error, subject: message.subject }, 'event handling failed; retrying');

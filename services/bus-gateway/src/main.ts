@@ -46,6 +46,8 @@ export type RunningGateway = RunningHttpService & { bus: BusTransport };
 /** Durable consumer of the internal event stream: what the bus missed while the gateway was down. */
 export const GATEWAY_CONSUMER = 'bus-gateway';
 const COMMAND_TIMEOUT_MS = 30_000;
+/** Redis keys marking events already published on the bus; kept 8 days, far beyond any redelivery. */
+const PUBLISHED_KEY_PREFIX = 'aico-update:gateway:published:';
 
 /** The composition root: config → logger → Redis, NATS → AICO bus → requests, events, prepare, control API. */
 export async function startGateway(
@@ -222,14 +224,17 @@ export async function startGateway(
     const stopEvents = await consumeEvents(
       nc,
       GATEWAY_CONSUMER,
-      async (topic, payload, sequence) => {
+      async (topic, payload, eventId) => {
         if (topic === Topics.downloadProgress || topic === Topics.installProgress) progress[topic] = payload;
         if (topic === Topics.installComplete) delete progress[Topics.installProgress];
         const mapped = eventToBus(topic, payload);
         if (!mapped) return;
+        // A redelivery (its acknowledgement was lost) that is already on the bus is not published again.
+        const published = `${PUBLISHED_KEY_PREFIX}${eventId}`;
+        if (await redis.exists(published)) return;
         if (!bus.connected()) throw new Error(`the AICO bus is not connected: ${bus.problem()}`);
-        // The message id derives from the event's place in the stream: a redelivery has the same id.
-        await bus.publish(topic, encode(topic, mapped.schema, mapped.message, {}, eventMessageId(sequence)));
+        await bus.publish(topic, encode(topic, mapped.schema, mapped.message, {}, eventMessageId(eventId)));
+        await redis.set(published, '1', 'EX', 8 * 24 * 3600);
         metrics.messagesOut.inc({ topic });
       },
       logger,
@@ -280,9 +285,9 @@ export async function startGateway(
   }
 }
 
-/** A stable UUID-shaped id for the event at `sequence` of the stream. */
-function eventMessageId(sequence: number): string {
-  const hex = createHash('sha256').update(`aico-update-event:${sequence}`).digest('hex');
+/** A stable UUID-shaped id for a stored event: a redelivery carries the same id. */
+function eventMessageId(eventId: string): string {
+  const hex = createHash('sha256').update(`aico-update-event:${eventId}`).digest('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(13, 16)}-a${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }
 
