@@ -1,15 +1,11 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { RunningChecker } from '@aico-update/checker';
 import { startTestChecker } from '@aico-update/checker/testing';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
-import { loadConfig } from '@aico-update/shared';
 import { freePort, type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gatewayConfigSchema } from '../../src/config.ts';
-import { type RunningGateway, startGateway } from '../../src/main.ts';
 
 /*
  * Interop with another language: a Python peer built like AICO's backend (Debian's python3-zmq and
@@ -20,12 +16,13 @@ import { type RunningGateway, startGateway } from '../../src/main.ts';
 const PYTHON = '/usr/bin/python3';
 const peerScript = resolve(import.meta.dirname, '../interop/aico_peer.py');
 const descriptors = resolve(import.meta.dirname, '../../../../libs/aico-bus/proto/aico.binpb');
+const gatewayMain = resolve(import.meta.dirname, '../../src/main.ts');
 
 let redis: SpawnedServer;
 let nats: SpawnedServer;
 let repo: TestRepository;
 let checker: RunningChecker;
-let gateway: RunningGateway | undefined;
+let gateway: ChildProcess | undefined;
 
 beforeAll(async () => {
   [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
@@ -36,7 +33,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  await gateway?.stop();
+  gateway?.kill();
   await checker.stop();
   await repo.close();
   await Promise.all([redis.stop(), nats.stop()]);
@@ -55,6 +52,8 @@ describe('interop with a Python AICO peer', () => {
         String(pubPort),
         '--sub-port',
         String(subPort),
+        '--stay',
+        '20',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -74,21 +73,22 @@ describe('interop with a Python AICO peer', () => {
       python.on('close', () => failed(new Error(`the Python peer exited: ${stderr}`)));
     });
     await brokerReady;
-    gateway = await startGateway(
-      loadConfig(gatewayConfigSchema, {
-        env: {
-          AICO_BUS_ZEROMQ_HOST: '127.0.0.1',
-          AICO_BUS_ZEROMQ_PUB_PORT: String(pubPort),
-          AICO_BUS_ZEROMQ_SUB_PORT: String(subPort),
-          AICO_BUS_TOPIC_STYLE: 'slashes_v1',
-          AICO_REDIS_URL: redis.url,
-          AICO_NATS_SERVERS: nats.url,
-          AICO_HTTP_HOST: '127.0.0.1',
-          AICO_HTTP_PORT: '0',
-        },
-      }),
-      { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) },
-    );
+    // The gateway as it is deployed: its own process.
+    const httpPort = await freePort();
+    gateway = spawn(process.execPath, [gatewayMain], {
+      stdio: 'ignore',
+      env: {
+        PATH: process.env.PATH ?? '',
+        AICO_BUS_ZEROMQ_HOST: '127.0.0.1',
+        AICO_BUS_ZEROMQ_PUB_PORT: String(pubPort),
+        AICO_BUS_ZEROMQ_SUB_PORT: String(subPort),
+        AICO_BUS_TOPIC_STYLE: 'slashes_v1',
+        AICO_REDIS_URL: redis.url,
+        AICO_NATS_SERVERS: nats.url,
+        AICO_HTTP_HOST: '127.0.0.1',
+        AICO_HTTP_PORT: String(httpPort),
+      },
+    });
     const deadline = Date.now() + 20_000;
     while (!events.some((e) => e.event !== 'broker_ready') && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
@@ -102,6 +102,11 @@ describe('interop with a Python AICO peer', () => {
       latest_version: '1.3.0',
       update_id: 'backend-1.3.0',
     });
+    // Its own round trip through the Python broker: ready.
+    const ready = async () =>
+      (await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => undefined))?.status === 200;
+    while (!(await ready()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(await ready()).toBe(true);
     python.kill();
     await exited;
   });
