@@ -68,7 +68,7 @@ export async function downloadRelease(
 
   try {
     const result = await deps.client.session(async (session) => {
-      const manifest = await verifiedManifest(session, job);
+      const { manifest, bytes: manifestBytes } = await verifiedManifest(session, job);
       const cached = await deps.store.cached();
       if (
         (await deps.state.isDownloaded(release)) &&
@@ -109,11 +109,8 @@ export async function downloadRelease(
       await forEachLimited(plan.missing, deps.parallelFiles, async (file) => {
         fetched += await downloadFile(deps, session, file, tracker as ProgressTracker, signal);
       });
-      await deps.store.saveManifest(
-        release.component,
-        release.version,
-        Buffer.from(JSON.stringify(manifest)),
-      );
+      // The signed bytes, as they are: the installer checks them against the signed digest again.
+      await deps.store.saveManifest(release.component, release.version, manifestBytes);
       deps.metrics.bytesSaved.inc(plan.reusedBytes);
       return { outcome: 'completed' as const, bytes_fetched: fetched, bytes_reused: plan.reusedBytes };
     });
@@ -160,7 +157,10 @@ export async function downloadRelease(
 }
 
 /** The release's manifest as the trusted metadata has it now; refuses a job whose release is not signed so. */
-async function verifiedManifest(session: TufSession, job: DownloadJob): Promise<ReleaseManifest> {
+async function verifiedManifest(
+  session: TufSession,
+  job: DownloadJob,
+): Promise<{ manifest: ReleaseManifest; bytes: Buffer }> {
   const { release } = job;
   const info = await session.targetInfo(release.target.path);
   if (!info || info.hashes.sha256 !== release.target.sha256) {
@@ -170,9 +170,8 @@ async function verifiedManifest(session: TufSession, job: DownloadJob): Promise<
         `with sha256 ${release.target.sha256}; the job is refused (nothing is downloaded that TUF does not sign)`,
     );
   }
-  const parsed = releaseManifestSchema.safeParse(
-    JSON.parse(await readFile(await session.fetchTarget(info), 'utf8')),
-  );
+  const bytes = await readFile(await session.fetchTarget(info));
+  const parsed = releaseManifestSchema.safeParse(JSON.parse(bytes.toString('utf8')));
   if (
     !parsed.success ||
     parsed.data.component !== release.component ||
@@ -183,7 +182,7 @@ async function verifiedManifest(session: TufSession, job: DownloadJob): Promise<
       `the signed manifest ${release.target.path} is not a manifest of this release`,
     );
   }
-  return parsed.data;
+  return { manifest: parsed.data, bytes };
 }
 
 async function downloadFile(
