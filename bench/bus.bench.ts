@@ -3,24 +3,21 @@
  * same run. An AICO peer sends `update.check.request` (AicoMessage, CurveZMQ) through a broker; the
  * gateway validates it, asks the internal NATS command subject and answers with an UpdateCheckResponse.
  * The bare forwarder passes the same bytes to a NATS request and the reply back, doing nothing else.
- * Both NATS responders answer at once (the checker's own work is not what is measured here).
+ * Both NATS responders answer at once (the checker's own work is not what is measured here). The
+ * gateway and the forwarder run in processes of their own, as deployed; the peer, the broker and the
+ * responders share this one.
  *   bridge_vs_bare   throughput (32 requests in flight) of the gateway over the bare forwarder's
  *   bridge_p50_ms    round-trip latency through the gateway at 1,000 requests per second
  *   bridge_p99_ms
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
 import { create, decodeEnvelope, encodeEnvelope, UpdateCheckRequestSchema } from '@aico-update/aico-bus';
-import {
-  AICO_BROKER_PUBLIC_KEY,
-  AICO_BROKER_SECRET_KEY,
-  gatewayConfigSchema,
-  startGateway,
-  ZeroMqBroker,
-} from '@aico-update/bus-gateway';
-import { type CheckResponse, loadConfig, Subjects, Topics } from '@aico-update/shared';
+import { AICO_BROKER_PUBLIC_KEY, AICO_BROKER_SECRET_KEY, ZeroMqBroker } from '@aico-update/bus-gateway';
+import { type CheckResponse, Subjects, Topics } from '@aico-update/shared';
 import { freePort, spawnNats, spawnRedis } from '@aico-update/shared/testing';
 import { connect } from '@nats-io/transport-node';
-import { pino } from 'pino';
 import { curveKeyPair, Publisher, Subscriber } from 'zeromq';
 
 const [redisServer, natsServer] = await Promise.all([spawnRedis(), spawnNats()]);
@@ -50,9 +47,15 @@ const answerJson = JSON.stringify(answer);
 nc.subscribe(Subjects.command(Topics.checkRequest), { callback: (_e, m) => void m.respond(answerJson) });
 nc.subscribe('bench.bare', { callback: (_e, m) => void m.respond(m.data) });
 
-const gateway = await startGateway(
-  loadConfig(gatewayConfigSchema, {
+// The gateway and the bare forwarder, each in its own process, as deployed.
+const httpPort = await freePort();
+const gateway = spawn(
+  process.execPath,
+  [resolve(import.meta.dirname, '../services/bus-gateway/src/main.ts')],
+  {
+    stdio: 'ignore',
     env: {
+      PATH: process.env.PATH ?? '',
       AICO_BUS_ZEROMQ_HOST: '127.0.0.1',
       AICO_BUS_ZEROMQ_PUB_PORT: String(pubPort),
       AICO_BUS_ZEROMQ_SUB_PORT: String(subPort),
@@ -61,13 +64,24 @@ const gateway = await startGateway(
       AICO_REDIS_URL: redisServer.url,
       AICO_NATS_SERVERS: natsServer.url,
       AICO_HTTP_HOST: '127.0.0.1',
-      AICO_HTTP_PORT: '0',
+      AICO_HTTP_PORT: String(httpPort),
       AICO_LOG_LEVEL: 'error',
     },
-  }),
-  { logger: pino({ level: 'error' }) },
+  },
 );
-
+const bare = spawn(
+  process.execPath,
+  [
+    resolve(import.meta.dirname, 'support/bare-forwarder.ts'),
+    '127.0.0.1',
+    String(pubPort),
+    String(subPort),
+    natsServer.url,
+    AICO_BROKER_PUBLIC_KEY,
+  ],
+  { stdio: ['ignore', 'pipe', 'inherit'] },
+);
+await new Promise((ready) => bare.stdout?.once('data', ready));
 const curve = () => {
   const keys = curveKeyPair();
   return {
@@ -76,30 +90,6 @@ const curve = () => {
     curveSecretKey: keys.secretKey,
   };
 };
-
-// The bare forwarder: ZeroMQ in, NATS request, ZeroMQ out; no parsing, no checks.
-const bareIn = new Subscriber({ linger: 0, ...curve() });
-const bareOut = new Publisher({ linger: 0, ...curve() });
-bareIn.connect(`tcp://127.0.0.1:${subPort}`);
-bareOut.connect(`tcp://127.0.0.1:${pubPort}`);
-bareIn.subscribe('bench.bare.request');
-const bareQueue: Uint8Array[] = [];
-let bareSending = false;
-const flushBare = async () => {
-  if (bareSending) return;
-  bareSending = true;
-  for (let data = bareQueue.shift(); data; data = bareQueue.shift())
-    await bareOut.send(['bench.bare.response', data]);
-  bareSending = false;
-};
-void (async () => {
-  for await (const [, data] of bareIn) {
-    void nc.request('bench.bare', data as Uint8Array, { timeout: 10_000 }).then((reply) => {
-      bareQueue.push(reply.data);
-      void flushBare();
-    });
-  }
-})();
 
 // The AICO peer.
 const peerOut = new Publisher({ linger: 0, ...curve() });
@@ -170,7 +160,9 @@ async function paced(path: Path, perSecond: number, seconds: number): Promise<nu
 const quantile = (sorted: number[], q: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
 
-while (!gateway.bus.connected()) await new Promise((r) => setTimeout(r, 100));
+const gatewayReady = async () =>
+  (await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => undefined))?.status === 200;
+while (!(await gatewayReady())) await new Promise((r) => setTimeout(r, 100));
 await new Promise((r) => setTimeout(r, 500)); // subscriptions travel
 // Warm-up, then each measurement.
 await throughput('bridge', 500, 16);
@@ -180,9 +172,8 @@ const bridgeRate = await throughput('bridge', 5000, 32);
 const bareLatency = await paced('bare', 1000, 3);
 const bridgeLatency = await paced('bridge', 1000, 3);
 
-await gateway.stop();
-bareIn.close();
-bareOut.close();
+gateway.kill('SIGTERM');
+bare.kill('SIGTERM');
 peerIn.close();
 peerOut.close();
 await broker.close();
