@@ -43,6 +43,17 @@ export function createDownloaderMetrics(registry: Registry) {
       buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600],
       registers,
     }),
+    inProgress: new Gauge({
+      name: `${METRIC_PREFIX}downloads_in_progress`,
+      help: 'Release downloads running now (with download_fetched_bytes_total: a download that is stuck).',
+      registers,
+    }),
+    progress: new Gauge({
+      name: `${METRIC_PREFIX}download_progress_ratio`,
+      help: 'Progress of the latest download of each component, 0 to 1 (bytes done of the signed total).',
+      labelNames: ['component'] as const,
+      registers,
+    }),
     cacheSize: new Gauge({
       name: `${METRIC_PREFIX}cache_size_bytes`,
       help: 'Bytes in the verified blob cache.',

@@ -31,6 +31,7 @@ import {
   rollbackLastInstall,
 } from './handlers/install-release.ts';
 import { createInstallDeps } from './install-deps.ts';
+import { showInstalledVersion } from './metrics.ts';
 
 export type RunningInstaller = RunningHttpService;
 
@@ -55,6 +56,9 @@ export async function startInstaller(
 
     const deps = createInstallDeps(config, { runtime, redis, nc, registry, logger });
     const { events } = deps;
+    for (const [component, version] of Object.entries(await redis.hgetall(StateKeys.installed))) {
+      showInstalledVersion(deps.metrics, component, version);
+    }
     // Before taking any job: finish or compensate an install a crash interrupted.
     const recovered = await recoverInterrupted(deps);
     if (recovered !== 'none') logger.warn({ recovered }, 'recovered an interrupted install');

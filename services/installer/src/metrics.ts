@@ -6,6 +6,8 @@ export type InstallerMetrics = ReturnType<typeof createInstallerMetrics>;
 export function createInstallerMetrics(registry: Registry) {
   const registers = [registry];
   return {
+    /** What installed_version_info shows: component → version. */
+    installedVersions: new Map<string, string>(),
     installs: new Counter({
       name: `${METRIC_PREFIX}installs_total`,
       help: 'Installs by component and outcome (installed, already_installed, rolled_back, failed).',
@@ -33,6 +35,12 @@ export function createInstallerMetrics(registry: Registry) {
       buckets: [0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
       registers,
     }),
+    installed: new Gauge({
+      name: `${METRIC_PREFIX}installed_version_info`,
+      help: 'The installed version of each component, as a label (value 1).',
+      labelNames: ['component', 'version'] as const,
+      registers,
+    }),
     lastSuccess: new Gauge({
       name: `${METRIC_PREFIX}last_successful_install_timestamp_seconds`,
       help: 'Unix time of the last install that completed.',
@@ -40,4 +48,11 @@ export function createInstallerMetrics(registry: Registry) {
       registers,
     }),
   };
+}
+
+/** Sets the installed version of a component, dropping the series of the version it had before. */
+export function showInstalledVersion(metrics: InstallerMetrics, component: string, version: string): void {
+  metrics.installed.reset();
+  metrics.installedVersions.set(component, version);
+  for (const [c, v] of metrics.installedVersions) metrics.installed.set({ component: c, version: v }, 1);
 }

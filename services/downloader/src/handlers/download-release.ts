@@ -3,6 +3,7 @@ import {
   AppError,
   type DownloadComplete,
   type DownloadJob,
+  type DownloadProgress,
   type EventSink,
   type InstallJob,
   type Logger,
@@ -63,9 +64,10 @@ export async function downloadRelease(
   const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
   let tracker: ProgressTracker | undefined;
   const publishProgress = async (status: 'in_progress' | 'completed' | 'failed', message?: string) => {
-    if (tracker) await deps.events.publish(Topics.downloadProgress, tracker.snapshot(status, message));
+    if (tracker) await emitProgress(deps, tracker.snapshot(status, message));
   };
 
+  deps.metrics.inProgress.inc();
   try {
     const result = await deps.client.session(async (session) => {
       const { manifest, bytes: manifestBytes } = await verifiedManifest(session, job);
@@ -153,7 +155,15 @@ export async function downloadRelease(
     log.error({ err: error, code: (error as AppError).code }, `download failed: ${message}`);
     await publishProgress('failed', message).catch(() => undefined);
     throw error;
+  } finally {
+    deps.metrics.inProgress.dec();
   }
+}
+
+/** `update.download.progress`, and the progress gauge the dashboard shows. */
+function emitProgress(deps: DownloadDeps, progress: DownloadProgress): Promise<void> {
+  deps.metrics.progress.set({ component: progress.component }, progress.percent / 100);
+  return deps.events.publish(Topics.downloadProgress, progress);
 }
 
 /** The release's manifest as the trusted metadata has it now; refuses a job whose release is not signed so. */
@@ -206,8 +216,7 @@ async function downloadFile(
     onBytes: (bytes) => {
       deps.metrics.bytesFetched.inc(bytes);
       tracker.add(bytes);
-      if (tracker.due())
-        void deps.events.publish(Topics.downloadProgress, tracker.snapshot()).catch(() => undefined);
+      if (tracker.due()) void emitProgress(deps, tracker.snapshot()).catch(() => undefined);
     },
   });
   if (outcome.resumedFromBytes > 0) {

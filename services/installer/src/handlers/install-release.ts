@@ -29,7 +29,7 @@ import {
   type StepKind,
 } from '../domain/install-plan.ts';
 import type { ContainerRuntime, SwapStrategy } from '../domain/ports.ts';
-import type { InstallerMetrics } from '../metrics.ts';
+import { type InstallerMetrics, showInstalledVersion } from '../metrics.ts';
 import { type DataDeclaration, restoreHooks, restoreServiceData, takeBackup } from './data-backup.ts';
 
 export interface InstallDeps {
@@ -302,7 +302,10 @@ async function finish(
   const { component } = journal.job.release;
   if (journal.kind === 'rollback') {
     await deps.redis.hdel(LAST_INSTALL_KEY, component);
-    if (journal.target_version) await deps.redis.hset(StateKeys.installed, component, journal.target_version);
+    if (journal.target_version) {
+      await deps.redis.hset(StateKeys.installed, component, journal.target_version);
+      showInstalledVersion(deps.metrics, component, journal.target_version);
+    }
     deps.metrics.rollbacks.inc({ component, reason: 'OPERATOR_REQUEST' });
     await record(deps, journal.job, 'rolled_back', durationMs, reason);
     return;
@@ -692,6 +695,7 @@ async function record(
     deps.metrics.lastSuccess.set({ component: release.component }, Date.now() / 1000);
   if (outcome === 'installed' || outcome === 'already_installed') {
     await deps.redis.hset(StateKeys.installed, release.component, release.version);
+    showInstalledVersion(deps.metrics, release.component, release.version);
   }
   const entry = {
     component: release.component,

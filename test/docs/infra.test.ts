@@ -1,0 +1,106 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { createMetricsRegistry } from '@aico-update/shared';
+import type { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { createGatewayMetrics } from '../../services/bus-gateway/src/metrics.ts';
+import { createCheckerMetrics } from '../../services/checker/src/metrics.ts';
+import { createDownloaderMetrics } from '../../services/downloader/src/metrics.ts';
+import { createInstallerMetrics } from '../../services/installer/src/metrics.ts';
+
+/*
+ * The monitoring files under infra/, checked without promtool (not installable here): the scrape config
+ * reaches every service, every alert the deployment needs is there and well formed, and every metric an
+ * alert or a dashboard panel queries is one the services really export, with the right type.
+ */
+
+const infra = (path: string) => readFile(resolve(import.meta.dirname, '../../infra', path), 'utf8');
+
+const exported = new Map<string, string>();
+for (const create of [
+  createCheckerMetrics,
+  createDownloaderMetrics,
+  createInstallerMetrics,
+  (r: Registry) => createGatewayMetrics(r, () => true),
+]) {
+  const registry = createMetricsRegistry('infra-test');
+  create(registry);
+  for (const metric of registry.getMetricsAsArray()) exported.set(metric.name, String(metric.type));
+}
+
+/** Every `aico_update_*` series a PromQL expression names, resolved to its metric (histogram suffixes). */
+function unknownMetrics(expr: string): string[] {
+  return [...expr.matchAll(/\baico_update_[a-z0-9_]+/g)]
+    .map(([name]) => name)
+    .filter((name) => {
+      if (exported.has(name)) return false;
+      const base = name.replace(/_(bucket|sum|count)$/, '');
+      return exported.get(base) !== 'histogram';
+    });
+}
+
+describe('infra/prometheus', () => {
+  it('scrapes every service on its port', async () => {
+    const config = parse(await infra('prometheus/prometheus.yml'));
+    const targets = config.scrape_configs.flatMap((job: { static_configs: { targets: string[] }[] }) =>
+      job.static_configs.flatMap((s) => s.targets),
+    );
+    expect(targets.sort()).toEqual(['bus-gateway:8084', 'checker:8081', 'downloader:8082', 'installer:8083']);
+    expect(config.rule_files).toEqual(['/etc/prometheus/alerts.yml']);
+  });
+
+  it('has the alerts the deployment needs, each well formed and on real metrics', async () => {
+    const rules = parse(await infra('prometheus/alerts.yml')).groups.flatMap(
+      (group: { rules: unknown[] }) => group.rules,
+    ) as {
+      alert: string;
+      expr: string;
+      for?: string;
+      labels: { severity: string };
+      annotations: Record<string, string>;
+    }[];
+    expect(rules.map((r) => r.alert).sort()).toEqual([
+      'AicoUpdateBusDisconnected',
+      'AicoUpdateCacheDiskLow',
+      'AicoUpdateCheckOverdue',
+      'AicoUpdateDownloadStuck',
+      'AicoUpdateInstallFailed',
+      'AicoUpdateMetadataExpiring',
+      'AicoUpdateRolledBack',
+    ]);
+    for (const rule of rules) {
+      expect(rule.expr, rule.alert).toMatch(/aico_update_/);
+      expect(unknownMetrics(rule.expr), rule.alert).toEqual([]);
+      expect(['warning', 'critical']).toContain(rule.labels.severity);
+      expect(rule.annotations.summary?.length, rule.alert).toBeGreaterThan(10);
+      expect(rule.annotations.description?.length, rule.alert).toBeGreaterThan(30);
+      if (rule.for) expect(rule.for).toMatch(/^\d+[smh]$/);
+      // Balanced parentheses: the cheapest syntax check there is without promtool.
+      expect(rule.expr.split('(').length, rule.alert).toBe(rule.expr.split(')').length);
+    }
+  });
+});
+
+describe('infra/grafana', () => {
+  it('has a dashboard whose every panel queries real metrics', async () => {
+    const dashboard = JSON.parse(await infra('grafana/dashboards/aico-update.json'));
+    expect(dashboard.uid).toBe('aico-update');
+    const exprs: { title: string; expr: string }[] = dashboard.panels.flatMap(
+      (p: { title: string; targets: { expr: string }[] }) =>
+        p.targets.map((t) => ({ title: p.title, expr: t.expr })),
+    );
+    expect(dashboard.panels.every((p: { targets: unknown[] }) => p.targets.length > 0)).toBe(true);
+    for (const { title, expr } of exprs) expect(unknownMetrics(expr), title).toEqual([]);
+    const shown = new Set(exprs.flatMap(({ expr }) => expr.match(/aico_update_[a-z0-9_]+/g) ?? []));
+    for (const needed of [
+      'aico_update_installed_version_info',
+      'aico_update_download_progress_ratio',
+      'aico_update_install_phase_duration_seconds_bucket',
+      'aico_update_rollbacks_total',
+      'aico_update_download_delta_saved_bytes_total',
+    ]) {
+      expect(shown.has(needed), needed).toBe(true);
+    }
+  });
+});
