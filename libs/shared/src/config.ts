@@ -242,7 +242,8 @@ export function loadConfig<S extends z.ZodType>(schema: S, options: LoadConfigOp
   for (const leaf of leavesOf(schema)) {
     const name = envName(leaf.path);
     const value = env[name];
-    if (value === undefined) continue;
+    // Empty counts as unset: what `${VAR:-}` in a compose file passes for a setting left out of .env.
+    if (value === undefined || value === '') continue;
     setPath(raw, leaf.path, isRecordSchema(leaf.schema) ? parseEnvRecord(value) : value);
     sources.set(leaf.path.join('.'), `environment ${name}`);
   }

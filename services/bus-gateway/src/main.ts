@@ -79,7 +79,8 @@ export async function startGateway(
     const bus: BusTransport =
       settings.mode === 'zeromq'
         ? new ZeroMqBus({
-            host: settings.zeromq.host,
+            // Being the broker, it reaches itself; otherwise AICO's broker.
+            host: settings.zeromq.bind_broker ? '127.0.0.1' : settings.zeromq.host,
             pubPort: settings.zeromq.pub_port,
             subPort: settings.zeromq.sub_port,
             curve: settings.zeromq.curve,

@@ -66,6 +66,15 @@ describe('loadConfig', () => {
     expect(config.installed).toEqual({ backend: '1.0.0', frontend: '2.1.0' });
   });
 
+  it('treats an empty environment variable as unset (what compose passes for an unset .env entry)', () => {
+    const config = loadConfig(schema, {
+      env: { AICO_UPDATE_CHANNEL: '', AICO_HTTP_PORT: '', AICO_INSTALLED: '' },
+    });
+    expect(config.update.channel).toBe('stable');
+    expect(config.http.port).toBe(8080);
+    expect(config.installed).toEqual({});
+  });
+
   it('reads a YAML file, nested or with the seed dotted names, and lets the environment win', async () => {
     const file = await yamlFile('update.check_interval: 6\nupdate.channel: dev\nhttp:\n  port: 7000\n');
     const config = loadConfig(schema, { file, env: { AICO_UPDATE_CHANNEL: 'beta' } });
