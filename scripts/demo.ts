@@ -1,146 +1,168 @@
 /*
- * The README's main job, for now: a local TUF update server with sample releases, real Redis and NATS,
- * and the checker finding the newest release, printed as a person would want to read it.
+ * The README's main job: the update system deployed with Docker Compose on this machine, with a
+ * development update server and a sample AICO backend at 1.0.0, updated only through AICO's bus (an AICO
+ * frontend on ZeroMQ with CurveZMQ): 1.1.0 is published, found, downloaded and installed; a broken 1.2.0
+ * is installed and rolled back. The stack keeps running afterwards; the URLs are printed at the end.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { checkerConfigSchema, startChecker } from '@aico-update/checker';
-import { downloaderConfigSchema, startDownloader } from '@aico-update/downloader';
-import { initRepository, serveRepository } from '@aico-update/release';
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
 import {
-  createLogger,
-  type DownloadComplete,
-  type DownloadProgress,
-  lastEvent,
-  loadConfig,
-  Subjects,
-  Topics,
-  type UpdateAvailable,
-} from '@aico-update/shared';
-import { spawnNats, spawnRedis } from '@aico-update/shared/testing';
-import { connect } from '@nats-io/transport-node';
+  create,
+  DownloadProgressSchema,
+  type Envelope,
+  InstallUpdateRequestSchema,
+  InstallUpdateResponseSchema,
+  UpdateCheckRequestSchema,
+  UpdateCheckResponseSchema,
+  UpdateNotificationSchema,
+  unpackPayload,
+} from '@aico-update/aico-bus';
+import { AICO_BROKER_PUBLIC_KEY } from '@aico-update/bus-gateway';
+import { freePort, waitUntil } from '@aico-update/shared/testing';
+import { ZmqPeer } from '../services/bus-gateway/test/support/peer.ts';
+import { ROOT, Stack, type StackOptions } from './stack.ts';
 
-const dir = resolve(import.meta.dirname, '..', '.demo');
 const say = (line: string) => console.log(line);
+const step = (n: number, line: string) => say(`\n[${n}/6] ${line}`);
 
-await rm(dir, { recursive: true, force: true });
-await mkdir(join(dir, 'artifacts'), { recursive: true });
-
-say('AICO Update System — demo: discover a release securely over TUF, then download it verified\n');
-const repo = await initRepository(join(dir, 'repo'));
-for (const [version, notes] of [
-  ['1.0.0', 'First release.'],
-  ['1.1.0', 'Faster memory recall; fixes a reconnect bug.'],
-] as const) {
-  const artifact = join(dir, 'artifacts', `backend-${version}.tar`);
-  // 8 MiB, so that the capped download below takes a moment and shows its progress.
-  await writeFile(artifact, Buffer.alloc(8 * 1024 * 1024, `sample AICO backend ${version}\n`));
-  await repo.addRelease({ component: 'backend', version, channel: 'stable', notes, artifacts: [artifact] });
+/** The preferred port when it is free, else any free one. */
+async function port(preferred: number): Promise<number> {
+  const free = await new Promise<boolean>((resolve) => {
+    const server = createServer().once('error', () => resolve(false));
+    server.listen(preferred, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+  return free ? preferred : freePort();
 }
-const server = await serveRepository({ publicDir: repo.publicDir, tlsDir: join(repo.dir, 'tls') });
-say(
-  `1. update server   ${server.url}  (aico-release: backend 1.0.0 and 1.1.0 signed, HTTPS with a dev certificate)`,
-);
 
-const [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
-say(`2. redis, nats     ${redis.url}, ${nats.url}`);
-
-const config = loadConfig(checkerConfigSchema, {
-  env: {
-    AICO_UPDATE_SERVER_METADATA_URL: `${server.url}/metadata`,
-    AICO_UPDATE_SERVER_CA_FILE: server.caFile,
-    AICO_TUF_STATE_DIR: join(dir, 'checker-state'),
-    AICO_TUF_TRUSTED_ROOT: repo.trustedRootPath,
-    AICO_INSTALLED: 'backend=1.0.0',
-    AICO_REDIS_URL: redis.url,
-    AICO_NATS_SERVERS: nats.url,
-    AICO_HTTP_PORT: '0',
-    AICO_LOG_LEVEL: process.env.AICO_LOG_LEVEL ?? 'warn',
+const options: StackOptions = {
+  project: 'aico-demo',
+  repoDir: join(ROOT, '.demo', 'repo'),
+  ports: {
+    control: await port(8084),
+    busPub: await port(5555),
+    busSub: await port(5556),
+    backend: await port(8771),
   },
-});
-const checker = await startChecker(config, {
-  logger: createLogger('checker', config.log.level),
-  schedule: false,
-});
+  backend: { container: 'aico-demo-backend', image: 'aico-example/backend:current' },
+};
+const started = performance.now();
+
+step(1, 'Deploying the update system with Docker Compose (a fresh demo: the last one is removed first)');
+await Stack.remove(options.project);
+await rm(options.repoDir, { recursive: true, force: true });
+const stack = await Stack.up(options, (line) => say(`      ${line}`));
+await stack.healthy();
+say(`      every service is healthy after ${((performance.now() - started) / 1000).toFixed(0)} s:`);
+say('      redis (AOF), nats (JetStream), update-server (dev), checker, downloader, installer, bus-gateway');
 say(
-  `3. checker         installed backend 1.0.0, channel ${config.update.channel}, metrics http://127.0.0.1:${checker.port}/metrics\n`,
+  `      the sample AICO backend answers ${await stack.backendVersion()} on http://127.0.0.1:${options.ports.backend}/api/v1/health`,
 );
 
-const response = await checker.checkNow({ source: 'demo' });
-if (response.outcome === 'failed') {
-  say(`check FAILED (${response.error?.kind}/${response.error?.code}): ${response.error?.message}`);
-  process.exitCode = 1;
-} else {
-  for (const c of response.components) {
-    if (!c.update) {
-      say(`check → ${c.component} ${c.installed} is up to date`);
-      continue;
-    }
-    const u = c.update;
-    say(
-      `check → update available: ${u.component} ${c.installed} → ${u.version} (${u.size_bytes} bytes, ${u.critical ? 'CRITICAL' : 'not critical'})`,
-    );
-    say(`        notes: ${u.notes}`);
-    say(
-      `        verified: signed metadata + manifest ${u.target.path} sha256 ${u.target.sha256.slice(0, 16)}…`,
-    );
+const frontend = new ZmqPeer('127.0.0.1', options.ports.busPub, options.ports.busSub, AICO_BROKER_PUBLIC_KEY);
+await waitUntil(
+  async () => (await fetch(`${stack.controlUrl}/readyz`).catch(() => undefined))?.status === 200,
+  'the bus gateway',
+  30_000,
+);
+await frontend.settle(1000);
+let shown = 0;
+/** Prints what arrived on the bus since the last call, in order. */
+function flush(): void {
+  for (const message of frontend.received.slice(shown)) {
+    const line = describe(message.topic, message.envelope);
+    if (line) say(`      ← ${line}`);
   }
-  say(`        took ${response.duration_ms} ms`);
+  shown = frontend.received.length;
+}
+const show = setInterval(flush, 100);
+
+function describe(topic: string, envelope: Envelope | undefined): string | undefined {
+  if (!envelope) return undefined;
+  if (topic === 'update.download.progress') {
+    const p = unpackPayload(envelope, DownloadProgressSchema);
+    return `${topic}: ${p.progressPercent.toFixed(0)} % (${p.bytesDownloaded} of ${p.totalBytes} bytes)`;
+  }
+  // Answers to the frontend's own requests are printed where they are awaited.
+  if (topic === 'update.install.progress' || topic === 'update.install.complete') {
+    return `${topic}: ${unpackPayload(envelope, InstallUpdateResponseSchema).message}`;
+  }
+  if (topic.startsWith('update.') && envelope.payload?.typeUrl.endsWith('UpdateNotification')) {
+    return `${topic}: ${unpackPayload(envelope, UpdateNotificationSchema).message}`;
+  }
+  return undefined;
 }
 
-// A subscriber that connects after the fact still sees update.available: the event stream is durable.
-const nc = await connect({ servers: nats.url });
-const event = await lastEvent<UpdateAvailable>(nc, Topics.available);
-if (event) {
-  say(
-    `\nNATS ${Topics.available} (read by a late subscriber): ${event.release.component} ${event.release.version}, detected ${event.detected_at}`,
+async function check(): Promise<void> {
+  const correlationId = randomUUID();
+  flush();
+  say('      → update.check.request (UpdateCheckRequest)');
+  await frontend.send('update.check.request', UpdateCheckRequestSchema, create(UpdateCheckRequestSchema), {
+    correlation_id: correlationId,
+    forced: 'true',
+  });
+  const answer = (await frontend.answer(correlationId, UpdateCheckResponseSchema, 60_000)).payload;
+  flush();
+  say(`      ← update.check.response: ${answer.updateMessage}`);
+}
+
+async function install(updateId: string): Promise<void> {
+  const correlationId = randomUUID();
+  flush();
+  say(`      → update.install.request (InstallUpdateRequest ${updateId})`);
+  await frontend.send(
+    'update.install.request',
+    InstallUpdateRequestSchema,
+    create(InstallUpdateRequestSchema, { updateId, autoRestart: true }),
+    { correlation_id: correlationId },
   );
+  const answer = (await frontend.answer(correlationId, InstallUpdateResponseSchema, 60_000)).payload;
+  flush();
+  say(`      ← update.install.response: ${answer.message}`);
 }
-const again = await checker.checkNow({ source: 'demo' });
-say(`second check: ${again.outcome}, ${again.duration_ms} ms (no new metadata to download)`);
 
-// The check queued the download (update.auto_download); the downloader takes it, capped at 4 MiB/s.
-const downloaderConfig = loadConfig(downloaderConfigSchema, {
-  env: {
-    AICO_UPDATE_SERVER_METADATA_URL: `${server.url}/metadata`,
-    AICO_UPDATE_SERVER_CA_FILE: server.caFile,
-    AICO_TUF_STATE_DIR: join(dir, 'downloader-state'),
-    AICO_TUF_TRUSTED_ROOT: repo.trustedRootPath,
-    AICO_DOWNLOADER_CACHE_DIR: join(dir, 'cache'),
-    AICO_DOWNLOADER_MAX_KIB_PER_SECOND: '4096',
-    AICO_DOWNLOADER_FREE_SPACE_HEADROOM_MIB: '16',
-    AICO_REDIS_URL: redis.url,
-    AICO_NATS_SERVERS: nats.url,
-    AICO_HTTP_PORT: '0',
-    AICO_LOG_LEVEL: process.env.AICO_LOG_LEVEL ?? 'warn',
-  },
-});
-say('\n4. downloader      takes the queued job: verified, resumable, 4 MiB/s cap');
-const completed = new Promise<DownloadComplete>((resolveComplete) => {
-  nc.subscribe(Subjects.event(Topics.downloadProgress), {
-    callback: (_e, m) => {
-      const p = m.json<DownloadProgress>();
-      const eta = p.eta_seconds === null ? '?' : `${p.eta_seconds}s`;
-      say(
-        `   ${Topics.downloadProgress}  ${p.percent.toFixed(1).padStart(5)} %  ${(p.bytes_done / 1048576).toFixed(1)}/${(p.total_bytes / 1048576).toFixed(1)} MiB  ${(p.rate_bytes_per_second / 1048576).toFixed(1)} MiB/s  eta ${eta}  ${p.status}`,
-      );
-    },
-  });
-  nc.subscribe(Subjects.event(Topics.downloadComplete), {
-    max: 1,
-    callback: (_e, m) => resolveComplete(m.json()),
-  });
-});
-const downloader = await startDownloader(downloaderConfig, {
-  logger: createLogger('downloader', downloaderConfig.log.level),
-});
-const done = await completed;
+const count = (topic: string) => frontend.received.filter((m) => m.topic === topic).length;
+
+step(2, 'Publishing backend 1.1.0 on the update server (a signed TUF release; its image as layer blobs)');
+await stack.publish('1.1.0');
+step(3, 'An AICO frontend asks for updates over the bus; the system downloads what it found');
+await check();
+await waitUntil(() => count('update.download.complete') >= 1, 'the download', 120_000);
+step(4, 'The frontend asks for the install');
+await install('backend-1.1.0');
+await waitUntil(() => count('update.install.complete') >= 1, 'the install', 120_000);
+await new Promise((r) => setTimeout(r, 300));
+flush();
+say(`      the sample AICO backend now answers ${await stack.backendVersion()}`);
+
+step(5, 'A broken 1.2.0 (its health check fails) is published and installed on request');
+await stack.publish('1.2.0', 'unhealthy');
+await check();
+await waitUntil(() => count('update.download.complete') >= 2, 'the download', 120_000);
+await install('backend-1.2.0');
+await waitUntil(() => count('update.install.complete') >= 2, 'the install', 120_000);
+await new Promise((r) => setTimeout(r, 300));
+flush();
+say(`      rolled back: the sample AICO backend answers ${await stack.backendVersion()}`);
+clearInterval(show);
+frontend.close();
+
+const files =
+  '-f docker-compose.yml -f infra/compose/broker.yml -f examples/aico-stack/docker-compose.yml --profile dev';
+step(6, `Done in ${((performance.now() - started) / 1000).toFixed(0)} s. The stack keeps running:`);
 say(
-  `   ${Topics.downloadComplete}: ${done.release.component} ${done.release.version}, ${done.bytes_fetched} bytes fetched and verified in ${done.duration_ms} ms; install: ${done.install} (update.auto_install is off: it waits for update.install.request)`,
+  `      control API       ${stack.controlUrl}/api/v1/status   (history, check, install, rollback: README)`,
 );
-
-await nc.close();
-await downloader.stop();
-await checker.stop();
-await Promise.all([redis.stop(), nats.stop(), server.close()]);
-say('\ndone. Next: bash scripts/test runs every test; see README.md for deployment and configuration.');
+say(`      live events       curl -N ${stack.controlUrl}/api/v1/events`);
+say(
+  `      metrics           ${stack.controlUrl}/metrics (gateway); the others: docker exec ${stack.container('installer')} node -e "fetch('http://127.0.0.1:8083/metrics').then(r=>r.text()).then(console.log)"`,
+);
+say(
+  `      AICO bus          tcp://127.0.0.1:${options.ports.busPub} (publish) and :${options.ports.busSub} (subscribe), CurveZMQ with AICO's broker key`,
+);
+say(`      sample backend    http://127.0.0.1:${options.ports.backend}/api/v1/health`);
+say(
+  `      stop it           COMPOSE_PROJECT_NAME=${options.project} AICO_UPDATE_SERVER_METADATA_URL=x docker-compose ${files} down -v`,
+);
+process.exit(0);

@@ -1,0 +1,166 @@
+/*
+ * The deployed stack on this machine, for the demo (scripts/demo) and the end-to-end test
+ * (test/deploy): docker-compose.yml with the development update server (profile dev), the gateway as
+ * AICO's broker (infra/compose/broker.yml) and the example AICO stack (a sample backend at 1.0.0),
+ * built offline from this machine's binaries (infra/base-images.sh).
+ */
+import { execFile } from 'node:child_process';
+import { chmod, mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { initRepository, openRepository, type Repository } from '@aico-update/release';
+import { buildSampleBackend, docker, makeTempDir, waitUntil } from '@aico-update/shared/testing';
+
+const run = promisify(execFile);
+export const ROOT = resolve(import.meta.dirname, '..');
+const FILES = [
+  ...['-f', 'docker-compose.yml', '-f', 'infra/compose/broker.yml'],
+  ...['-f', 'examples/aico-stack/docker-compose.yml', '--profile', 'dev'],
+];
+const SERVICES = ['redis', 'nats', 'update-server', 'checker', 'downloader', 'installer', 'bus-gateway'];
+
+export interface StackOptions {
+  project: string;
+  /** Where the TUF repository lives (kept when the stack stays up). */
+  repoDir: string;
+  ports: { control: number; busPub: number; busSub: number; backend: number };
+  /** The deployed backend's container and image names. */
+  backend: { container: string; image: string };
+}
+
+export class Stack {
+  readonly options: StackOptions;
+  readonly repo: Repository;
+  readonly env: NodeJS.ProcessEnv;
+  /** Image tags this stack built, for cleanup. */
+  readonly images: string[];
+
+  private constructor(options: StackOptions, repo: Repository) {
+    this.options = options;
+    this.repo = repo;
+    this.images = [options.backend.image];
+    this.env = {
+      ...process.env,
+      COMPOSE_PROJECT_NAME: options.project,
+      AICO_DEV_REPO: repo.dir,
+      AICO_UPDATE_SERVER_METADATA_URL: 'http://update-server:8443/metadata',
+      AICO_UPDATE_SERVER_ALLOW_INSECURE_HTTP: 'true',
+      AICO_TRUSTED_ROOT_FILE: repo.trustedRootPath,
+      AICO_INSTALLED: 'backend=1.0.0',
+      AICO_INSTALLER_SERVICES: `backend=${options.backend.container}`,
+      AICO_INSTALLER_SOAK_SECONDS: '2',
+      AICO_INSTALLER_HEALTH_TIMEOUT_SECONDS: '20',
+      AICO_BACKEND_IMAGE: options.backend.image,
+      AICO_BACKEND_CONTAINER: options.backend.container,
+      AICO_BACKEND_PORT: String(options.ports.backend),
+      AICO_BUS_PUB_PORT: String(options.ports.busPub),
+      AICO_BUS_SUB_PORT: String(options.ports.busSub),
+      AICO_CONTROL_PORT: String(options.ports.control),
+    };
+  }
+
+  /** Makes the base images, builds the service images, and brings everything up (not yet healthy). */
+  static async up(options: StackOptions, log: (line: string) => void = () => undefined): Promise<Stack> {
+    await mkdir(options.repoDir, { recursive: true });
+    const repo = await openRepository(options.repoDir).catch(() => initRepository(options.repoDir));
+    // The update server reads repo.json and public/ as user node; keys/ stays the publisher's alone.
+    await chmod(options.repoDir, 0o755);
+    const stack = new Stack(options, repo);
+    log('making the base images from this machine’s binaries (infra/base-images.sh)');
+    await run('bash', [join(ROOT, 'infra/base-images.sh')], { cwd: ROOT });
+    log('building the service images from the Dockerfile');
+    await stack.compose('build', '-q');
+    log(`building the sample AICO backend 1.0.0 (${options.backend.image})`);
+    await buildSampleBackend(options.backend.image, '1.0.0');
+    log('docker-compose up -d');
+    await stack.compose('up', '-d');
+    return stack;
+  }
+
+  /** Removes a stack an earlier run left up (containers, networks, volumes), if any. */
+  static async remove(project: string): Promise<void> {
+    const env = {
+      ...process.env,
+      COMPOSE_PROJECT_NAME: project,
+      AICO_UPDATE_SERVER_METADATA_URL: 'unused',
+      AICO_TRUSTED_ROOT_FILE: '/dev/null',
+    };
+    await run('docker-compose', [...FILES, 'down', '-v', '--remove-orphans'], { cwd: ROOT, env }).catch(
+      () => undefined,
+    );
+  }
+
+  async compose(...args: string[]): Promise<string> {
+    try {
+      const { stdout } = await run('docker-compose', [...FILES, ...args], {
+        cwd: ROOT,
+        env: this.env,
+        maxBuffer: 32 * 1024 * 1024,
+      });
+      return stdout.trim();
+    } catch (error) {
+      const e = error as { stderr?: string };
+      throw new Error(`docker-compose ${args.join(' ')} failed: ${e.stderr?.trim().slice(-2000)}`);
+    }
+  }
+
+  container(service: string): string {
+    return `${this.options.project}_${service}_1`;
+  }
+
+  get controlUrl(): string {
+    return `http://127.0.0.1:${this.options.ports.control}`;
+  }
+
+  /** Waits until every service reports healthy; the error lists each one's state. */
+  async healthy(timeoutMs = 150_000): Promise<void> {
+    let states: string[] = [];
+    await waitUntil(
+      async () => {
+        states = await Promise.all(
+          SERVICES.map(
+            async (s) =>
+              `${s}: ${await docker('inspect', '--format', '{{.State.Health.Status}}', this.container(s)).catch(() => 'missing')}`,
+          ),
+        );
+        return states.every((state) => state.endsWith(': healthy'));
+      },
+      'every service to be healthy',
+      timeoutMs,
+      1000,
+    ).catch((error: Error) => {
+      throw new Error(`${error.message} (${states.join(', ')})`);
+    });
+  }
+
+  /** The version the sample backend answers on its health endpoint, if it answers. */
+  async backendVersion(): Promise<string | undefined> {
+    const response = await fetch(`http://127.0.0.1:${this.options.ports.backend}/api/v1/health`).catch(
+      () => undefined,
+    );
+    return response?.ok ? ((await response.json()) as { version: string }).version : undefined;
+  }
+
+  /** Publishes a sample backend `version` as a signed release, its image as content-addressed blobs. */
+  async publish(version: string, behaviour: 'healthy' | 'unhealthy' = 'healthy'): Promise<void> {
+    const tag = `${this.options.backend.image.replace(/:.*$/, '')}:${version}-${this.options.project}`;
+    await buildSampleBackend(tag, version, behaviour);
+    const archive = join(await makeTempDir('stack-image'), 'backend.tar');
+    await docker('save', '-o', archive, tag);
+    await docker('rmi', '-f', tag); // the installer must load it from the verified blobs
+    this.images.push(tag);
+    await this.repo.addRelease({
+      component: 'backend',
+      version,
+      channel: 'stable',
+      notes: behaviour === 'healthy' ? `Sample backend ${version}` : `A broken sample backend ${version}`,
+      artifacts: [],
+      images: [{ service: 'backend', archive }],
+    });
+  }
+
+  async down(): Promise<void> {
+    await this.compose('down', '-v', '--remove-orphans').catch(() => undefined);
+    await docker('rmi', '-f', ...this.images).catch(() => undefined);
+  }
+}
