@@ -80,8 +80,9 @@ try {
     );
     for (const line of lines.split('\n')) {
       const [name, mem, cpu] = line.split('|') as [string, string, string];
-      const value = Number.parseFloat(mem);
-      const mib = mem.includes('GiB') ? value * 1024 : mem.includes('KiB') ? value / 1024 : value;
+      const used = mem.split('/')[0]?.trim() ?? ''; // "93.8MiB / 23.5GiB": usage / limit
+      const value = Number.parseFloat(used);
+      const mib = used.endsWith('GiB') ? value * 1024 : used.endsWith('KiB') ? value / 1024 : value;
       const entry = samples.get(name) ?? { rss: [], cpu: [] };
       entry.rss.push(mib);
       entry.cpu.push(Number.parseFloat(cpu));
