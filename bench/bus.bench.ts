@@ -14,7 +14,12 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { create, decodeEnvelope, encodeEnvelope, UpdateCheckRequestSchema } from '@aico-update/aico-bus';
-import { AICO_BROKER_PUBLIC_KEY, AICO_BROKER_SECRET_KEY, ZeroMqBroker } from '@aico-update/bus-gateway';
+import {
+  AICO_BROKER_PUBLIC_KEY,
+  AICO_BROKER_SECRET_KEY,
+  SerialSender,
+  ZeroMqBroker,
+} from '@aico-update/bus-gateway';
 import { type CheckResponse, Subjects, Topics } from '@aico-update/shared';
 import { freePort, spawnNats, spawnRedis } from '@aico-update/shared/testing';
 import { connect } from '@nats-io/transport-node';
@@ -106,14 +111,7 @@ void (async () => {
     pending.delete(id);
   }
 })();
-const outQueue: [string, Uint8Array][] = [];
-let outSending = false;
-const flushOut = async () => {
-  if (outSending) return;
-  outSending = true;
-  for (let item = outQueue.shift(); item; item = outQueue.shift()) await peerOut.send(item);
-  outSending = false;
-};
+const peerSender = new SerialSender(peerOut);
 
 type Path = 'bridge' | 'bare';
 const request = create(UpdateCheckRequestSchema, { deviceId: 'bench' });
@@ -127,8 +125,7 @@ function roundTrip(path: Path): Promise<number> {
   const started = performance.now();
   return new Promise((done) => {
     pending.set(id, () => done(performance.now() - started));
-    outQueue.push([topic, bytes]);
-    void flushOut();
+    void peerSender.send([topic, bytes]);
   });
 }
 

@@ -3,6 +3,7 @@
  * request with the bytes as they came, the reply's bytes back out on ZeroMQ. Nothing parsed or checked.
  * Arguments: <broker host> <pub port> <sub port> <nats url> <broker public key>
  */
+import { SerialSender } from '@aico-update/bus-gateway';
 import { connect } from '@nats-io/transport-node';
 import { curveKeyPair, Publisher, Subscriber } from 'zeromq';
 
@@ -23,11 +24,11 @@ const output = new Publisher({ linger: 0, ...keys() });
 input.connect(`tcp://${host}:${subPort}`);
 output.connect(`tcp://${host}:${pubPort}`);
 input.subscribe('bench.bare.request');
-let sending: Promise<unknown> = Promise.resolve();
+const sender = new SerialSender(output);
 process.on('SIGTERM', () => process.exit(0));
 console.log('ready');
 for await (const [, data] of input) {
   void nc.request('bench.bare', data as Uint8Array, { timeout: 10_000 }).then((reply) => {
-    sending = sending.then(() => output.send(['bench.bare.response', reply.data])).catch(() => undefined);
+    void sender.send(['bench.bare.response', reply.data]).catch(() => undefined);
   });
 }

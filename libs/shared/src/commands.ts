@@ -102,8 +102,7 @@ export async function sendCommand<T>(
   try {
     reply = await nc.request(Subjects.command(topic), JSON.stringify(body), { timeout: timeoutMs });
   } catch (error) {
-    const message = String((error as Error).message);
-    const code = /no responders|503/i.test(message) ? 'NO_RESPONDER' : 'COMMAND_TIMEOUT';
+    const code = isNoResponders(error) ? 'NO_RESPONDER' : 'COMMAND_TIMEOUT';
     throw new AppError(
       code,
       code === 'NO_RESPONDER'
@@ -118,4 +117,9 @@ export async function sendCommand<T>(
     throw new AppError(code, message);
   }
   return answer as T;
+}
+
+/** NATS answered a request with "no responders" (status 503): nothing subscribes to the subject. */
+export function isNoResponders(error: unknown): boolean {
+  return /no responders|503/i.test(String((error as Error)?.message));
 }

@@ -1,5 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 
 /** Length and sha256 of a file, streamed (memory does not grow with the file). */
 export async function hashFile(path: string): Promise<{ length: number; sha256: string }> {
@@ -10,4 +11,36 @@ export async function hashFile(path: string): Promise<{ length: number; sha256: 
     length += (chunk as Buffer).length;
   }
   return { length, sha256: hash.digest('hex') };
+}
+
+/** Writes `data` to a temporary file beside `path`, fsyncs it and renames it over `path`: all or nothing. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
+  const handle = await open(tmp, 'w', mode);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, path);
+}
+
+/** Flushes a file that was written through a stream to the disk. */
+export async function fsyncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The JSON value of `text`, or undefined when it is not JSON (for input that may be anything). */
+export function parseJsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

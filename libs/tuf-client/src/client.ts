@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { Logger } from '@aico-update/shared';
+import { type Logger, writeFileAtomic } from '@aico-update/shared';
 import { Metadata, MetadataKind, TargetFile } from '@tufjs/models';
 
 type JSONObject = Parameters<typeof TargetFile.fromJSON>[1];
@@ -246,18 +246,6 @@ export class TufClient {
       await writeFileAtomic(join(this.#options.metadataDir, name), next);
     }
   }
-}
-
-async function writeFileAtomic(path: string, data: Buffer): Promise<void> {
-  const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
-  const handle = await open(tmp, 'w', 0o644);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, path);
 }
 
 async function readOutcome(dir: string): Promise<RefreshOutcome> {

@@ -5,4 +5,4 @@ export {
   gatewayConfigSchema,
 } from './config.ts';
 export { type RunningGateway, startGateway } from './main.ts';
-export { ZeroMqBroker, ZeroMqBus } from './transports/zeromq.ts';
+export { SerialSender, ZeroMqBroker, ZeroMqBus } from './transports/zeromq.ts';

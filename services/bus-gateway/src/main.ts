@@ -24,6 +24,7 @@ import {
   type Logger,
   listen,
   type PrepareAnswer,
+  parseJsonOrUndefined,
   prepareRequestSchema,
   type RunningHttpService,
   runService,
@@ -128,7 +129,7 @@ export async function startGateway(
     const prepareWaiters = new Map<string, (envelope: Envelope) => void>();
     const prepareSubscription = nc.subscribe(Subjects.command(ExtraTopics.installPrepare), {
       callback: (_error, msg) => {
-        const parsed = prepareRequestSchema.safeParse(safeJson(msg.string()));
+        const parsed = prepareRequestSchema.safeParse(parseJsonOrUndefined(msg.string()));
         if (!parsed.success || !msg.reply) return;
         const correlationId = crypto.randomUUID();
         prepareWaiters.set(correlationId, (envelope) => {
@@ -290,14 +291,6 @@ export async function startGateway(
 function eventMessageId(eventId: string): string {
   const hex = createHash('sha256').update(`aico-update-event:${eventId}`).digest('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(13, 16)}-a${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }
 
 if (import.meta.main) {

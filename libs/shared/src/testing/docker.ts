@@ -136,3 +136,30 @@ export async function buildSampleBackend(
     await rm(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * When the engine first logged `event` (e.g. `start`, `die`, `health_status: healthy`) for a container
+ * since `sinceSeconds` (Unix time), in nanoseconds: the order of what happened, from the engine itself.
+ */
+export async function engineEventTime(
+  container: string,
+  event: string,
+  sinceSeconds: number,
+): Promise<number> {
+  const lines = await docker(
+    'events',
+    '--since',
+    String(sinceSeconds),
+    '--until',
+    String(Math.ceil(Date.now() / 1000)),
+    '--filter',
+    `container=${container}`,
+    '--filter',
+    `event=${event}`,
+    '--format',
+    '{{.TimeNano}}',
+  );
+  const value = Number(lines.split('\n')[0]);
+  if (!lines || !Number.isFinite(value)) throw new Error(`the engine logged no ${event} for ${container}`);
+  return value;
+}

@@ -11,6 +11,25 @@ import type { BusTransport, InboundMessage } from './transport.ts';
  * own heartbeat: a message on a topic only it subscribes to, which must come back through the broker.
  */
 
+/**
+ * A ZeroMQ socket takes one send at a time (zeromq.js rejects a second one with EBUSY, which lost
+ * answers under load): sends wait their turn here, in order.
+ */
+export class SerialSender {
+  readonly #socket: { send(frames: (string | Uint8Array)[]): Promise<void> };
+  #last: Promise<unknown> = Promise.resolve();
+
+  constructor(socket: { send(frames: (string | Uint8Array)[]): Promise<void> }) {
+    this.#socket = socket;
+  }
+
+  send(frames: (string | Uint8Array)[]): Promise<void> {
+    const sent = this.#last.then(() => this.#socket.send(frames));
+    this.#last = sent.catch(() => undefined);
+    return sent;
+  }
+}
+
 /** Hard bound per message: larger frames make ZeroMQ drop the connection rather than buffer them. */
 const HARD_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
@@ -33,8 +52,7 @@ export class ZeroMqBus implements BusTransport {
   #sub: Subscriber | undefined;
   #timer: NodeJS.Timeout | undefined;
   #lastHeartbeat = 0;
-  /** ZeroMQ sockets take one send at a time (a second one fails with EBUSY): sends queue here. */
-  #sending: Promise<unknown> = Promise.resolve();
+  #sender: SerialSender | undefined;
   readonly #started = Date.now();
 
   constructor(options: ZeroMqOptions) {
@@ -58,6 +76,7 @@ export class ZeroMqBus implements BusTransport {
       maxMessageSize: HARD_MAX_MESSAGE_BYTES,
       ...curve,
     });
+    this.#sender = new SerialSender(this.#pub);
     this.#pub.connect(`tcp://${host}:${pubPort}`);
     this.#sub.connect(`tcp://${host}:${subPort}`);
     // Prefix filters: every spelling of the update topics (dots, and slashes with or without /v1).
@@ -99,12 +118,9 @@ export class ZeroMqBus implements BusTransport {
     await this.#send([topic, data]);
   }
 
-  #send(frames: [string, Uint8Array | string]): Promise<void> {
-    const pub = this.#pub;
-    if (!pub) return Promise.reject(new Error('the ZeroMQ bus is not started'));
-    const sent = this.#sending.then(() => pub.send(frames));
-    this.#sending = sent.catch(() => undefined);
-    return sent;
+  #send(frames: (string | Uint8Array)[]): Promise<void> {
+    if (!this.#sender) return Promise.reject(new Error('the ZeroMQ bus is not started'));
+    return this.#sender.send(frames);
   }
 
   connected(): boolean {

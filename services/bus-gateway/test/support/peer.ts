@@ -8,6 +8,7 @@ import {
   unpackPayload,
 } from '@aico-update/aico-bus';
 import { curveKeyPair, Publisher, Subscriber } from 'zeromq';
+import { SerialSender } from '../../src/transports/zeromq.ts';
 
 /**
  * An AICO frontend on the ZeroMQ bus, as AICO's client does it: PUB to the broker's 5555, SUB to 5556,
@@ -18,7 +19,7 @@ export class ZmqPeer {
   readonly received: { topic: string; frames: Buffer[]; envelope?: Envelope }[] = [];
   readonly #pub: Publisher;
   readonly #sub: Subscriber;
-  #sending: Promise<unknown> = Promise.resolve();
+  readonly #sender: SerialSender;
 
   constructor(host: string, pubPort: number, subPort: number, serverKey: string | undefined) {
     const keys = curveKeyPair();
@@ -27,6 +28,7 @@ export class ZmqPeer {
       : {};
     this.#pub = new Publisher({ linger: 0, ...curve });
     this.#sub = new Subscriber({ linger: 0, ...curve });
+    this.#sender = new SerialSender(this.#pub);
     this.#pub.connect(`tcp://${host}:${pubPort}`);
     this.#sub.connect(`tcp://${host}:${subPort}`);
     this.#sub.subscribe('update');
@@ -63,9 +65,7 @@ export class ZmqPeer {
 
   /** One send at a time, as ZeroMQ sockets require. */
   sendFrames(...frames: (string | Uint8Array)[]): Promise<void> {
-    const sent = this.#sending.then(() => this.#pub.send(frames));
-    this.#sending = sent.catch(() => undefined);
-    return sent;
+    return this.#sender.send(frames);
   }
 
   /** The answer carrying `correlationId`, unpacked as `schema`. */

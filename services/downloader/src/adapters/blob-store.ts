@@ -1,5 +1,6 @@
-import { mkdir, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '@aico-update/shared';
 
 /*
  * The verified blob cache: `blobs/<sha256>` holds only files whose bytes were verified against signed
@@ -60,9 +61,7 @@ export class BlobStore {
 
   async saveManifest(component: string, version: string, bytes: Buffer): Promise<void> {
     const path = this.manifestPath(component, version);
-    await writeFile(`${path}.tmp`, bytes);
-    const { rename } = await import('node:fs/promises');
-    await rename(`${path}.tmp`, path);
+    await writeFileAtomic(path, bytes);
   }
 
   async removeManifest(component: string, version: string): Promise<void> {

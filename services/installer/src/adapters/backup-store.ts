@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '@aico-update/shared';
 
 /*
  * Data backups on the installer's volume, one folder each: `<dir>/<id>/` with a tar per backed-up path
@@ -62,13 +63,7 @@ export class BackupStore {
     await mkdir(work, { recursive: true });
     try {
       const backup: Backup = { v: 1, ...meta, ...(await fill(work)) };
-      const handle = await open(join(work, 'backup.json'), 'w');
-      try {
-        await handle.writeFile(JSON.stringify(backup, null, 2));
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await writeFileAtomic(join(work, 'backup.json'), JSON.stringify(backup, null, 2));
       await rm(this.folder(meta.id), { recursive: true, force: true });
       await rename(work, this.folder(meta.id));
       return backup;

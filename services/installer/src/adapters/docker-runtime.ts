@@ -1,10 +1,9 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AppError } from '@aico-update/shared';
+import { AppError, fsyncFile } from '@aico-update/shared';
 import Docker from 'dockerode';
 import { newContainerSpec } from '../domain/container-spec.ts';
 import { previousName } from '../domain/install-plan.ts';
@@ -261,13 +260,7 @@ export class DockerRuntime implements ContainerRuntime {
   async archive(container: string, path: string, file: string): Promise<void> {
     const stream = (await this.docker.getContainer(container).getArchive({ path })) as NodeJS.ReadableStream;
     await pipeline(stream, createWriteStream(file));
-    // On disk before the backup is declared whole.
-    const handle = await open(file, 'r+');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await fsyncFile(file); // on disk before the backup is declared whole
   }
 
   async unarchive(container: string, entries: { path: string; file: string }[]): Promise<void> {

@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { InstallJob } from '@aico-update/shared';
+import { type InstallJob, writeFileAtomic } from '@aico-update/shared';
 import type { InstallStep } from '../domain/install-plan.ts';
 
 /*
@@ -54,15 +53,7 @@ export class JournalStore {
 
   async write(journal: Journal): Promise<void> {
     await mkdir(join(this.#file, '..'), { recursive: true });
-    const tmp = `${this.#file}.${randomBytes(4).toString('hex')}.tmp`;
-    const handle = await open(tmp, 'w');
-    try {
-      await handle.writeFile(JSON.stringify(journal));
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, this.#file);
+    await writeFileAtomic(this.#file, JSON.stringify(journal));
   }
 
   async clear(): Promise<void> {

@@ -1,9 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   ExtraTopics,
+  isNoResponders,
   type Logger,
   type PrepareAnswer,
   type PrepareRequest,
+  parseJsonOrUndefined,
   prepareAnswerSchema,
   Subjects,
 } from '@aico-update/shared';
@@ -75,21 +77,13 @@ async function ask(
       { strategy: 'timer', maxWait: timeoutMs },
     );
     for await (const reply of replies) {
-      const parsed = prepareAnswerSchema.safeParse(safeJson(reply.string()));
+      const parsed = prepareAnswerSchema.safeParse(parseJsonOrUndefined(reply.string()));
       if (parsed.success) answers.push(parsed.data);
       else logger.warn({ error: parsed.error.message }, 'ignored a malformed prepare answer');
     }
   } catch (error) {
     // No responders: nobody asked to be told; the install goes ahead.
-    if (!/no responders|503/i.test(String((error as Error).message))) throw error;
+    if (!isNoResponders(error)) throw error;
   }
   return answers;
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }

@@ -10,7 +10,7 @@ import {
   Topics,
 } from '@aico-update/shared';
 import {
-  docker,
+  engineEventTime,
   makeTempDir,
   type SpawnedServer,
   spawnNats,
@@ -221,22 +221,7 @@ describe('installer commands over NATS', () => {
     expect(after.Config.Labels['org.opencontainers.image.version']).toBe('1.1.0');
     // Joined the service's network and alias once ready; the old one left them before it stopped.
     expect(after.NetworkSettings.Networks[deployment.network].Aliases).toContain('backend');
-    const eventAt = async (id: string, event: string) =>
-      firstNumber(
-        await docker(
-          'events',
-          '--since',
-          String(since),
-          '--until',
-          String(Math.ceil(Date.now() / 1000)),
-          '--filter',
-          `container=${id}`,
-          '--filter',
-          `event=${event}`,
-          '--format',
-          '{{.TimeNano}}',
-        ),
-      );
+    const eventAt = (id: string, event: string) => engineEventTime(id, event, since);
     // The new one was running (and healthy) before the old one was told to stop.
     expect(await eventAt(after.Id, 'start')).toBeLessThan(await eventAt(before.Id, 'kill'));
     expect(await eventAt(after.Id, 'health_status: healthy')).toBeLessThan(await eventAt(before.Id, 'kill'));
@@ -246,10 +231,4 @@ describe('installer commands over NATS', () => {
 async function stagedImageId(base: string): Promise<string> {
   const manifest = JSON.parse(await readFile(join(base, 'cache', 'manifests', 'backend@1.1.0.json'), 'utf8'));
   return manifest.images[0].image_id;
-}
-
-function firstNumber(lines: string): number {
-  const value = Number(lines.split('\n')[0]);
-  if (!Number.isFinite(value)) throw new Error(`no event time in ${JSON.stringify(lines)}`);
-  return value;
 }

@@ -4,6 +4,7 @@ import { ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/sha
 import {
   buildSampleBackend,
   docker,
+  engineEventTime,
   makeTempDir,
   type SpawnedServer,
   spawnNats,
@@ -140,22 +141,7 @@ describe('installer on the real Docker Engine', () => {
     expect(after.Id).not.toBe(before.Id);
     // Stop-first: the engine's event log shows the old container died before the new one started.
     const since = Math.floor(Date.parse(before.State.StartedAt) / 1000) - 1;
-    const events = async (id: string, event: string) =>
-      Number(
-        await docker(
-          'events',
-          '--since',
-          String(since),
-          '--until',
-          String(Math.ceil(Date.now() / 1000)),
-          '--filter',
-          `container=${id}`,
-          '--filter',
-          `event=${event}`,
-          '--format',
-          '{{.TimeNano}}',
-        ),
-      );
+    const events = (id: string, event: string) => engineEventTime(id, event, since);
     expect(await events(before.Id, 'die')).toBeLessThan(await events(after.Id, 'start'));
     expect(await docker('ps', '-aq', '--filter', `id=${before.Id}`)).toBe('');
     const installs = JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string);
