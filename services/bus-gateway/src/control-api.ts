@@ -110,25 +110,30 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
     api.post('/install', command(Topics.installRequest));
     api.post('/rollback', command(ExtraTopics.rollbackRequest));
 
-    api.get('/events', (req, res) => {
-      res.writeHead(200, {
-        'content-type': 'text/event-stream',
-        'cache-control': 'no-cache',
-        connection: 'keep-alive',
-      });
-      res.write(': aico-update events\n\n');
-      const prefix = `${SUBJECT_ROOT}.evt.`;
-      const subscription = deps.nc.subscribe(Subjects.allEvents, {
-        callback: (_error, message) => {
-          res.write(`event: ${message.subject.slice(prefix.length)}\ndata: ${message.string()}\n\n`);
-        },
-      });
-      const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-      req.on('close', () => {
-        clearInterval(keepAlive);
-        subscription.unsubscribe();
-      });
-    });
+    api.get(
+      '/events',
+      wrap(async (req, res) => {
+        res.writeHead(200, {
+          'content-type': 'text/event-stream',
+          'cache-control': 'no-cache',
+          connection: 'keep-alive',
+        });
+        const prefix = `${SUBJECT_ROOT}.evt.`;
+        const subscription = deps.nc.subscribe(Subjects.allEvents, {
+          callback: (_error, message) => {
+            res.write(`event: ${message.subject.slice(prefix.length)}\ndata: ${message.string()}\n\n`);
+          },
+        });
+        const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+        req.on('close', () => {
+          clearInterval(keepAlive);
+          subscription.unsubscribe();
+        });
+        // The opening comment goes out once the server has the subscription: every later event arrives.
+        await deps.nc.flush();
+        res.write(': aico-update events\n\n');
+      }),
+    );
 
     app.use('/api/v1', api);
   };
