@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes the base images the Dockerfiles and docker-compose.yml name, from this machine's own binaries,
 # for machines that cannot pull from an image registry (ours): node:24-bookworm-slim (Node 24 + npm),
-# redis:7-bookworm and nats:2.9-alpine (Debian's redis-server and nats-server). Each is a root filesystem of
+# redis:7-bookworm and nats:2.9-alpine (Debian's redis-server and nats-server), and for the monitoring
+# profile prom/prometheus:v2.42.0 (Debian's prometheus, the same version). Each is a root filesystem of
 # the binary, the shared libraries ldd lists, and a static busybox for a shell; `docker import`ed
 # under the tag. An image that exists already is left alone (--force rebuilds). With internet access,
 # skip this: Docker pulls the real images.
@@ -79,4 +80,20 @@ if $force || ! exists nats:2.9-alpine; then
   cp "$(command -v nats-server)" "$root/usr/local/bin/nats-server"
   chown 998:998 "$root/data"
   import nats:2.9-alpine "$root" --change 'ENV PATH=/usr/local/bin:/bin' --change 'CMD ["nats-server"]'
+fi
+
+# Like the official image: prometheus as the entrypoint, config in /etc/prometheus, data in /prometheus,
+# user nobody. Grafana has no Debian package: the monitoring profile's grafana needs a registry.
+if [ -x /usr/bin/prometheus ] && { $force || ! exists prom/prometheus:v2.42.0; }; then
+  root="$work/prometheus"
+  rootfs "$root" /usr/bin/prometheus
+  mkdir -p "$root/etc/prometheus" "$root/prometheus"
+  cp /etc/prometheus/prometheus.yml "$root/etc/prometheus/"  # the default (scrapes itself), as upstream
+  cp /usr/bin/prometheus "$root/bin/prometheus"
+  echo 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >>"$root/etc/passwd"
+  echo 'nogroup:x:65534:' >>"$root/etc/group"
+  chown 65534:65534 "$root/prometheus"
+  import prom/prometheus:v2.42.0 "$root" --change 'USER nobody' --change 'WORKDIR /prometheus' \
+    --change 'ENTRYPOINT ["/bin/prometheus"]' \
+    --change 'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
 fi

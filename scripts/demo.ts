@@ -44,6 +44,7 @@ const options: StackOptions = {
     busPub: await port(5555),
     busSub: await port(5556),
     backend: await port(8771),
+    prometheus: await port(9090),
   },
   backend: { container: 'aico-demo-backend', image: 'aico-example/backend:current' },
 };
@@ -145,11 +146,23 @@ await waitUntil(() => count('update.install.complete') >= 2, 'the install', 120_
 await new Promise((r) => setTimeout(r, 300));
 flush();
 say(`      rolled back: the sample AICO backend answers ${await stack.backendVersion()}`);
+say('      waiting for Prometheus to scrape the installer and evaluate its alert rules (up to a minute)');
+const alert = await waitUntil(
+  async () => (await stack.firingAlerts()).find((a) => a.labels.alertname === 'AicoUpdateRolledBack'),
+  'the rollback alert',
+  90_000,
+  1000,
+).catch(() => undefined);
+say(
+  alert
+    ? `      Prometheus alert firing: ${alert.labels.alertname} (${alert.labels.component}, ${alert.labels.reason})`
+    : '      the rollback alert has not fired yet; see the Prometheus URL below',
+);
 clearInterval(show);
 frontend.close();
 
 const files =
-  '-f docker-compose.yml -f infra/compose/broker.yml -f examples/aico-stack/docker-compose.yml --profile dev';
+  '-f docker-compose.yml -f infra/compose/broker.yml -f examples/aico-stack/docker-compose.yml --profile dev --profile monitoring';
 step(6, `Done in ${((performance.now() - started) / 1000).toFixed(0)} s. The stack keeps running:`);
 say(
   `      control API       ${stack.controlUrl}/api/v1/status   (history, check, install, rollback: README)`,
@@ -160,6 +173,9 @@ say(
 );
 say(
   `      AICO bus          tcp://127.0.0.1:${options.ports.busPub} (publish) and :${options.ports.busSub} (subscribe), CurveZMQ with AICO's broker key`,
+);
+say(
+  `      Prometheus        ${stack.prometheusUrl}/alerts (scrapes every service; rules in infra/prometheus)`,
 );
 say(`      sample backend    http://127.0.0.1:${options.ports.backend}/api/v1/health`);
 say(

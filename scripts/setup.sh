@@ -41,11 +41,17 @@ if $want_docker; then
   # Compose v1 (Debian's only one): the installer's tests prove `docker-compose up -d` keeps an update.
   command -v docker-compose >/dev/null || apt_packages+=(docker-compose)
 fi
-if [ ${#apt_packages[@]} -gt 0 ]; then
-  need_root "${apt_packages[*]}"
-  say "installing Debian packages: ${apt_packages[*]}"
+# Prometheus: promtool checks and unit-tests the alert rules; its server is the monitoring profile's
+# (infra/base-images.sh) and scrapes the stack in the end-to-end test. Without its recommends (exporters).
+lean_packages=()
+command -v promtool >/dev/null || lean_packages+=(prometheus)
+if [ $((${#apt_packages[@]} + ${#lean_packages[@]})) -gt 0 ]; then
+  need_root "${apt_packages[*]} ${lean_packages[*]}"
+  say "installing Debian packages: ${apt_packages[*]} ${lean_packages[*]}"
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+  [ ${#apt_packages[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+  [ ${#lean_packages[@]} -eq 0 ] ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean_packages[@]}" >/dev/null
 fi
 
 node_ok() {

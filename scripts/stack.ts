@@ -17,13 +17,18 @@ const FILES = [
   ...['-f', 'docker-compose.yml', '-f', 'infra/compose/broker.yml'],
   ...['-f', 'examples/aico-stack/docker-compose.yml', '--profile', 'dev'],
 ];
-const SERVICES = ['redis', 'nats', 'update-server', 'checker', 'downloader', 'installer', 'bus-gateway'];
+/** Prometheus alone of the monitoring profile: Grafana has no image made offline (infra/base-images.sh). */
+const MONITORING = ['--profile', 'monitoring'];
+const SERVICES = [
+  ...['redis', 'nats', 'update-server', 'checker', 'downloader', 'installer', 'bus-gateway'],
+  'prometheus',
+];
 
 export interface StackOptions {
   project: string;
   /** Where the TUF repository lives (kept when the stack stays up). */
   repoDir: string;
-  ports: { control: number; busPub: number; busSub: number; backend: number };
+  ports: { control: number; busPub: number; busSub: number; backend: number; prometheus: number };
   /** The deployed backend's container and image names. */
   backend: { container: string; image: string };
 }
@@ -56,6 +61,7 @@ export class Stack {
       AICO_BUS_PUB_PORT: String(options.ports.busPub),
       AICO_BUS_SUB_PORT: String(options.ports.busSub),
       AICO_CONTROL_PORT: String(options.ports.control),
+      AICO_PROMETHEUS_PORT: String(options.ports.prometheus),
     };
   }
 
@@ -72,8 +78,9 @@ export class Stack {
     await stack.compose('build', '-q');
     log(`building the sample AICO backend 1.0.0 (${options.backend.image})`);
     await buildSampleBackend(options.backend.image, '1.0.0');
-    log('docker-compose up -d');
+    log('docker-compose up -d, and Prometheus (profile monitoring)');
     await stack.compose('up', '-d');
+    await stack.compose(...MONITORING, 'up', '-d', 'prometheus');
     return stack;
   }
 
@@ -85,9 +92,10 @@ export class Stack {
       AICO_UPDATE_SERVER_METADATA_URL: 'unused',
       AICO_TRUSTED_ROOT_FILE: '/dev/null',
     };
-    await run('docker-compose', [...FILES, 'down', '-v', '--remove-orphans'], { cwd: ROOT, env }).catch(
-      () => undefined,
-    );
+    await run('docker-compose', [...FILES, ...MONITORING, 'down', '-v', '--remove-orphans'], {
+      cwd: ROOT,
+      env,
+    }).catch(() => undefined);
   }
 
   async compose(...args: string[]): Promise<string> {
@@ -110,6 +118,10 @@ export class Stack {
 
   get controlUrl(): string {
     return `http://127.0.0.1:${this.options.ports.control}`;
+  }
+
+  get prometheusUrl(): string {
+    return `http://127.0.0.1:${this.options.ports.prometheus}`;
   }
 
   /** Waits until every service reports healthy; the error lists each one's state. */
@@ -141,6 +153,26 @@ export class Stack {
     return response?.ok ? ((await response.json()) as { version: string }).version : undefined;
   }
 
+  /** The alerts Prometheus has firing now (its /api/v1/alerts), each with its labels. */
+  async firingAlerts(): Promise<{ labels: Record<string, string> }[]> {
+    const response = await fetch(`${this.prometheusUrl}/api/v1/alerts`).catch(() => undefined);
+    if (!response?.ok) return [];
+    const { data } = (await response.json()) as {
+      data: { alerts: { state: string; labels: Record<string, string> }[] };
+    };
+    return data.alerts.filter((alert) => alert.state === 'firing');
+  }
+
+  /** The samples of an instant PromQL query, as labels and value. */
+  async query(promql: string): Promise<{ metric: Record<string, string>; value: number }[]> {
+    const response = await fetch(`${this.prometheusUrl}/api/v1/query?query=${encodeURIComponent(promql)}`);
+    if (!response.ok) throw new Error(`Prometheus query ${promql}: HTTP ${response.status}`);
+    const { data } = (await response.json()) as {
+      data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+    };
+    return data.result.map(({ metric, value }) => ({ metric, value: Number(value[1]) }));
+  }
+
   /** Publishes a sample backend `version` as a signed release, its image as content-addressed blobs. */
   async publish(version: string, behaviour: 'healthy' | 'unhealthy' = 'healthy'): Promise<void> {
     const tag = `${this.options.backend.image.replace(/:.*$/, '')}:${version}-${this.options.project}`;
@@ -160,7 +192,7 @@ export class Stack {
   }
 
   async down(): Promise<void> {
-    await this.compose('down', '-v', '--remove-orphans').catch(() => undefined);
+    await this.compose(...MONITORING, 'down', '-v', '--remove-orphans').catch(() => undefined);
     await docker('rmi', '-f', ...this.images).catch(() => undefined);
   }
 }

@@ -22,7 +22,8 @@ import { ZmqPeer } from '../../services/bus-gateway/test/support/peer.ts';
  * the Dockerfile, docker-compose.yml with the development update server (profile dev), the gateway as
  * AICO's broker (infra/compose/broker.yml), and the example AICO stack (a sample backend at 1.0.0).
  * Then, only through the bus in AICO's wire format: 1.1.0 is published, found, downloaded, installed;
- * a broken 1.2.0 is installed, fails its health gate and is rolled back; `up -d` keeps 1.1.0.
+ * a broken 1.2.0 is installed, fails its health gate and is rolled back, which Prometheus (profile
+ * monitoring) scrapes and alerts on; `up -d` keeps 1.1.0.
  */
 
 const id = randomBytes(3).toString('hex');
@@ -38,6 +39,7 @@ beforeAll(async () => {
       busPub: await freePort(),
       busSub: await freePort(),
       backend: await freePort(),
+      prometheus: await freePort(),
     },
     backend: { container: `aico-backend-${id}`, image: `aico-example/backend:current-${id}` },
   });
@@ -138,19 +140,36 @@ describe('the deployment', () => {
     expect(failure.success).toBe(false);
     expect(failure.message).toMatch(/rolled_back/);
     expect(await stack.backendVersion()).toBe('1.1.0');
-    const metrics = await docker(
-      'exec',
-      stack.container('installer'),
-      'node',
-      '-e',
-      "fetch('http://127.0.0.1:8083/metrics').then(r=>r.text()).then(t=>console.log(t))",
+    // Seen where the operator sees it: Prometheus scraped the rollback and its alert fires.
+    const rollbacks = await waitUntil(
+      async () => {
+        const samples = await stack.query('aico_update_rollbacks_total');
+        return samples.length > 0 && samples;
+      },
+      'Prometheus to scrape the rollback',
+      60_000,
+      1000,
     );
-    expect(metrics).toMatch(
-      /aico_update_rollbacks_total\{component="backend",reason="HEALTH_GATE_FAILED"[^}]*\} 1/,
+    expect(rollbacks).toEqual([
+      {
+        metric: expect.objectContaining({
+          component: 'backend',
+          reason: 'HEALTH_GATE_FAILED',
+          service: 'installer',
+        }),
+        value: 1,
+      },
+    ]);
+    expect(await stack.query('aico_update_installed_version_info{component="backend"}')).toEqual([
+      { metric: expect.objectContaining({ version: '1.1.0' }), value: 1 },
+    ]);
+    const alert = await waitUntil(
+      async () => (await stack.firingAlerts()).find((a) => a.labels.alertname === 'AicoUpdateRolledBack'),
+      'the AicoUpdateRolledBack alert to fire',
+      90_000,
+      1000,
     );
-    expect(metrics).toMatch(
-      /aico_update_installed_version_info\{component="backend",version="1\.1\.0"[^}]*\} 1/,
-    );
+    expect(alert.labels).toMatchObject({ component: 'backend', reason: 'HEALTH_GATE_FAILED' });
 
     // The operator runs `up -d` again: the backend keeps the installed version.
     await stack.compose('up', '-d');
