@@ -4,10 +4,12 @@
  * frontend on ZeroMQ with CurveZMQ): 1.1.0 is published, found, downloaded and installed; a broken 1.2.0
  * is installed and rolled back. The stack keeps running afterwards; the URLs are printed at the end.
  */
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import {
   create,
   DownloadProgressSchema,
@@ -36,8 +38,15 @@ async function port(preferred: number): Promise<number> {
   return free ? preferred : freePort();
 }
 
+/** Compose v2 (`docker compose`) as most hosts have it; Debian 12's v1 where v2 is missing. */
+const compose = await promisify(execFile)('docker', ['compose', 'version']).then(
+  () => 'v2' as const,
+  () => 'v1' as const,
+);
+
 const options: StackOptions = {
   project: 'aico-demo',
+  compose,
   repoDir: join(ROOT, '.demo', 'repo'),
   ports: {
     control: await port(8084),
@@ -51,7 +60,8 @@ const options: StackOptions = {
 const started = performance.now();
 
 step(1, 'Deploying the update system with Docker Compose (a fresh demo: the last one is removed first)');
-await Stack.remove(options.project);
+await Stack.remove(options.project, 'v1');
+await Stack.remove(options.project, 'v2');
 await rm(options.repoDir, { recursive: true, force: true });
 const stack = await Stack.up(options, (line) => say(`      ${line}`));
 await stack.healthy();
@@ -179,6 +189,6 @@ say(
 );
 say(`      sample backend    http://127.0.0.1:${options.ports.backend}/api/v1/health`);
 say(
-  `      stop it           COMPOSE_PROJECT_NAME=${options.project} AICO_UPDATE_SERVER_METADATA_URL=x docker-compose ${files} down -v`,
+  `      stop it           COMPOSE_PROJECT_NAME=${options.project} AICO_UPDATE_SERVER_METADATA_URL=x ${compose === 'v2' ? 'docker compose' : 'docker-compose'} ${files} down -v`,
 );
 process.exit(0);

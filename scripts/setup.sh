@@ -74,6 +74,29 @@ if $want_docker; then
     docker version >/dev/null 2>&1 || { say "dockerd did not answer within 60 s; see /var/log/dockerd.log"; exit 1; }
   fi
   say "docker engine $(docker version --format '{{.Server.Version}}')"
+
+  # Compose v2 (`docker compose`) beside Debian 12's v1 (`docker-compose`): the deployment must work with
+  # both. Debian 12 has no v2; Debian 13's package is one static binary. apt fetches it from trixie with
+  # the archive's signatures checked, into a private folder (nothing else from trixie is installed); it
+  # becomes this user's Docker CLI plugin.
+  plugin=$HOME/.docker/cli-plugins/docker-compose
+  if ! docker compose version >/dev/null 2>&1; then
+    need_root "docker-compose from Debian 13 (Compose v2)"
+    say "installing Compose v2 as a Docker CLI plugin (Debian 13's docker-compose package)"
+    apt_dir=$tools_dir/compose-v2
+    rm -rf "$apt_dir" && mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+    echo "deb http://deb.debian.org/debian trixie main" >"$apt_dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+      -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+      -o "APT::Architectures=$(dpkg --print-architecture)" -o APT::Sandbox::User=root)
+    apt-get "${apt_opts[@]}" update -qq >/dev/null
+    (cd "$apt_dir" && apt-get "${apt_opts[@]}" download -qq docker-compose >/dev/null)
+    dpkg-deb -x "$apt_dir"/docker-compose_*.deb "$apt_dir/root"
+    mkdir -p "$(dirname "$plugin")"
+    install -m 0755 "$apt_dir/root/usr/libexec/docker/cli-plugins/docker-compose" "$plugin"
+    rm -rf "$apt_dir/lists" "$apt_dir/cache"
+  fi
+  say "compose $(docker compose version --short) and $(docker-compose version --short)"
 fi
 
 cd "$repo_root"

@@ -12,6 +12,13 @@ import { initRepository, openRepository, type Repository } from '@aico-update/re
 import { buildSampleBackend, docker, makeTempDir, waitUntil } from '@aico-update/shared/testing';
 
 const run = promisify(execFile);
+
+/** Compose v1 (`docker-compose`, Debian 12's) or v2 (`docker compose`, the CLI plugin setup installs). */
+export type ComposeVersion = 'v1' | 'v2';
+const COMPOSE: Record<ComposeVersion, [string, ...string[]]> = {
+  v1: ['docker-compose'],
+  v2: ['docker', 'compose'],
+};
 export const ROOT = resolve(import.meta.dirname, '..');
 const FILES = [
   ...['-f', 'docker-compose.yml', '-f', 'infra/compose/broker.yml'],
@@ -26,6 +33,7 @@ const SERVICES = [
 
 export interface StackOptions {
   project: string;
+  compose: ComposeVersion;
   /** Where the TUF repository lives (kept when the stack stays up). */
   repoDir: string;
   ports: { control: number; busPub: number; busSub: number; backend: number; prometheus: number };
@@ -78,21 +86,22 @@ export class Stack {
     await stack.compose('build', '-q');
     log(`building the sample AICO backend 1.0.0 (${options.backend.image})`);
     await buildSampleBackend(options.backend.image, '1.0.0');
-    log('docker-compose up -d, and Prometheus (profile monitoring)');
+    log(`compose ${options.compose}: up -d, and Prometheus (profile monitoring)`);
     await stack.compose('up', '-d');
     await stack.compose(...MONITORING, 'up', '-d', 'prometheus');
     return stack;
   }
 
   /** Removes a stack an earlier run left up (containers, networks, volumes), if any. */
-  static async remove(project: string): Promise<void> {
+  static async remove(project: string, compose: ComposeVersion): Promise<void> {
     const env = {
       ...process.env,
       COMPOSE_PROJECT_NAME: project,
       AICO_UPDATE_SERVER_METADATA_URL: 'unused',
       AICO_TRUSTED_ROOT_FILE: '/dev/null',
     };
-    await run('docker-compose', [...FILES, ...MONITORING, 'down', '-v', '--remove-orphans'], {
+    const [command, ...args] = COMPOSE[compose];
+    await run(command, [...args, ...FILES, ...MONITORING, 'down', '-v', '--remove-orphans'], {
       cwd: ROOT,
       env,
     }).catch(() => undefined);
@@ -100,7 +109,8 @@ export class Stack {
 
   async compose(...args: string[]): Promise<string> {
     try {
-      const { stdout } = await run('docker-compose', [...FILES, ...args], {
+      const [command, ...composeArgs] = COMPOSE[this.options.compose];
+      const { stdout } = await run(command, [...composeArgs, ...FILES, ...args], {
         cwd: ROOT,
         env: this.env,
         maxBuffer: 32 * 1024 * 1024,
@@ -108,12 +118,15 @@ export class Stack {
       return stdout.trim();
     } catch (error) {
       const e = error as { stderr?: string };
-      throw new Error(`docker-compose ${args.join(' ')} failed: ${e.stderr?.trim().slice(-2000)}`);
+      const command = COMPOSE[this.options.compose].join(' ');
+      throw new Error(`${command} ${args.join(' ')} failed: ${e.stderr?.trim().slice(-2000)}`);
     }
   }
 
+  /** A service's container name: v1 joins with `_`, v2 with `-`. */
   container(service: string): string {
-    return `${this.options.project}_${service}_1`;
+    const separator = this.options.compose === 'v1' ? '_' : '-';
+    return [this.options.project, service, '1'].join(separator);
   }
 
   get controlUrl(): string {

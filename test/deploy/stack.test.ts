@@ -26,31 +26,32 @@ import { ZmqPeer } from '../../services/bus-gateway/test/support/peer.ts';
  * monitoring) scrapes and alerts on; `up -d` keeps 1.1.0.
  */
 
-const id = randomBytes(3).toString('hex');
-let stack: Stack;
-let frontend: ZmqPeer;
+describe.each(['v1', 'v2'] as const)('the deployment with Compose %s', (compose) => {
+  const id = randomBytes(3).toString('hex');
+  let stack: Stack;
+  let frontend: ZmqPeer;
 
-beforeAll(async () => {
-  stack = await Stack.up({
-    project: `aicoupd${id}`,
-    repoDir: join(await makeTempDir('stack'), 'repo'),
-    ports: {
-      control: await freePort(),
-      busPub: await freePort(),
-      busSub: await freePort(),
-      backend: await freePort(),
-      prometheus: await freePort(),
-    },
-    backend: { container: `aico-backend-${id}`, image: `aico-example/backend:current-${id}` },
+  beforeAll(async () => {
+    stack = await Stack.up({
+      project: `aicoupd${id}`,
+      compose,
+      repoDir: join(await makeTempDir('stack'), 'repo'),
+      ports: {
+        control: await freePort(),
+        busPub: await freePort(),
+        busSub: await freePort(),
+        backend: await freePort(),
+        prometheus: await freePort(),
+      },
+      backend: { container: `aico-backend-${id}`, image: `aico-example/backend:current-${id}` },
+    });
+  }, 600_000);
+
+  afterAll(async () => {
+    frontend?.close();
+    await stack?.down();
   });
-}, 600_000);
 
-afterAll(async () => {
-  frontend?.close();
-  await stack?.down();
-});
-
-describe('the deployment', () => {
   it('comes up healthy, read-only, as non-root where it can', { timeout: 180_000 }, async () => {
     await stack.healthy();
     for (const service of ['checker', 'downloader', 'installer', 'bus-gateway']) {
