@@ -24,8 +24,7 @@ COPY services/bus-gateway/package.json services/bus-gateway/
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund --workspace ${PACKAGE}
 
 # The JavaScript of every package, the same for all images (so this stage is built once): the TypeScript
-# compiler at the lockfile's version, then each package's src compiled, its own .js files (the generated
-# protobuf code) and its package.json with the exports pointing at .js.
+# compiler at the lockfile's version, then scripts/compile.sh.
 FROM ${NODE_IMAGE} AS compile
 WORKDIR /app
 COPY package-lock.json ./
@@ -33,16 +32,11 @@ RUN mkdir -p /opt/tsc && cd /opt/tsc && \
     npm install --no-audit --no-fund --no-save \
       "typescript@$(node -p "require('/app/package-lock.json').packages['node_modules/typescript'].version")"
 COPY tsconfig.base.json tsconfig.build.json ./
+COPY scripts/compile.sh scripts/
 COPY libs ./libs
 COPY services ./services
 COPY tools ./tools
-RUN node /opt/tsc/node_modules/typescript/bin/tsc -p tsconfig.build.json && \
-    for file in $(find libs services tools -path '*/src/*' -name '*.js'); do \
-      mkdir -p "/tmp/aico-build/${file%/*}" && cp "$file" "/tmp/aico-build/$file"; \
-    done && \
-    for manifest in libs/*/package.json services/*/package.json tools/*/package.json; do \
-      sed 's/\.ts"/.js"/g' "$manifest" > "/tmp/aico-build/$manifest"; \
-    done
+RUN sh scripts/compile.sh /tmp/aico-build /opt/tsc/node_modules/typescript/bin/tsc
 
 FROM ${NODE_IMAGE}
 ARG SERVICE

@@ -13,15 +13,17 @@ import { promisify } from 'node:util';
 import { startTestRepository } from '@aico-update/release/testing';
 import { artifactTargetPath, blobTargetPath, releaseBlobs, releaseManifestSchema } from '@aico-update/shared';
 import { buildAppImage, docker, ensureBaseImage } from '@aico-update/shared/testing';
+import { compileWorkspace, composeNodeOptions } from './support/compiled.ts';
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
 const SIZE = Number(process.env.BENCH_DOWNLOAD_MIB ?? 512) * MIB;
-const child = resolve(import.meta.dirname, 'support/download-child.ts');
-// The flags the downloader service runs with (services/downloader/package.json "start"): a larger young
-// generation means fewer scavenges while hundreds of MiB/s of socket buffers stream through.
-const DOWNLOADER_NODE_FLAGS = ['--max-semi-space-size=32'];
 const t = await startTestRepository();
+// The download runs as the downloader service does: compiled JavaScript, with the Node flags
+// docker-compose.yml gives it.
+const compiled = await compileWorkspace(join(t.workDir, 'compiled'));
+const child = await compiled.addScript(resolve(import.meta.dirname, 'support/download-child.ts'));
+const DOWNLOADER_NODE_FLAGS = await composeNodeOptions('downloader');
 const out = (name: string) => join(t.workDir, name);
 
 async function writeBigFile(path: string, bytes: number): Promise<void> {

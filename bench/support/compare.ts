@@ -8,6 +8,7 @@ import { createWriteStream } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestRepository } from '@aico-update/release/testing';
+import { compileWorkspace, composeNodeOptions } from './compiled.ts';
 
 const run = promisify(execFile);
 const t = await startTestRepository();
@@ -63,33 +64,27 @@ for (const [name, v] of [
   ]);
   console.log(name, b.stdout.trim(), '/', b2.stdout.trim(), 'ms');
 }
-for (const [flags, env] of [
-  ['--max-semi-space-size=32', {}],
-  ['--max-semi-space-size=32', { MALLOC_ARENA_MAX: '2' }],
-  ['--max-semi-space-size=32', { MALLOC_ARENA_MAX: '1' }],
-] as const) {
-  const runs: string[] = [];
-  for (let i = 0; i < 2; i++) {
-    const o = await run(
-      process.execPath,
-      [
-        flags,
-        child,
-        t.metadataUrl,
-        t.targetsUrl,
-        t.caFile,
-        t.repo.trustedRootPath,
-        join(t.workDir, `sx${i}${JSON.stringify(env).length}`),
-        'artifacts/backend/1.0.0/big.bin',
-        join(t.workDir, 'x.bin'),
-      ],
-      { env: { ...process.env, ...env } },
-    );
-    const r = JSON.parse(o.stdout);
-    runs.push(`${r.ms.toFixed(0)} ms (cpu ${r.cpuMs.toFixed(0)}, rss ${r.maxRssMiB.toFixed(0)})`);
-  }
-  console.log(`ours ${flags} ${JSON.stringify(env)}: ${runs.join(' / ')}`);
+// Our download as the service runs it: compiled, with the downloader's NODE_OPTIONS from docker-compose.yml.
+const compiled = await compileWorkspace(join(t.workDir, 'compiled'));
+const compiledChild = await compiled.addScript(child);
+const flags = await composeNodeOptions('downloader');
+const runs: string[] = [];
+for (let i = 0; i < 2; i++) {
+  const o = await run(process.execPath, [
+    ...flags,
+    compiledChild,
+    t.metadataUrl,
+    t.targetsUrl,
+    t.caFile,
+    t.repo.trustedRootPath,
+    join(t.workDir, `sx${i}`),
+    'artifacts/backend/1.0.0/big.bin',
+    join(t.workDir, 'x.bin'),
+  ]);
+  const r = JSON.parse(o.stdout);
+  runs.push(`${r.ms.toFixed(0)} ms (cpu ${r.cpuMs.toFixed(0)}, rss ${r.maxRssMiB.toFixed(0)})`);
 }
+console.log(`ours ${flags.join(' ')}: ${runs.join(' / ')}`);
 for (let round = 0; round < 0; round++) {
   const c = await run('curl', [
     '-s',
