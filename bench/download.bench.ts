@@ -1,18 +1,28 @@
 /*
  * npm run bench:download — the downloader's building blocks against baselines in the same run:
  *   download_vs_curl       throughput of a verified 512 MiB download over HTTPS on loopback, ours / curl's
- *   download_peak_rss_mib  peak RSS of the process doing that download
+ *   download_peak_rss_mib  peak RSS of the downloader service doing that download (a BullMQ job)
  *   delta_bytes_ratio      bytes fetched for an app-layer-only image change / the whole new image
  *   resume_bytes_ratio     bytes fetched for a download cut at 50 % and resumed / the file size
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { downloaderEnv, releaseRef, runDownloadJob } from '@aico-update/downloader/testing';
 import { startTestRepository } from '@aico-update/release/testing';
 import { artifactTargetPath, blobTargetPath, releaseBlobs, releaseManifestSchema } from '@aico-update/shared';
-import { buildAppImage, docker, ensureBaseImage } from '@aico-update/shared/testing';
+import {
+  buildAppImage,
+  docker,
+  ensureBaseImage,
+  freePort,
+  spawnNats,
+  spawnRedis,
+  waitUntil,
+} from '@aico-update/shared/testing';
+import { Redis } from 'ioredis';
 import { compileWorkspace, composeNodeOptions } from './support/compiled.ts';
 
 const run = promisify(execFile);
@@ -98,6 +108,52 @@ for (let i = 0; i < 2; i++) {
 const curlBest = Math.min(...curlSeconds);
 const oursBest = Math.min(...oursMs) / 1000;
 
+// 1b. The same release through the downloader service itself, as deployed (its own process, compiled,
+// the compose NODE_OPTIONS): a BullMQ download job as the checker enqueues it. Its peak RSS (VmHWM) is
+// the memory figure: the whole service (BullMQ, NATS, metrics, HTTP) holding a 512 MiB download.
+const [redisServer, natsServer] = await Promise.all([spawnRedis(), spawnNats()]);
+const httpPort = await freePort();
+const service = spawn(
+  process.execPath,
+  [...DOWNLOADER_NODE_FLAGS, join(compiled.dir, 'services/downloader/src/main.js')],
+  {
+    stdio: 'ignore',
+    env: {
+      PATH: process.env.PATH ?? '',
+      ...downloaderEnv(t, redisServer, natsServer, {
+        AICO_HTTP_PORT: String(httpPort),
+        AICO_DOWNLOADER_CACHE_DIR: out('service-cache'),
+        AICO_UPDATE_AUTO_INSTALL: 'false',
+        AICO_LOG_LEVEL: 'error',
+      }),
+    },
+  },
+);
+await waitUntil(
+  async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => undefined))?.ok,
+  'the downloader service to be ready',
+  30_000,
+  100,
+);
+const vm = async (field: 'VmRSS' | 'VmHWM') =>
+  Number(
+    (await readFile(`/proc/${service.pid}/status`, 'utf8')).match(new RegExp(`${field}:\\s+(\\d+)`))?.[1],
+  ) / 1024;
+const serviceIdleRss = await vm('VmRSS');
+const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+const serviceStarted = performance.now();
+const job = await runDownloadJob(redis, redisServer.url, {
+  v: 1,
+  release: await releaseRef(t, 'backend', '1.0.0'),
+  reason: 'request',
+});
+const serviceSeconds = (performance.now() - serviceStarted) / 1000;
+if (job.state !== 'completed') throw new Error(`the service's download failed: ${job.error}`);
+const servicePeakRss = await vm('VmHWM');
+service.kill('SIGTERM');
+redis.disconnect();
+await Promise.all([redisServer.stop(), natsServer.stop()]);
+
 // 2. Resume: a 64 MiB file cut at 50 %.
 await writeBigFile(out('resume.bin'), 64 * MIB);
 await t.repo.addRelease({
@@ -158,7 +214,10 @@ console.log(`download_mib=${SIZE / MIB}`);
 console.log(`curl_seconds=${curlBest.toFixed(3)} curl_mib_per_s=${(SIZE / MIB / curlBest).toFixed(0)}`);
 console.log(`ours_seconds=${oursBest.toFixed(3)} ours_mib_per_s=${(SIZE / MIB / oursBest).toFixed(0)}`);
 console.log(`download_vs_curl=${(curlBest / oursBest).toFixed(2)}`);
-console.log(`download_peak_rss_mib=${peakRss.toFixed(0)}`);
+console.log(
+  `service_seconds=${serviceSeconds.toFixed(3)} service_idle_rss_mib=${serviceIdleRss.toFixed(0)} client_peak_rss_mib=${peakRss.toFixed(0)}`,
+);
+console.log(`download_peak_rss_mib=${servicePeakRss.toFixed(0)}`);
 console.log(`delta_fetched_bytes=${deltaFetched} delta_full_image_bytes=${fullNew}`);
 console.log(`delta_bytes_ratio=${(deltaFetched / fullNew).toFixed(4)}`);
 console.log(`resume_bytes_ratio=${(resumed.fetchedBytes / (64 * MIB)).toFixed(4)}`);

@@ -23,6 +23,9 @@ export async function connectNats(servers: string, name: string, logger: Logger)
       name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
+      // No stack captured per request (two Error objects each): measured as ~6 % of the gateway's
+      // allocations per bus request. Our errors name the subject and the operation themselves.
+      noAsyncTraces: true,
     });
   } catch (error) {
     throw new AppError(
