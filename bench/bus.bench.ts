@@ -25,7 +25,7 @@ import { type CheckResponse, Subjects, Topics } from '@aico-update/shared';
 import { freePort, makeTempDir, spawnNats, spawnRedis } from '@aico-update/shared/testing';
 import { connect } from '@nats-io/transport-node';
 import { curveKeyPair, Publisher, Subscriber } from 'zeromq';
-import { compileWorkspace, composeNodeOptions } from './support/compiled.ts';
+import { compileWorkspace, composeNodeFlags } from './support/compiled.ts';
 
 const [redisServer, natsServer] = await Promise.all([spawnRedis(), spawnNats()]);
 const [pubPort, subPort] = [await freePort(), await freePort()];
@@ -55,12 +55,12 @@ nc.subscribe(Subjects.command(Topics.checkRequest), { callback: (_e, m) => void 
 nc.subscribe('bench.bare', { callback: (_e, m) => void m.respond(m.data) });
 
 // The gateway and the bare forwarder, each in its own process, as deployed: compiled JavaScript, with
-// the gateway's NODE_OPTIONS from docker-compose.yml.
+// the gateway's Node flags from docker-compose.yml.
 const compiled = await compileWorkspace(join(await makeTempDir('bus-bench'), 'compiled'));
 const httpPort = await freePort();
 const gateway = spawn(
   process.execPath,
-  [...(await composeNodeOptions('bus-gateway')), join(compiled.dir, 'services/bus-gateway/src/main.js')],
+  [...(await composeNodeFlags('bus-gateway')), join(compiled.dir, 'services/bus-gateway/src/main.js')],
   {
     stdio: 'ignore',
     env: {

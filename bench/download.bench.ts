@@ -23,7 +23,7 @@ import {
   waitUntil,
 } from '@aico-update/shared/testing';
 import { Redis } from 'ioredis';
-import { compileWorkspace, composeNodeOptions } from './support/compiled.ts';
+import { compileWorkspace, composeNodeFlags } from './support/compiled.ts';
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -33,7 +33,7 @@ const t = await startTestRepository();
 // docker-compose.yml gives it.
 const compiled = await compileWorkspace(join(t.workDir, 'compiled'));
 const child = await compiled.addScript(resolve(import.meta.dirname, 'support/download-child.ts'));
-const DOWNLOADER_NODE_FLAGS = await composeNodeOptions('downloader');
+const DOWNLOADER_NODE_FLAGS = await composeNodeFlags('downloader');
 const out = (name: string) => join(t.workDir, name);
 
 async function writeBigFile(path: string, bytes: number): Promise<void> {
@@ -109,7 +109,7 @@ const curlBest = Math.min(...curlSeconds);
 const oursBest = Math.min(...oursMs) / 1000;
 
 // 1b. The same release through the downloader service itself, as deployed (its own process, compiled,
-// the compose NODE_OPTIONS): a BullMQ download job as the checker enqueues it. Its peak RSS (VmHWM) is
+// its compose command's Node flags): a BullMQ download job as the checker enqueues it. Its peak RSS (VmHWM) is
 // the memory figure: the whole service (BullMQ, NATS, metrics, HTTP) holding a 512 MiB download.
 const [redisServer, natsServer] = await Promise.all([spawnRedis(), spawnNats()]);
 const httpPort = await freePort();

@@ -8,7 +8,7 @@ import { createWriteStream } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestRepository } from '@aico-update/release/testing';
-import { compileWorkspace, composeNodeOptions } from './compiled.ts';
+import { compileWorkspace, composeNodeFlags } from './compiled.ts';
 
 const run = promisify(execFile);
 const t = await startTestRepository();
@@ -64,10 +64,10 @@ for (const [name, v] of [
   ]);
   console.log(name, b.stdout.trim(), '/', b2.stdout.trim(), 'ms');
 }
-// Our download as the service runs it: compiled, with the downloader's NODE_OPTIONS from docker-compose.yml.
+// Our download as the service runs it: compiled, with the downloader's Node flags from docker-compose.yml.
 const compiled = await compileWorkspace(join(t.workDir, 'compiled'));
 const compiledChild = await compiled.addScript(child);
-const flags = await composeNodeOptions('downloader');
+const flags = await composeNodeFlags('downloader');
 const runs: string[] = [];
 for (let i = 0; i < 2; i++) {
   const o = await run(process.execPath, [

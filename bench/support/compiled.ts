@@ -45,9 +45,12 @@ export async function compileWorkspace(dir: string): Promise<CompiledWorkspace> 
   };
 }
 
-/** The Node flags a service runs with in docker-compose.yml (its NODE_OPTIONS), as a list. */
-export async function composeNodeOptions(service: string): Promise<string[]> {
+/** The Node flags a service's container runs with: its docker-compose.yml `command` up to the script. */
+export async function composeNodeFlags(service: string): Promise<string[]> {
   const compose = parse(await readFile(join(ROOT, 'docker-compose.yml'), 'utf8'));
-  const options: string | undefined = compose.services[service]?.environment?.NODE_OPTIONS;
-  return options ? options.split(/\s+/) : [];
+  const command: string[] | undefined = compose.services[service]?.command;
+  if (!command) return [];
+  if (command[0] !== 'node' || command.at(-1) !== 'main.js')
+    throw new Error(`${service}: expected a command [node, ...flags, main.js] in docker-compose.yml`);
+  return command.slice(1, -1);
 }
