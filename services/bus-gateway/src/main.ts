@@ -62,7 +62,7 @@ export async function startGateway(
   const metrics = createGatewayMetrics(registry, () => busConnected());
   const settings = config.bus;
   try {
-    const { redis, nc } = await connectInfrastructure(config, 'bus-gateway', logger, shutdown);
+    const { redis, nc, readiness } = await connectInfrastructure(config, 'bus-gateway', logger, shutdown);
 
     if (settings.mode === 'zeromq' && settings.zeromq.bind_broker) {
       const broker = new ZeroMqBroker({
@@ -258,8 +258,7 @@ export async function startGateway(
       registry,
       logger,
       readiness: [
-        { name: 'redis', check: async () => void (await redis.ping()) },
-        { name: 'nats', check: async () => void (await nc.flush()) },
+        ...readiness,
         {
           name: 'aico-bus',
           check: async () => {

@@ -44,7 +44,7 @@ export async function startChecker(
   const registry = createMetricsRegistry('checker');
   const metrics = createCheckerMetrics(registry);
   try {
-    const { redis, nc } = await connectInfrastructure(config, 'checker', logger, shutdown);
+    const { redis, nc, readiness } = await connectInfrastructure(config, 'checker', logger, shutdown);
 
     const state = new RedisCheckState(redis);
     await state.seedInstalled(config.installed);
@@ -97,10 +97,7 @@ export async function startChecker(
     const app = createServiceApp({
       registry,
       logger,
-      readiness: [
-        { name: 'redis', check: async () => void (await redis.ping()) },
-        { name: 'nats', check: async () => void (await nc.flush()) },
-      ],
+      readiness,
       routes: statusRoutes({ state, client, requests }),
     });
     const http = await listen(app, config.http.host, config.http.port);

@@ -35,7 +35,7 @@ export async function startDownloader(
   const registry = createMetricsRegistry('downloader');
   const metrics = createDownloaderMetrics(registry);
   try {
-    const { redis, nc } = await connectInfrastructure(config, 'downloader', logger, shutdown);
+    const { redis, nc, readiness } = await connectInfrastructure(config, 'downloader', logger, shutdown);
 
     const store = new BlobStore(config.downloader.cache_dir);
     await store.init();
@@ -93,10 +93,7 @@ export async function startDownloader(
     const app = createServiceApp({
       registry,
       logger,
-      readiness: [
-        { name: 'redis', check: async () => void (await redis.ping()) },
-        { name: 'nats', check: async () => void (await nc.flush()) },
-      ],
+      readiness,
       routes: (app) => {
         app.get('/status', async (_req, res, next) => {
           try {

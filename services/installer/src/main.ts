@@ -52,7 +52,7 @@ export async function startInstaller(
         `cannot reach the Docker Engine at ${config.installer.docker_socket} (${error.message}); check installer.docker_socket and that the socket is mounted`,
       );
     });
-    const { redis, nc } = await connectInfrastructure(config, 'installer', logger, shutdown);
+    const { redis, nc, readiness } = await connectInfrastructure(config, 'installer', logger, shutdown);
 
     const deps = createInstallDeps(config, { runtime, redis, nc, registry, logger });
     const { events } = deps;
@@ -145,11 +145,7 @@ export async function startInstaller(
     const app = createServiceApp({
       registry,
       logger,
-      readiness: [
-        { name: 'docker', check: () => runtime.ping() },
-        { name: 'redis', check: async () => void (await redis.ping()) },
-        { name: 'nats', check: async () => void (await nc.flush()) },
-      ],
+      readiness: [{ name: 'docker', check: () => runtime.ping() }, ...readiness],
       routes: (app) => {
         app.get('/status', async (_req, res, next) => {
           try {
