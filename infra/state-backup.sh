@@ -31,7 +31,7 @@ in_volume() {
 }
 
 # Stops the running containers that use a volume, runs the command, starts them again (also on failure).
-with_volume_quiet() {
+with_users_stopped() {
   local volume=$1; shift
   local users
   users=$(docker ps -q --filter "volume=$volume")
@@ -50,7 +50,7 @@ case $action in
     [ -n "$volumes" ] || { echo "no volumes of compose project '$project' (pass PROJECT?)" >&2; exit 1; }
     for volume in $volumes; do
       name=$(docker volume inspect --format '{{index .Labels "com.docker.compose.volume"}}' "$volume")
-      with_volume_quiet "$volume" in_volume "$volume" tar -C /volume -cf "/backup/$name.tar.partial" .
+      with_users_stopped "$volume" in_volume "$volume" tar -C /volume -cf "/backup/$name.tar.partial" .
       mv "$dir/$name.tar.partial" "$dir/$name.tar"
       say "$volume → $dir/$name.tar ($(du -h "$dir/$name.tar" | cut -f1))"
     done
@@ -64,7 +64,7 @@ case $action in
       docker volume inspect "$volume" >/dev/null 2>&1 ||
         docker volume create --label "com.docker.compose.project=$project" \
           --label "com.docker.compose.volume=$name" "$volume" >/dev/null
-      with_volume_quiet "$volume" in_volume "$volume" sh -c \
+      with_users_stopped "$volume" in_volume "$volume" sh -c \
         "find /volume -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -C /volume --numeric-owner -xpf '/backup/$name.tar'"
       say "$archive → $volume"
     done
