@@ -167,6 +167,11 @@ function fromFetchError(fetchError: FetchError, cause: unknown): TufError {
       { cause },
     );
   }
-  const kind = fetchError.code === 'TUF_CA_FILE_UNREADABLE' ? 'config' : 'unreachable';
+  const kind =
+    fetchError.code === 'TUF_CA_FILE_UNREADABLE'
+      ? 'config'
+      : fetchError.code.startsWith('DISK_')
+        ? 'local'
+        : 'unreachable';
   return new TufError(kind, fetchError.code, fetchError.message, { cause });
 }

@@ -1,5 +1,7 @@
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import { artifactTargetPath } from '@aico-update/shared';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -108,6 +110,49 @@ describe('downloadTarget', () => {
     t.faults.add(servedPath, { kind: 'append', extraBytes: 10 });
     await expect(rejection(download())).resolves.toMatchObject({ kind: 'attack', code: 'TUF_ENDLESS_DATA' });
     expect(await readdir(partialDir)).toEqual([]);
+  });
+
+  it('a disk that fills during the transfer: a clear local error, the partial kept for later, nothing in place', async () => {
+    if (process.getuid?.() !== 0)
+      throw new Error('this test mounts a small tmpfs and must run as root (CI does)');
+    await mkdir(partialDir, { recursive: true });
+    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', partialDir]);
+    try {
+      const error = await rejection(download());
+      expect(error).toMatchObject({ kind: 'local', code: 'DISK_FULL' });
+      expect(error.message).toMatch(/no space left .* writing .*\.part.*free disk space/i);
+      await expect(stat(dest)).rejects.toThrow(/ENOENT/);
+      const [part] = await readdir(partialDir);
+      expect((await stat(join(partialDir, part as string))).size).toBeLessThan(SIZE);
+    } finally {
+      await promisify(execFile)('umount', [partialDir]);
+    }
+    // Space again: the same download completes and verifies.
+    expect((await download()).fetchedBytes).toBe(SIZE);
+    expect(await readFile(dest)).toEqual(expected);
+  });
+
+  it('a full disk under a small file (metadata, a manifest) is a local error, not an attack', async () => {
+    if (process.getuid?.() !== 0)
+      throw new Error('this test mounts a small tmpfs and must run as root (CI does)');
+    const tmpDir = join(t.workDir, 'tiny-tmp');
+    await mkdir(tmpDir, { recursive: true });
+    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', tmpDir]);
+    try {
+      await c.fetcher.close();
+      c = clientFor(t, 'tiny', { tmpDir });
+      await t.publish({ component: 'frontend', version: '1.0.0', channel: 'stable', size: 64 * 1024 });
+      const error = await rejection(
+        c.client.session(async (s) => {
+          const info = await s.targetInfo(artifactTargetPath('frontend', '1.0.0', 'frontend-1.0.0.bin'));
+          await s.fetchTarget(info!);
+        }),
+      );
+      expect(error).toMatchObject({ kind: 'local', code: 'DISK_FULL' });
+      expect(error.message).toMatch(/no space left on the device while writing .*tiny-tmp/);
+    } finally {
+      await promisify(execFile)('umount', [tmpDir]);
+    }
   });
 
   it('holds a bandwidth cap', async () => {
