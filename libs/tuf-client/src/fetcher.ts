@@ -291,6 +291,9 @@ export class TufFetcher extends BaseFetcher {
     // A failed write (a full disk) is read from out.errored; without a listener it would crash the process.
     out.on('error', () => undefined);
     const flusher = new WriteBehindFlusher(file);
+    // An abort ends the transfer at once, also while the server sends nothing (a stall).
+    const abort = () => response.body.destroy(options.signal?.reason);
+    options.signal?.addEventListener('abort', abort, { once: true });
     let length = have;
     try {
       for await (const chunk of response.body) {
@@ -327,6 +330,8 @@ export class TufFetcher extends BaseFetcher {
       const diskFailure = out.errored ?? flusher.failure;
       if (diskFailure) throw this.#record(diskError(url, partial, diskFailure, true));
       throw this.#record(transportError(url, error, 'while receiving the body', response.timedOut()));
+    } finally {
+      options.signal?.removeEventListener('abort', abort);
     }
     if (length < expected.length) {
       // The server closed early without an error: a cut. Keep the partial and resume.

@@ -155,6 +155,27 @@ describe('downloadTarget', () => {
     }
   });
 
+  it('an abort ends a stalled transfer at once, keeping the partial', async () => {
+    t.faults.add(servedPath, { kind: 'stall', afterBytes: SIZE / 4 });
+    await c.fetcher.close();
+    c = clientFor(t, 'patient', { idleTimeoutMs: 20_000 });
+    const controller = new AbortController();
+    const started = performance.now();
+    const download = c.client.session(async (s) => {
+      const info = await s.targetInfo(TARGET);
+      return s.downloadTarget(info!, dest, {
+        partialDir,
+        signal: controller.signal,
+        onBytes: () => setTimeout(() => controller.abort(), 200),
+      });
+    });
+    await expect(download).rejects.toMatchObject({ name: 'AbortError' });
+    expect(performance.now() - started).toBeLessThan(5_000);
+    const [part] = await readdir(partialDir);
+    expect((await stat(join(partialDir, part as string))).size).toBeGreaterThan(0);
+    await expect(stat(dest)).rejects.toThrow(/ENOENT/);
+  });
+
   it('holds a bandwidth cap', async () => {
     await c.fetcher.close();
     c = clientFor(t, 'capped', { rateLimiter: new RateLimiter(2 * 1024 * 1024) });
