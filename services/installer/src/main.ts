@@ -141,6 +141,8 @@ export async function startInstaller(
     shutdown.add('commands', async () => {
       for (const sub of subscriptions) sub.unsubscribe();
     });
+    // Started means answering: make sure the server has the subscriptions before saying so.
+    await nc.flush();
 
     const app = createServiceApp({
       registry,
