@@ -1,9 +1,8 @@
-import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import { artifactTargetPath } from '@aico-update/shared';
+import { mountSmallDisk } from '@aico-update/shared/testing';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RateLimiter, type TufSession } from '../../src/index.ts';
 import { type ClientUnderTest, clientFor, rejection } from '../support/client.ts';
@@ -86,7 +85,6 @@ describe('downloadTarget', () => {
   });
 
   it('discards a resumed partial that fails verification and fetches the target again from zero', async () => {
-    const { mkdir } = await import('node:fs/promises');
     await mkdir(partialDir, { recursive: true });
     const sha256 = (await t.repo.readTargets()).targets[TARGET]?.hashes.sha256;
     await writeFile(join(partialDir, `${sha256}.part`), Buffer.alloc(SIZE / 2, 'x'));
@@ -113,10 +111,7 @@ describe('downloadTarget', () => {
   });
 
   it('a disk that fills during the transfer: a clear local error, the partial kept for later, nothing in place', async () => {
-    if (process.getuid?.() !== 0)
-      throw new Error('this test mounts a small tmpfs and must run as root (CI does)');
-    await mkdir(partialDir, { recursive: true });
-    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', partialDir]);
+    const unmount = await mountSmallDisk(partialDir, '1m');
     try {
       const error = await rejection(download());
       expect(error).toMatchObject({ kind: 'local', code: 'DISK_FULL' });
@@ -125,7 +120,7 @@ describe('downloadTarget', () => {
       const [part] = await readdir(partialDir);
       expect((await stat(join(partialDir, part as string))).size).toBeLessThan(SIZE);
     } finally {
-      await promisify(execFile)('umount', [partialDir]);
+      await unmount();
     }
     // Space again: the same download completes and verifies.
     expect((await download()).fetchedBytes).toBe(SIZE);
@@ -133,11 +128,8 @@ describe('downloadTarget', () => {
   });
 
   it('a full disk under a small file (metadata, a manifest) is a local error, not an attack', async () => {
-    if (process.getuid?.() !== 0)
-      throw new Error('this test mounts a small tmpfs and must run as root (CI does)');
     const tmpDir = join(t.workDir, 'tiny-tmp');
-    await mkdir(tmpDir, { recursive: true });
-    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', tmpDir]);
+    const unmount = await mountSmallDisk(tmpDir, '4k');
     try {
       await c.fetcher.close();
       c = clientFor(t, 'tiny', { tmpDir });
@@ -151,7 +143,7 @@ describe('downloadTarget', () => {
       expect(error).toMatchObject({ kind: 'local', code: 'DISK_FULL' });
       expect(error.message).toMatch(/no space left on the device while writing .*tiny-tmp/);
     } finally {
-      await promisify(execFile)('umount', [tmpDir]);
+      await unmount();
     }
   });
 

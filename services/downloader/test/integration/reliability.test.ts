@@ -1,7 +1,6 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { writeImageArchive } from '@aico-update/image-archive';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import {
@@ -16,6 +15,7 @@ import {
   buildAppImage,
   docker,
   ensureBaseImage,
+  mountSmallDisk,
   type SpawnedServer,
   spawnNats,
   spawnRedis,
@@ -149,12 +149,8 @@ describe('downloader reliability', () => {
   });
 
   it('not enough disk: a clear error before any byte is fetched, and nothing left behind', async () => {
-    if (process.getuid?.() !== 0)
-      throw new Error('this test mounts a small tmpfs and must run as root (CI does)');
     const cache = join(t.workDir, 'small-disk');
-    await mkdir(cache, { recursive: true });
-    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', cache]);
-    cleanups.push(() => promisify(execFile)('umount', [cache]));
+    cleanups.push(await mountSmallDisk(cache, '2m'));
     await t.publish({ component: 'backend', version: '1.1.0', channel: 'stable', size: 4 * MIB });
     const d = await startTestDownloader(t, redis, nats, { AICO_DOWNLOADER_CACHE_DIR: cache });
     cleanups.push(() => d.stop());

@@ -1,9 +1,13 @@
-import { execFile } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/shared';
-import { makeTempDir, type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
+import {
+  makeTempDir,
+  mountSmallDisk,
+  type SpawnedServer,
+  spawnNats,
+  spawnRedis,
+} from '@aico-update/shared/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -18,7 +22,6 @@ import { stageRelease } from '../support/stage.ts';
  * inside another container) are backed up before the swap and restored when the new version fails.
  */
 
-const run = promisify(execFile);
 let redis: SpawnedServer;
 let nats: SpawnedServer;
 let redisClient: Redis;
@@ -26,7 +29,7 @@ let nc: NatsConnection;
 let dir: string;
 let deployment: SampleDeployment;
 const runtime = new DockerRuntime();
-const mounts: string[] = [];
+const mounts: (() => Promise<void>)[] = [];
 
 beforeAll(async () => {
   [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
@@ -50,7 +53,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
   await deployment.remove();
-  for (const mount of mounts.splice(0)) await run('umount', [mount]).catch(() => undefined);
+  for (const unmount of mounts.splice(0)) await unmount().catch(() => undefined);
 });
 
 describe('data backup and restore', () => {
@@ -122,9 +125,7 @@ describe('data backup and restore', () => {
     'a backup that does not fit on its disk ($tmpfs) stops the install before anything changes, and leaves no partial backup',
     async ({ tmpfs, dataMiB, message }) => {
       const backups = join(dir, 'small');
-      await run('mkdir', ['-p', backups]);
-      await run('mount', ['-t', 'tmpfs', '-o', `size=${tmpfs}`, 'tmpfs', backups]);
-      mounts.push(backups);
+      mounts.push(await mountSmallDisk(backups, tmpfs));
       await deployment.exec(deployment.name, `head -c ${dataMiB * 1024 * 1024} /dev/urandom > /data/big.bin`);
       const before = await deployment.inspect();
       const deps = testInstallDeps(
