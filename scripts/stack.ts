@@ -31,6 +31,24 @@ const SERVICES = [
   'prometheus',
 ];
 
+/** Runs compose (the given version) on the stack's files; the error ends with compose's own output. */
+async function runCompose(version: ComposeVersion, env: NodeJS.ProcessEnv, args: string[]): Promise<string> {
+  const [command, ...composeArgs] = COMPOSE[version];
+  try {
+    const { stdout } = await run(command, [...composeArgs, ...FILES, ...args], {
+      cwd: ROOT,
+      env,
+      maxBuffer: 32 * 1024 * 1024,
+    });
+    return stdout.trim();
+  } catch (error) {
+    const e = error as { stderr?: string };
+    throw new Error(
+      `${COMPOSE[version].join(' ')} ${args.join(' ')} failed: ${e.stderr?.trim().slice(-2000)}`,
+    );
+  }
+}
+
 export interface StackOptions {
   project: string;
   compose: ComposeVersion;
@@ -100,27 +118,11 @@ export class Stack {
       AICO_UPDATE_SERVER_METADATA_URL: 'unused',
       AICO_TRUSTED_ROOT_FILE: '/dev/null',
     };
-    const [command, ...args] = COMPOSE[compose];
-    await run(command, [...args, ...FILES, ...MONITORING, 'down', '-v', '--remove-orphans'], {
-      cwd: ROOT,
-      env,
-    }).catch(() => undefined);
+    await runCompose(compose, env, [...MONITORING, 'down', '-v', '--remove-orphans']).catch(() => undefined);
   }
 
-  async compose(...args: string[]): Promise<string> {
-    try {
-      const [command, ...composeArgs] = COMPOSE[this.options.compose];
-      const { stdout } = await run(command, [...composeArgs, ...FILES, ...args], {
-        cwd: ROOT,
-        env: this.env,
-        maxBuffer: 32 * 1024 * 1024,
-      });
-      return stdout.trim();
-    } catch (error) {
-      const e = error as { stderr?: string };
-      const command = COMPOSE[this.options.compose].join(' ');
-      throw new Error(`${command} ${args.join(' ')} failed: ${e.stderr?.trim().slice(-2000)}`);
-    }
+  compose(...args: string[]): Promise<string> {
+    return runCompose(this.options.compose, this.env, args);
   }
 
   /** A service's container name: v1 joins with `_`, v2 with `-`. */

@@ -85,38 +85,4 @@ for (let i = 0; i < 2; i++) {
   runs.push(`${r.ms.toFixed(0)} ms (cpu ${r.cpuMs.toFixed(0)}, rss ${r.maxRssMiB.toFixed(0)})`);
 }
 console.log(`ours ${flags.join(' ')}: ${runs.join(' / ')}`);
-for (let round = 0; round < 0; round++) {
-  const c = await run('curl', [
-    '-s',
-    '--cacert',
-    t.caFile,
-    '-o',
-    join(t.workDir, 'c.bin'),
-    '-w',
-    '%{time_total}',
-    url,
-  ]);
-  const b = await run(process.execPath, [
-    '--input-type=module',
-    '-e',
-    bare,
-    url,
-    t.caFile,
-    join(t.workDir, 'b.bin'),
-  ]);
-  const o = await run(process.execPath, [
-    child,
-    t.metadataUrl,
-    t.targetsUrl,
-    t.caFile,
-    t.repo.trustedRootPath,
-    join(t.workDir, `st${round}`),
-    'artifacts/backend/1.0.0/big.bin',
-    join(t.workDir, `o${round}.bin`),
-  ]);
-  const mine = JSON.parse(o.stdout);
-  console.log(
-    `curl ${(Number(c.stdout) * 1000).toFixed(0)} ms | bare https ${b.stdout.trim()} ms | ours ${mine.ms.toFixed(0)} ms (process cpu ${mine.cpuMs.toFixed(0)})`,
-  );
-}
 await t.close();

@@ -158,6 +158,13 @@ function expired(text: string, cause: unknown): TufError {
   );
 }
 
+/** A transport failure is the network's unless it names this machine: its configuration or its disk. */
+const FETCH_ERROR_KINDS: Record<string, CheckFailure['kind']> = {
+  TUF_CA_FILE_UNREADABLE: 'config',
+  DISK_FULL: 'local',
+  DISK_WRITE_FAILED: 'local',
+};
+
 function fromFetchError(fetchError: FetchError, cause: unknown): TufError {
   if (fetchError.code === 'TUF_HASH_MISMATCH') {
     return new TufError(
@@ -167,11 +174,12 @@ function fromFetchError(fetchError: FetchError, cause: unknown): TufError {
       { cause },
     );
   }
-  const kind =
-    fetchError.code === 'TUF_CA_FILE_UNREADABLE'
-      ? 'config'
-      : fetchError.code.startsWith('DISK_')
-        ? 'local'
-        : 'unreachable';
-  return new TufError(kind, fetchError.code, fetchError.message, { cause });
+  return new TufError(
+    FETCH_ERROR_KINDS[fetchError.code] ?? 'unreachable',
+    fetchError.code,
+    fetchError.message,
+    {
+      cause,
+    },
+  );
 }

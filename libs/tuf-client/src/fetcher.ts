@@ -6,9 +6,9 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AppError, hashFile } from '@aico-update/shared';
+import { AppError, fsyncFile, hashFile } from '@aico-update/shared';
 import { BaseFetcher } from 'tuf-js';
 import { DownloadHTTPError, DownloadLengthMismatchError } from 'tuf-js/dist/error.js';
 
@@ -255,9 +255,7 @@ export class TufFetcher extends BaseFetcher {
         });
       }
     }
-    const handle = await open(partial, 'r+');
-    await handle.sync();
-    await handle.close();
+    await fsyncFile(partial);
     await rename(partial, dest);
     return outcome;
   }
@@ -315,13 +313,11 @@ export class TufFetcher extends BaseFetcher {
         flusher.wrote(bytes.length);
       }
       await flusher.settled();
-      await new Promise<void>((resolve, reject) =>
-        out.end((error?: Error | null) => (error ? reject(error) : resolve())),
-      );
+      await endStream(out);
     } catch (error) {
       response.body.destroy();
       await flusher.settled().catch(() => undefined);
-      await new Promise<void>((resolve) => out.end(resolve));
+      await endStream(out).catch(() => undefined);
       if (error instanceof DownloadLengthMismatchError) {
         await rm(partial, { force: true });
         throw error;
@@ -372,12 +368,10 @@ export class TufFetcher extends BaseFetcher {
         }
         if (!out.write(chunk)) await once(out, 'drain');
       }
-      await new Promise<void>((resolve, reject) =>
-        out.end((error?: Error | null) => (error ? reject(error) : resolve())),
-      );
+      await endStream(out);
     } catch (error) {
       body.destroy();
-      await new Promise<void>((resolve) => out.end(resolve));
+      await endStream(out).catch(() => undefined);
       if (error instanceof DownloadLengthMismatchError) throw error;
       if (out.errored) throw this.#record(diskError(url, file, out.errored));
       throw this.#record(transportError(url, error, 'while receiving the body', response.timedOut()));
@@ -454,6 +448,13 @@ export class TufFetcher extends BaseFetcher {
     this.lastError = error;
     return error;
   }
+}
+
+/** Ends a write stream: resolves once everything is written, rejects with a failed write's error. */
+function endStream(out: Writable): Promise<void> {
+  return new Promise<void>((resolve, reject) =>
+    out.end((error?: Error | null) => (error ? reject(error) : resolve())),
+  );
 }
 
 /**
