@@ -75,10 +75,23 @@ const MESSAGE_RULES: Rule[] = [
     what: 'the server offered older metadata than already trusted (rollback)',
   },
   {
-    test: /Expected '\w+', got|is not defined|must be a|Unsupported specVersion|Unexpected token|JSON/,
+    test: /expected '(\w+)', got '?(\w+)/i,
+    kind: 'attack',
+    code: 'TUF_WRONG_TYPE',
+    what: 'the server sent metadata of another role than the file it asked for (a wrong _type)',
+  },
+  {
+    test: /is not defined|must be a|Unsupported specVersion|Unexpected token|JSON/,
     kind: 'attack',
     code: 'TUF_INVALID_METADATA',
     what: 'the server sent metadata that is not valid TUF metadata',
+  },
+  {
+    // tuf-js wraps a snapshot or targets download failure into a message: a 404 survives only as text.
+    test: /: HTTP 40[34]\b/,
+    kind: 'unreachable',
+    code: 'TUF_NOT_FOUND',
+    what: 'the update server has no such metadata file',
   },
 ];
 
@@ -117,6 +130,13 @@ export function classifyTufError(error: unknown, lastFetchError?: FetchError): T
         : attack('TUF_HASH_MISMATCH', 'a file does not match its signed hash');
     }
     if (e instanceof BadVersionError && !/does not match|doesn't match/.test(text)) {
+      const root = /Expected version (\d+), got (\d+)/.exec(text);
+      if (root && Number(root[2]) > Number(root[1])) {
+        return attack(
+          'TUF_VERSION_MISMATCH',
+          `root metadata fetched as version ${root[1]} says it is version ${root[2]} (the version in the file differs from the one in its URL)`,
+        );
+      }
       return attack('TUF_ROLLBACK', 'the server offered older metadata than already trusted (rollback)');
     }
     if (e instanceof DownloadHTTPError) {
@@ -141,6 +161,15 @@ export function classifyTufError(error: unknown, lastFetchError?: FetchError): T
   for (const rule of MESSAGE_RULES) {
     if (!rule.test.test(text)) continue;
     if (rule.kind === 'expired') return expired(text, error);
+    if (rule.kind === 'unreachable') {
+      const role = /Unable to load (\w+)/.exec(text)?.[1];
+      return new TufError(
+        'unreachable',
+        rule.code,
+        `${rule.what}${role ? ` (${role})` : ''}: ${text}; the repository is incomplete or update_server.metadata_url points at the wrong place. Nothing was installed; the check succeeds once the file is served`,
+        { cause: error },
+      );
+    }
     return attack(rule.code, rule.what);
   }
   return new TufError('internal', 'TUF_INTERNAL', `update check failed unexpectedly: ${text}`, {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { type Logger, writeFileAtomic } from '@aico-update/shared';
 import { Metadata, MetadataKind, TargetFile } from '@tufjs/models';
@@ -8,14 +9,20 @@ type JSONObject = Parameters<typeof TargetFile.fromJSON>[1];
 
 import lockfile from 'proper-lockfile';
 import { Updater } from 'tuf-js';
+import { PersistError } from 'tuf-js/dist/error.js';
 import { classifyTufError, TufError } from './classify.ts';
-import type { ResumableOutcome, TufFetcher } from './fetcher.ts';
+import { type ResumableOutcome, TufFetcher } from './fetcher.ts';
+import { type DirectoryFetcher, exportMirror } from './mirror.ts';
 
 /*
- * One TUF client per metadata folder. Each session takes the folder's lock, copies the trusted metadata
- * to a staging folder, runs a fresh tuf-js Updater there (refresh() works once per instance), and only
- * when the refresh succeeded moves the changed files back, each by an atomic rename. A rejected update,
- * a crash or a full disk therefore leaves the previously trusted metadata exactly as it was.
+ * One TUF client per metadata folder. A session takes the folder's lock and runs a fresh tuf-js Updater
+ * on the folder itself (refresh() works once per instance). Each role is kept the moment it is verified,
+ * as the TUF specification's client workflow says (5.3.8, 5.4.5, 5.5.7, 5.6.7): a refresh that fails at
+ * snapshot still keeps the new root and timestamp it verified first, so a rotation that revoked a key
+ * stays in force and the new versions are the rollback floor. What was not verified never replaces what
+ * is trusted. Every file is written atomically (temporary file, fsync, rename): a crash or a full disk
+ * leaves whole files only. Every trusted root is also kept in `root_history/N.root.json`, so a corrupt
+ * root.json is restored from the newest trusted root, never from the older shipped one.
  */
 
 export interface TufClientOptions {
@@ -27,10 +34,12 @@ export interface TufClientOptions {
   targetsUrl: string;
   /** Verified targets, by URL-encoded target path. */
   targetsDir: string;
-  fetcher: TufFetcher;
+  fetcher: TufFetcher | DirectoryFetcher;
   logger?: Logger;
-  /** Where the lock file and staging folder live (same disk as metadataDir); default: its parent. */
+  /** Where the lock file lives (same disk as metadataDir); default: its parent. */
   workDir?: string;
+  /** After every successful refresh, the verified metadata is copied here (see mirror.ts). */
+  mirrorDir?: string | undefined;
 }
 
 export interface RefreshOutcome {
@@ -75,53 +84,50 @@ export class TufClient {
   /** Refreshes metadata and runs `use` with the verified result. Throws TufError, classified. */
   async session<T>(use: (session: TufSession) => Promise<T>): Promise<T> {
     const { metadataDir } = this.#options;
-    await mkdir(metadataDir, { recursive: true });
+    await mkdir(join(metadataDir, ROOT_HISTORY), { recursive: true });
     const release = await this.#lock();
-    const staging = join(
-      this.#workDir,
-      `.${basename(metadataDir)}.staging-${randomBytes(4).toString('hex')}`,
-    );
     try {
       await this.#ensureTrustedRoot();
-      await mkdir(staging, { recursive: true });
-      for (const name of await readdir(metadataDir)) {
-        if (name.endsWith('.json')) await copyFile(join(metadataDir, name), join(staging, name));
-      }
       const updater = new Updater({
-        metadataDir: staging,
+        metadataDir,
         metadataBaseUrl: this.#options.metadataUrl,
         targetDir: this.#options.targetsDir,
         targetBaseUrl: this.#options.targetsUrl,
         fetcher: this.#options.fetcher,
       });
+      // tuf-js persists each verified role with a plain write: made atomic, and roots kept in history.
+      (updater as unknown as { persistMetadata: PersistMetadata }).persistMetadata =
+        persistAtomically(metadataDir);
       this.#options.fetcher.lastError = undefined;
       try {
         await updater.refresh();
       } catch (error) {
         throw classifyTufError(error, this.#options.fetcher.lastError);
       }
-      await this.#commit(staging);
-      const outcome = await readOutcome(staging);
-      try {
-        return await use({
-          ...outcome,
-          targetInfo: async (path) => {
-            try {
-              return await updater.getTargetInfo(path);
-            } catch (error) {
-              throw classifyTufError(error, this.#options.fetcher.lastError);
-            }
-          },
-          fetchTarget: (info) => this.#fetchTarget(updater, info),
-          downloadTarget: (info, dest, options) =>
-            this.#downloadTarget(info, dest, options, outcome.consistentSnapshot),
-        });
-      } finally {
-        // Delegated roles loaded during the session were verified before tuf-js persisted them.
-        await this.#commit(staging);
+      const outcome = await readOutcome(metadataDir);
+      if (this.#options.mirrorDir) {
+        // A mirror that falls behind only delays its readers (their metadata expires): never fail for it.
+        await exportMirror(metadataDir, this.#options.mirrorDir).catch((error: unknown) =>
+          this.#options.logger?.error(
+            { err: error, mirror: this.#options.mirrorDir },
+            `could not update the TUF mirror ${this.#options.mirrorDir}: ${(error as Error).message}`,
+          ),
+        );
       }
+      return await use({
+        ...outcome,
+        targetInfo: async (path) => {
+          try {
+            return await updater.getTargetInfo(path);
+          } catch (error) {
+            throw classifyTufError(error, this.#options.fetcher.lastError);
+          }
+        },
+        fetchTarget: (info) => this.#fetchTarget(updater, info),
+        downloadTarget: (info, dest, options) =>
+          this.#downloadTarget(info, dest, options, outcome.consistentSnapshot),
+      });
     } finally {
-      await rm(staging, { recursive: true, force: true });
       await release();
     }
   }
@@ -154,14 +160,17 @@ export class TufClient {
     const name = consistentSnapshot ? `${sha256}.${info.path.slice(slash + 1)}` : info.path.slice(slash + 1);
     const path = slash >= 0 ? `${info.path.slice(0, slash)}/${name}` : name;
     const url = `${this.#options.targetsUrl.replace(/\/$/, '')}/${path.split('/').map(encodeURIComponent).join('/')}`;
-    this.#options.fetcher.lastError = undefined;
-    try {
-      return await this.#options.fetcher.downloadResumable(
-        url,
-        { length: info.length, sha256 },
-        dest,
-        options,
+    const { fetcher } = this.#options;
+    if (!(fetcher instanceof TufFetcher)) {
+      throw new TufError(
+        'config',
+        'TUF_NO_NETWORK',
+        `${info.path}: this client reads a mirror and downloads nothing`,
       );
+    }
+    fetcher.lastError = undefined;
+    try {
+      return await fetcher.downloadResumable(url, { length: info.length, sha256 }, dest, options);
     } catch (error) {
       if ((error as Error).name === 'AbortError') throw error;
       throw classifyTufError(error, this.#options.fetcher.lastError);
@@ -207,45 +216,133 @@ export class TufClient {
     }
   }
 
-  /** Seeds root.json from the shipped root when missing or unreadable; the chain of roots is re-walked. */
+  /**
+   * Makes sure root.json is a trusted root. Missing with no history: the first start, seeded from the
+   * shipped root. Unreadable: restored from the newest root in `root_history/`, which was verified when it
+   * was kept; if that one is unreadable too, the session fails closed, because an older root (the shipped
+   * one above all) could bring back keys a rotation revoked.
+   */
   async #ensureTrustedRoot(): Promise<void> {
-    const local = join(this.#options.metadataDir, 'root.json');
-    try {
-      Metadata.fromJSON(MetadataKind.Root, JSON.parse(await readFile(local, 'utf8')));
+    const { metadataDir } = this.#options;
+    const local = join(metadataDir, 'root.json');
+    const history = await rootHistory(metadataDir);
+    const current = await readRoot(local);
+    if (current) {
+      // Deployments from before the history existed: start it with the root trusted now.
+      if (!history.includes(current.version)) {
+        await writeFileAtomic(historyFile(metadataDir, current.version), current.bytes);
+      }
       return;
-    } catch (error) {
-      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-      try {
-        const shipped = await readFile(this.#options.trustedRootFile);
-        Metadata.fromJSON(MetadataKind.Root, JSON.parse(shipped.toString('utf8')));
-        await writeFileAtomic(local, shipped);
-      } catch (seedError) {
+    }
+    const exists = await stat(local).then(
+      () => true,
+      () => false,
+    );
+    const newest = history.at(-1);
+    if (newest !== undefined) {
+      const kept = await readRoot(historyFile(metadataDir, newest));
+      if (!kept || kept.version !== newest) {
         throw new TufError(
-          'config',
-          'TUF_TRUSTED_ROOT_INVALID',
-          `the shipped trusted root ${this.#options.trustedRootFile} cannot be used: ${(seedError as Error).message}; ` +
-            'point tuf.trusted_root at the root.json your publisher distributes',
-          { cause: seedError },
+          'local',
+          'TUF_LOCAL_STATE',
+          `the trusted root ${local} and the newest root in ${join(metadataDir, ROOT_HISTORY)} (version ${newest}) are both unreadable; ` +
+            'refusing to fall back to an older root, whose keys may have been revoked. Restore the state volume from a backup, ' +
+            `or, if you trust the shipped root ${this.#options.trustedRootFile} again, empty ${metadataDir}`,
         );
       }
-      if (!missing) {
-        this.#options.logger?.warn(
-          { file: local, err: error },
-          'local trusted root was unreadable; re-seeded it from the shipped root (newer roots are fetched and verified again)',
-        );
-      }
+      await writeFileAtomic(local, kept.bytes);
+      this.#options.logger?.warn(
+        { file: local, version: newest },
+        `the trusted root was ${exists ? 'unreadable' : 'missing'}; restored version ${newest} from the root history`,
+      );
+      return;
     }
+    if (exists) {
+      throw new TufError(
+        'local',
+        'TUF_LOCAL_STATE',
+        `the trusted root ${local} is unreadable and there is no root history to restore it from; refusing to trust the shipped root again ` +
+          `in its place (a newer root may have revoked its keys). Restore the state volume from a backup, or, if you trust ${this.#options.trustedRootFile}, empty ${metadataDir}`,
+      );
+    }
+    let shipped: Buffer;
+    try {
+      shipped = await readFile(this.#options.trustedRootFile);
+      const version = Metadata.fromJSON(MetadataKind.Root, JSON.parse(shipped.toString('utf8'))).signed
+        .version;
+      await writeFileAtomic(historyFile(metadataDir, version), shipped);
+    } catch (seedError) {
+      throw new TufError(
+        'config',
+        'TUF_TRUSTED_ROOT_INVALID',
+        `the shipped trusted root ${this.#options.trustedRootFile} cannot be used: ${(seedError as Error).message}; ` +
+          'point tuf.trusted_root at the root.json your publisher distributes',
+        { cause: seedError },
+      );
+    }
+    await writeFileAtomic(local, shipped);
   }
+}
 
-  async #commit(staging: string): Promise<void> {
-    for (const name of await readdir(staging)) {
-      if (!name.endsWith('.json')) continue;
-      const next = await readFile(join(staging, name));
-      const current = await readFile(join(this.#options.metadataDir, name)).catch(() => undefined);
-      if (current?.equals(next)) continue;
-      await writeFileAtomic(join(this.#options.metadataDir, name), next);
-    }
+/** Trusted roots by version, oldest first: `root_history/N.root.json` beside the metadata. */
+export const ROOT_HISTORY = 'root_history';
+
+function historyFile(metadataDir: string, version: number): string {
+  return join(metadataDir, ROOT_HISTORY, `${version}.root.json`);
+}
+
+async function rootHistory(metadataDir: string): Promise<number[]> {
+  const names = await readdir(join(metadataDir, ROOT_HISTORY)).catch(() => [] as string[]);
+  return names
+    .map((name) => /^(\d+)\.root\.json$/.exec(name)?.[1])
+    .filter((v): v is string => v !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+/** A root metadata file that parses, with its version; undefined when missing or unreadable. */
+async function readRoot(file: string): Promise<{ version: number; bytes: Buffer } | undefined> {
+  try {
+    const bytes = await readFile(file);
+    const root = Metadata.fromJSON(MetadataKind.Root, JSON.parse(bytes.toString('utf8')));
+    return { version: root.signed.version, bytes };
+  } catch {
+    return undefined;
   }
+}
+
+type PersistMetadata = (name: string, bytes: Buffer) => void;
+
+/**
+ * What tuf-js calls, synchronously, for every role it has just verified: an atomic write, and for a
+ * root its copy in the history first (the history is what a corrupt root.json is restored from).
+ */
+function persistAtomically(metadataDir: string): PersistMetadata {
+  return (name, bytes) => {
+    const file = join(metadataDir, `${encodeURIComponent(name)}.json`);
+    try {
+      if (name === MetadataKind.Root) {
+        const version = (JSON.parse(bytes.toString('utf8')) as { signed: { version: number } }).signed
+          .version;
+        writeFileAtomicSync(historyFile(metadataDir, version), bytes);
+      }
+      writeFileAtomicSync(file, bytes);
+    } catch (error) {
+      throw new PersistError(`Failed to persist metadata ${name}: ${(error as Error).message}`);
+    }
+  };
+}
+
+function writeFileAtomicSync(path: string, data: Buffer): void {
+  const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
+  const fd = openSync(tmp, 'w', 0o644);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
 }
 
 async function readOutcome(dir: string): Promise<RefreshOutcome> {

@@ -2,6 +2,7 @@ export { classifyTufError, TufError } from './classify.ts';
 export {
   type DownloadTargetOptions,
   type RefreshOutcome,
+  ROOT_HISTORY,
   TufClient,
   type TufClientOptions,
   type TufSession,
@@ -15,3 +16,4 @@ export {
   TufFetcher,
 } from './fetcher.ts';
 export { createTufClient } from './from-config.ts';
+export { DirectoryFetcher, exportMirror, mirrorUrl } from './mirror.ts';

@@ -5,12 +5,19 @@ import { startTestRepository, type TestRepository } from '@aico-update/release/t
 import { releaseTargetPath } from '@aico-update/shared';
 import { Metadata, MetadataKind } from '@tufjs/models';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type ClientUnderTest, clientFor, folderState, refresh, rejection } from '../support/client.ts';
+import {
+  type ClientUnderTest,
+  clientFor,
+  folderState,
+  refresh,
+  rejection,
+  trustedVersions,
+} from '../support/client.ts';
 
 /*
  * The attacks of TUF-NOTES.md against a repository served over real HTTPS. For each: the client rejects
- * it, classifies it, keeps its previously trusted metadata byte for byte, installs/caches nothing, and
- * works again once the cause is gone.
+ * it, classifies it, keeps the failing role and every role after it as they were (byte for byte where
+ * nothing before it changed), installs/caches nothing, and works again once the cause is gone.
  */
 
 let t: TestRepository;
@@ -103,7 +110,10 @@ describe('TUF attacks are rejected over HTTPS', () => {
     const current = (timestamp.meta as Record<string, { version: number }>)['snapshot.json']!.version;
     const old = await readFile(join(t.repo.metadataDir, `${current - 1}.snapshot.json`));
     t.faults.add(`/metadata/${current}.snapshot.json`, { kind: 'replace', body: old });
-    await expectRejectedAndStateKept('TUF_HASH_MISMATCH');
+    // The timestamp was verified before the snapshot failed: kept (TUF 5.4.5); the snapshot is not.
+    const before = await trustedVersions(c.metadataDir);
+    expect(await rejection(refresh(c))).toMatchObject({ code: 'TUF_HASH_MISMATCH', kind: 'attack' });
+    expect(await trustedVersions(c.metadataDir)).toEqual({ ...before, timestamp: timestamp.version });
     t.faults.clear();
     await expect(refresh(c)).resolves.toMatchObject({ snapshot: current });
   });
@@ -129,7 +139,16 @@ describe('TUF attacks are rejected over HTTPS', () => {
   it('key compromise below threshold: too few signatures, or an unknown key, are refused', async () => {
     const [oneTargetsKey] = await t.repo.signingKeys('targets');
     await t.repo.refresh({ targets: true, signWith: { targets: [oneTargetsKey!] } });
-    await expectRejectedAndStateKept('TUF_BAD_SIGNATURE');
+    // The new timestamp and snapshot are verified and kept (TUF 5.4.5, 5.5.7); the targets are not.
+    const before = await trustedVersions(c.metadataDir);
+    const error = await rejection(refresh(c));
+    expect({ code: error.code, kind: error.kind }).toEqual({ code: 'TUF_BAD_SIGNATURE', kind: 'attack' });
+    const published = await t.repo.readTimestamp();
+    expect(await trustedVersions(c.metadataDir)).toEqual({
+      ...before,
+      timestamp: published.version,
+      snapshot: (before.snapshot as number) + 1,
+    });
 
     await t.repo.refresh({ targets: true, signWith: { timestamp: [generateKey()] } });
     await expectRejectedAndStateKept('TUF_BAD_SIGNATURE');

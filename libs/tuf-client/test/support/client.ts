@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestRepository } from '@aico-update/release/testing';
 import { type FetcherOptions, TufClient, TufError, TufFetcher } from '../../src/index.ts';
@@ -36,10 +36,15 @@ export function clientFor(t: TestRepository, name = 'client', fetcher: FetcherOp
   return { client, fetcher: f, metadataDir, targetsDir };
 }
 
-/** sha256 of every file in a folder: "the trusted state" to compare before and after an attack. */
+/** sha256 of every file in a folder and its subfolders: "the trusted state" before and after an attack. */
 export async function folderState(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const name of (await readdir(dir)).sort()) {
+    if ((await stat(join(dir, name))).isDirectory()) {
+      for (const [inner, hash] of Object.entries(await folderState(join(dir, name))))
+        out[`${name}/${inner}`] = hash;
+      continue;
+    }
     out[name] = createHash('sha256')
       .update(await readFile(join(dir, name)))
       .digest('hex');
@@ -61,4 +66,14 @@ export async function rejection(promise: Promise<unknown>): Promise<TufError> {
 /** Refreshes and returns the versions of trusted metadata. */
 export function refresh(c: ClientUnderTest) {
   return c.client.session(async (s) => s.versions);
+}
+
+/** The version of each trusted top-level role on disk, as the client keeps it. */
+export async function trustedVersions(metadataDir: string): Promise<Record<string, number | undefined>> {
+  const out: Record<string, number | undefined> = {};
+  for (const role of ['root', 'timestamp', 'snapshot', 'targets']) {
+    const text = await readFile(join(metadataDir, `${role}.json`), 'utf8').catch(() => undefined);
+    out[role] = text ? (JSON.parse(text) as { signed: { version: number } }).signed.version : undefined;
+  }
+  return out;
 }

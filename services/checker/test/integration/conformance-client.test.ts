@@ -47,8 +47,10 @@ describe('tuf-conformance-client (the TUF conformance suite protocol)', () => {
     expect(
       (await client('--metadata-url', t.metadataUrl, '--metadata-dir', metadataDir, 'refresh')).code,
     ).toBe(0);
+    // The suite reads the *.json files; the roots' history is a folder beside them.
     expect((await readdir(metadataDir)).sort()).toEqual([
       'root.json',
+      'root_history',
       'snapshot.json',
       'targets.json',
       'timestamp.json',
