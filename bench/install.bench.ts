@@ -145,7 +145,7 @@ await docker('rm', '-f', `${name}-bare`, `${name}-bare-next`);
 // A stop-first swap by the installer under a client polling every 10 ms.
 await run(tag, name);
 await runtime.waitHealthy(name, { timeoutMs: 30_000, soakMs: 0 });
-const deps = testInstallDeps(
+const deps = await testInstallDeps(
   { runtime, redis, nc, logger },
   {
     cache_dir: join(dir, 'cache'),
@@ -161,7 +161,7 @@ const deps = testInstallDeps(
 const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
   { service: 'backend', tag: `${tag}-next` },
 ]);
-const { downtime, failed } = await underPolling(() => installRelease(deps, job));
+const { downtime, failed } = await underPolling(() => installRelease(deps, deps.seal.seal(job)));
 
 // Rollback: an unhealthy 1.2.0, from the verdict to 1.1.0 answering again.
 await buildSampleBackend(`${tag}-broken`, '1.2.0', 'unhealthy');
@@ -169,7 +169,7 @@ const broken = await stageRelease(join(dir, 'cache'), 'backend', '1.2.0', [
   { service: 'backend', tag: `${tag}-broken` },
 ]);
 runtime.verdicts = [];
-const failure = installRelease(deps, broken).catch(() => undefined);
+const failure = installRelease(deps, deps.seal.seal(broken)).catch(() => undefined);
 while (!runtime.verdicts.some((v) => !v.verdict.healthy)) await new Promise((r) => setTimeout(r, 5));
 const verdictAt = runtime.verdicts.find((v) => !v.verdict.healthy)?.at as number;
 const backAt = await untilAnswering('1.1.0');
@@ -194,7 +194,7 @@ await docker(
 );
 await runtime.waitHealthy(sfName, { timeoutMs: 30_000, soakMs: 0 });
 await buildSampleBackend(`${tag}-sf`, '1.3.0');
-const startFirst = testInstallDeps(
+const startFirst = await testInstallDeps(
   { runtime, redis, nc, logger },
   {
     cache_dir: join(dir, 'cache'),
@@ -225,7 +225,7 @@ await docker(
   'while :; do ip=$(nslookup backend 2>/dev/null | awk \'/^Address: /{print $2}\' | head -1); if timeout 2 wget -q -O /dev/null "http://$ip:8771/api/v1/health"; then echo ok; else echo fail; fi; sleep 0.01; done',
 );
 await new Promise((r) => setTimeout(r, 1000));
-await installRelease(startFirst, sfJob);
+await installRelease(startFirst, startFirst.seal.seal(sfJob));
 await new Promise((r) => setTimeout(r, 1000));
 await docker('kill', client);
 const sfLog = (await docker('logs', client).catch(() => '')).split('\n');

@@ -79,7 +79,9 @@ describe('infra/prometheus', () => {
       'AicoUpdateCacheDiskLow',
       'AicoUpdateCheckOverdue',
       'AicoUpdateDownloadStuck',
+      'AicoUpdateImageDrift',
       'AicoUpdateInstallFailed',
+      'AicoUpdateInstallRefused',
       'AicoUpdateMetadataExpiring',
       'AicoUpdateRolledBack',
     ]);
@@ -95,7 +97,7 @@ describe('infra/prometheus', () => {
 
   it('is a valid configuration whose rules pass promtool', async () => {
     const checked = await promtool('check', 'config', join(infraDir, 'prometheus/prometheus.yml'));
-    expect(checked).toMatch(/SUCCESS: 7 rules found/);
+    expect(checked).toMatch(/SUCCESS: 9 rules found/);
   });
 
   it('alerts when it should and stays quiet when it should (promtool test rules)', async () => {

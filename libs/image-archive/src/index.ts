@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { constants, createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readFile, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract, pack } from 'tar-stream';
 
@@ -148,4 +148,97 @@ export async function writeImageArchive(image: ArchivedImage, out: string): Prom
   );
   writer.finalize();
   await written;
+}
+
+/** A blob failed its check while it was streamed: the archive was cut before its manifest. */
+export class BlobVerificationError extends ImageArchiveError {
+  override name = 'BlobVerificationError';
+  readonly digest: string;
+
+  constructor(digest: string, message: string) {
+    super(message);
+    this.digest = digest;
+  }
+}
+
+/**
+ * The archive `docker load` reads, as a stream, from blobs checked while they stream: each file is
+ * opened once (a regular file, no symlink followed), hashed as its bytes go into the tar, and compared
+ * with its digest and length before the next begins. The manifest comes last and names no tags. A blob
+ * that does not match destroys the stream before the manifest is written, so the engine receives a cut
+ * archive and loads nothing (Docker extracts the whole archive before it reads the manifest). There is
+ * no file in between that another process could swap.
+ */
+export function verifiedImageArchive(image: ArchivedImage): Readable {
+  const writer = pack();
+  const hex = (digest: string) => digest.replace(/^sha256:/, '');
+  const add = async (name: string, blob: ExtractedBlob) => {
+    const handle = await open(
+      blob.file,
+      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+    ).catch((error: NodeJS.ErrnoException) => {
+      throw new BlobVerificationError(
+        blob.digest,
+        `blob ${blob.digest} cannot be opened as a file (${error.code ?? error.message})`,
+      );
+    });
+    try {
+      const info = await handle.stat();
+      if (!info.isFile() || info.size !== blob.length) {
+        throw new BlobVerificationError(
+          blob.digest,
+          `blob ${blob.digest} is ${info.isFile() ? `${info.size} bytes` : 'not a regular file'}, its signed length is ${blob.length}`,
+        );
+      }
+      const hash = createHash('sha256');
+      let length = 0;
+      const hashing = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          hash.update(chunk);
+          length += chunk.length;
+          callback(null, chunk);
+        },
+      });
+      const entry = writer.entry({ name, size: blob.length, mode: 0o644, mtime: new Date(0) });
+      await pipeline(handle.createReadStream({ autoClose: false }), hashing, entry);
+      const digest = `sha256:${hash.digest('hex')}`;
+      if (digest !== blob.digest || length !== blob.length) {
+        throw new BlobVerificationError(
+          blob.digest,
+          `blob ${blob.digest} does not match its signed digest (read ${length} bytes with ${digest})`,
+        );
+      }
+    } finally {
+      await handle.close();
+    }
+  };
+  void (async () => {
+    if (image.imageId !== image.config.digest) {
+      throw new BlobVerificationError(
+        image.config.digest,
+        `the image id ${image.imageId} is not the digest of its config ${image.config.digest}`,
+      );
+    }
+    const layerNames: string[] = [];
+    const seen = new Set<string>();
+    for (const layer of image.layers) {
+      const name = `${hex(layer.digest)}/layer.tar`;
+      layerNames.push(name);
+      if (seen.has(name)) continue;
+      seen.add(name);
+      await add(name, layer);
+    }
+    await add(`${hex(image.config.digest)}.json`, image.config);
+    const manifest: ManifestEntry[] = [
+      { Config: `${hex(image.config.digest)}.json`, RepoTags: null, Layers: layerNames },
+    ];
+    const manifestBytes = Buffer.from(JSON.stringify(manifest));
+    writer.entry(
+      { name: 'manifest.json', size: manifestBytes.length, mode: 0o644, mtime: new Date(0) },
+      manifestBytes,
+    );
+    writer.finalize();
+  })().catch((error: unknown) => writer.destroy(error as Error));
+  // A Node stream (tar-stream's are streamx): an error ends it with 'error', which aborts the upload.
+  return Readable.from(writer, { objectMode: false });
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 
 /** Length and sha256 of a file, streamed (memory does not grow with the file). */
@@ -43,4 +43,29 @@ export function parseJsonOrUndefined(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The bytes of a file another process may have written: a regular file (no symlink followed, no FIFO
+ * that would block), at most `maxBytes`. Read once, so what is checked is what is used. Throws ENOENT as
+ * it comes, and an error with code `NOT_A_FILE` or `TOO_LARGE` for the rest.
+ */
+export async function readRegularFile(path: string, maxBytes: number): Promise<Buffer> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const info = await handle.stat();
+    if (!info.isFile())
+      throw Object.assign(new Error(`${path} is not a regular file`), { code: 'NOT_A_FILE' });
+    if (info.size > maxBytes) {
+      throw Object.assign(new Error(`${path} is larger than ${maxBytes} bytes`), { code: 'TOO_LARGE' });
+    }
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** sha256 of bytes in memory, hex. */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CHANNELS } from './config.ts';
-import { COMPONENTS, releaseCustomSchema } from './release.ts';
+import { COMPONENTS, releaseCustomSchema, semverString } from './release.ts';
 
 /*
  * Payloads of internal events, commands and jobs. Each carries `v` (its schema version); consumers
@@ -12,6 +12,14 @@ export const releaseRefSchema = releaseCustomSchema.extend({
   target: z.object({ path: z.string(), length: z.number().int(), sha256: z.string() }),
 });
 export type ReleaseRef = z.infer<typeof releaseRefSchema>;
+
+/**
+ * What a job or a command names: a release, and nothing about it. Every consumer looks the release up
+ * in its own verified TUF metadata (critical flag, channel, manifest digest); a job proves nothing.
+ * Jobs of earlier versions carried the whole summary: the extra keys are dropped when parsed.
+ */
+export const releasePointerSchema = z.object({ component: z.enum(COMPONENTS), version: semverString });
+export type ReleasePointer = z.infer<typeof releasePointerSchema>;
 
 /** Why a check failed, as operators need to see it. See `CheckFailureKind` in the TUF client. */
 export const checkFailureSchema = z.object({
@@ -76,8 +84,8 @@ export type CheckJob = z.infer<typeof checkJobSchema>;
 
 export const downloadJobSchema = z.object({
   v: z.literal(1),
-  release: releaseRefSchema,
-  /** What allowed the download: the auto_download policy, a critical release, or an operator. */
+  release: releasePointerSchema,
+  /** What asked for the download (a claim, for logs): the auto_download policy, a critical release, an operator. */
   reason: z.enum(['auto_download', 'critical', 'request']),
 });
 export type DownloadJob = z.infer<typeof downloadJobSchema>;
@@ -118,15 +126,30 @@ export const downloadCompleteSchema = z.object({
 });
 export type DownloadComplete = z.infer<typeof downloadCompleteSchema>;
 
+export const INSTALL_REASONS = ['critical', 'auto_install', 'request'] as const;
+export type InstallReason = (typeof INSTALL_REASONS)[number];
+
+/**
+ * An install job in the queue: a pointer. `reason` is a claim the installer does not believe: it
+ * decides from the signed metadata and its own policy, and honours `request` (an operator's, run now,
+ * perhaps a downgrade) only on a job it sealed itself (`mac`, a key on the installer's own volume).
+ */
 export const installJobSchema = z.object({
   v: z.literal(1),
-  release: releaseRefSchema,
-  reason: z.enum(['critical', 'auto_install', 'request']),
+  release: releasePointerSchema,
+  reason: z.enum(INSTALL_REASONS),
   /**
    * false: only stage the release (load and verify its images; nothing stops) and announce
    * `update.restart.required`; a later request with auto_restart applies it.
    */
   auto_restart: z.boolean().optional(),
+  /** An operator asked for a release older than the installed one (sealed jobs only). */
+  allow_downgrade: z.boolean().optional(),
+  issued_at: z.iso.datetime().optional(),
+  mac: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
 });
 export type InstallJob = z.infer<typeof installJobSchema>;
 
@@ -142,7 +165,7 @@ export const restartScheduledSchema = z.object({
   version: z.string(),
   scheduled_for: z.iso.datetime(),
   /** critical and request installs happen now; auto_install ones in the update.preferred_time window. */
-  reason: z.enum(['critical', 'auto_install', 'request']),
+  reason: z.enum(INSTALL_REASONS),
 });
 export type RestartScheduled = z.infer<typeof restartScheduledSchema>;
 
@@ -154,6 +177,8 @@ export const installRequestSchema = z.object({
   /** Which release; the newest downloaded one of the component when absent. */
   version: z.string().max(100).optional(),
   auto_restart: z.boolean().default(true),
+  /** Install a release older than the installed one, or one the installed version cannot update from. */
+  allow_downgrade: z.boolean().default(false),
   source: z.string().max(200).optional(),
 });
 export type InstallRequest = z.infer<typeof installRequestSchema>;
@@ -168,6 +193,16 @@ export const rollbackRequestSchema = z.object({
   source: z.string().max(200).optional(),
 });
 export type RollbackRequest = z.infer<typeof rollbackRequestSchema>;
+
+/** A rollback job in the install queue: run only when the installer sealed it (see the install job). */
+export const rollbackJobSchema = rollbackRequestSchema.extend({
+  issued_at: z.iso.datetime().optional(),
+  mac: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
+});
+export type RollbackJob = z.infer<typeof rollbackJobSchema>;
 
 /** The answer to a command: accepted (a job was queued) or refused, with a message a person can act on. */
 export const commandReplySchema = z.object({

@@ -80,6 +80,14 @@ export function releaseBlobs(manifest: Pick<ReleaseManifest, 'images'>): BlobRef
   return [...byTarget.values()];
 }
 
+/**
+ * The folder in the shared cache where the downloader keeps a mirror of the TUF metadata it verified,
+ * for the installer (which verifies it again against its own trusted state).
+ */
+export function cacheMirrorDir(cacheDir: string): string {
+  return `${cacheDir.replace(/\/+$/, '')}/metadata`;
+}
+
 export function artifactTargetPath(component: string, version: string, name: string): string {
   return `artifacts/${component}/${version}/${name}`;
 }

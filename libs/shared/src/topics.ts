@@ -18,6 +18,8 @@ export const ExtraTopics = {
   rollbackRequest: 'update.rollback.request',
   settings: 'update.settings',
   stateSync: 'update.state.sync',
+  /** A managed container runs another image than its installed, signed release names. */
+  integrityDrift: 'update.integrity.drift',
 } as const;
 export type Topic = (typeof Topics)[keyof typeof Topics] | (typeof ExtraTopics)[keyof typeof ExtraTopics];
 

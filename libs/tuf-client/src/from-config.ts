@@ -10,7 +10,13 @@ export function createTufClient(
     update_server: z.output<typeof updateServerSchema>;
     tuf: z.output<ReturnType<typeof tufStateSchema>>;
   },
-  options: { userAgent: string; logger: Logger; rateLimiter?: RateLimiter | undefined },
+  options: {
+    userAgent: string;
+    logger: Logger;
+    rateLimiter?: RateLimiter | undefined;
+    /** Keep a mirror of the verified metadata there (see mirror.ts). */
+    mirrorDir?: string;
+  },
 ): { client: TufClient; fetcher: TufFetcher } {
   const server = config.update_server;
   const fetcher = new TufFetcher({
@@ -32,6 +38,7 @@ export function createTufClient(
     targetsDir: join(config.tuf.state_dir, 'targets'),
     fetcher,
     logger: options.logger,
+    mirrorDir: options.mirrorDir,
   });
   return { client, fetcher };
 }

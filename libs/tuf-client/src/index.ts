@@ -17,3 +17,4 @@ export {
 } from './fetcher.ts';
 export { createTufClient } from './from-config.ts';
 export { DirectoryFetcher, exportMirror, mirrorUrl } from './mirror.ts';
+export { releaseOfTarget, signedRelease } from './releases.ts';

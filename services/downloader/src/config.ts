@@ -52,6 +52,14 @@ export const downloaderConfigSchema = z.strictObject({
         integer: true,
         unit: 'milliseconds',
       }),
+      metadata_refresh_minutes: numberSetting({
+        default: 60,
+        min: 0,
+        max: 1440,
+        unit: 'minutes',
+        allowed:
+          'minutes between refreshes of the TUF metadata mirror the installer verifies releases with (0 to 1440; 0: only when downloading)',
+      }),
       lock_seconds: numberSetting({
         default: 30,
         min: 2,

@@ -1,4 +1,5 @@
 import {
+  cacheMirrorDir,
   connectInfrastructure,
   createLogger,
   createMetricsRegistry,
@@ -44,8 +45,24 @@ export async function startDownloader(
       userAgent: 'aico-update-downloader',
       logger,
       rateLimiter: kib > 0 ? new RateLimiter(kib * 1024) : undefined,
+      mirrorDir: cacheMirrorDir(config.downloader.cache_dir),
     });
     shutdown.add('fetcher', () => fetcher.close());
+    // The installer verifies every release against its own trusted state, from the metadata mirror in
+    // the cache: kept fresh here (timestamps are short-lived), so an install in the night window finds
+    // unexpired metadata. Every download refreshes it too.
+    const refreshMirror = () =>
+      client
+        .session(async () => undefined)
+        .catch((error: Error) =>
+          logger.warn({ err: error }, `TUF metadata refresh failed: ${error.message}`),
+        );
+    void refreshMirror();
+    const refreshMinutes = config.downloader.metadata_refresh_minutes;
+    if (refreshMinutes > 0) {
+      const timer = setInterval(refreshMirror, refreshMinutes * 60_000);
+      shutdown.add('metadata refresh', async () => clearInterval(timer));
+    }
 
     const installs = new Queue(Queues.install, { connection: redis });
     shutdown.add('install queue', () => installs.close());

@@ -1,9 +1,11 @@
 import {
   httpSchema,
+  installedSeedSchema,
   logSchema,
   natsSchema,
   numberSetting,
   redisSchema,
+  tufStateSchema,
   updatePolicySchema,
 } from '@aico-update/shared';
 import { z } from 'zod';
@@ -19,6 +21,9 @@ const nameMap = <T extends z.ZodType>(what: string, value: T) =>
 
 export const installerConfigSchema = z.strictObject({
   update: updatePolicySchema,
+  /** The installer's own trusted TUF metadata: it verifies every release itself before it loads anything. */
+  tuf: tufStateSchema('/var/lib/aico-update/installer/tuf'),
+  installed: installedSeedSchema,
   installer: z
     .strictObject({
       cache_dir: z

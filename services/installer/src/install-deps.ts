@@ -3,20 +3,33 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { BackupStore } from './adapters/backup-store.ts';
+import { InstallerState } from './adapters/installer-state.ts';
+import { JobSeal } from './adapters/job-seal.ts';
 import { JournalStore } from './adapters/journal.ts';
 import { natsPrepareSignal } from './adapters/prepare-signal.ts';
+import { ReleaseTrust } from './adapters/release-trust.ts';
 import type { InstallerConfig } from './config.ts';
 import type { ContainerRuntime } from './domain/ports.ts';
 import type { InstallDeps } from './handlers/install-release.ts';
 import { createInstallerMetrics } from './metrics.ts';
 
 /** What an install needs, from the installer's configuration and its connections. */
-export function createInstallDeps(
+export async function createInstallDeps(
   config: InstallerConfig,
   io: { runtime: ContainerRuntime; redis: Redis; nc: NatsConnection; registry: Registry; logger: Logger },
-): InstallDeps {
+): Promise<InstallDeps> {
   const settings = config.installer;
   return {
+    trust: new ReleaseTrust({
+      cacheDir: settings.cache_dir,
+      stateDir: config.tuf.state_dir,
+      trustedRoot: config.tuf.trusted_root,
+      logger: io.logger,
+    }),
+    seal: await JobSeal.open(settings.state_dir),
+    state: new InstallerState(settings.state_dir, io.logger),
+    policy: config.update,
+    installedSeed: config.installed,
     runtime: io.runtime,
     metrics: createInstallerMetrics(io.registry),
     redis: io.redis,

@@ -8,13 +8,16 @@ import {
   installRequestSchema,
   type Logger,
   listen,
+  parseJsonOrUndefined,
   Queues,
   type RestartScheduled,
   type RunningHttpService,
+  rollbackJobSchema,
   rollbackRequestSchema,
   runService,
   Shutdown,
   StateKeys,
+  Subjects,
   serveCommand,
   Topics,
 } from '@aico-update/shared';
@@ -24,12 +27,14 @@ import { type InstallerConfig, installerConfigSchema } from './config.ts';
 import { installWindow } from './domain/install-window.ts';
 import { requestInstall, requestRollback } from './handlers/commands.ts';
 import {
+  authorizeInstall,
   HISTORY_KEY,
   InstallFailed,
-  installRelease,
   recoverInterrupted,
   rollbackLastInstall,
+  runInstall,
 } from './handlers/install-release.ts';
+import { IntegrityWatch } from './handlers/integrity.ts';
 import { createInstallDeps } from './install-deps.ts';
 import { showInstalledVersion } from './metrics.ts';
 
@@ -54,7 +59,7 @@ export async function startInstaller(
     });
     const { redis, nc, readiness } = await connectInfrastructure(config, 'installer', logger, shutdown);
 
-    const deps = createInstallDeps(config, { runtime, redis, nc, registry, logger });
+    const deps = await createInstallDeps(config, { runtime, redis, nc, registry, logger });
     const { events } = deps;
     for (const [component, version] of Object.entries(await redis.hgetall(StateKeys.installed))) {
       showInstalledVersion(deps.metrics, component, version);
@@ -62,20 +67,39 @@ export async function startInstaller(
     // Before taking any job: finish or compensate an install a crash interrupted.
     const recovered = await recoverInterrupted(deps);
     if (recovered !== 'none') logger.warn({ recovered }, 'recovered an interrupted install');
+    // Then, and after every check and install: does every managed container run its signed image?
+    const integrity = new IntegrityWatch(deps);
+    await integrity.check();
+    const checks = nc.subscribe(Subjects.event(Topics.checkResponse), {
+      callback: () =>
+        void integrity
+          .check()
+          .catch((error: Error) => logger.error({ err: error }, 'integrity check failed')),
+    });
+    shutdown.add('integrity watch', async () => checks.unsubscribe());
 
     const worker = new Worker(
       Queues.install,
       async (job, token) => {
         if (job.name === 'rollback') {
-          const request = rollbackRequestSchema.safeParse(job.data);
+          const request = rollbackJobSchema.safeParse(job.data);
           if (!request.success)
             throw new UnrecoverableError(`malformed rollback job ${job.id}: ${request.error.message}`);
+          // Only a rollback this installer queued for an operator: a job anyone else put in Redis is not.
+          if (!deps.seal.verifyRollback(request.data)) {
+            logger.error({ job_id: job.id }, 'refused a rollback job the installer did not seal');
+            throw new UnrecoverableError(
+              `ROLLBACK_NOT_AUTHORIZED: rollback job ${job.id} was not queued by this installer; ask with update.rollback.request`,
+            );
+          }
           return await unrecoverableOnFailure(() => rollbackLastInstall(deps, request.data));
         }
         const parsed = installJobSchema.safeParse(job.data);
         if (!parsed.success)
           throw new UnrecoverableError(`malformed install job ${job.id}: ${parsed.error.message}`);
-        const { release, reason } = parsed.data;
+        // The job is a pointer: what it may do is decided from the signed release and the policy.
+        const authorized = await unrecoverableOnFailure(() => authorizeInstall(deps, parsed.data));
+        const { release, reason } = authorized.order;
         // Critical and requested installs run now; other automatic ones only in the preferred window.
         const now = new Date();
         const window = installWindow(
@@ -105,7 +129,13 @@ export async function startInstaller(
           await job.moveToDelayed(at.getTime(), token);
           throw new DelayedError();
         }
-        return await unrecoverableOnFailure(() => installRelease(deps, parsed.data));
+        try {
+          return await unrecoverableOnFailure(() => runInstall(deps, authorized));
+        } finally {
+          void integrity
+            .check()
+            .catch((error: Error) => logger.error({ err: error }, 'integrity check failed'));
+        }
       },
       // One install at a time per host; an install can take minutes (health gate and soak).
       {
@@ -120,7 +150,7 @@ export async function startInstaller(
 
     const queue = new Queue(Queues.install, { connection: redis });
     shutdown.add('install queue', () => queue.close());
-    const commands = { redis, queue, cacheDir: config.installer.cache_dir };
+    const commands = { queue, install: deps };
     const commandOptions = { queue: INSTALLER_QUEUE_GROUP, logger };
     const subscriptions = [
       serveCommand(
@@ -151,9 +181,14 @@ export async function startInstaller(
       routes: (app) => {
         app.get('/status', async (_req, res, next) => {
           try {
+            const trusted = await deps.trust.trusted();
             res.json({
               installed: await redis.hgetall(StateKeys.installed),
-              history: (await redis.lrange(HISTORY_KEY, 0, 49)).map((entry) => JSON.parse(entry)),
+              integrity: integrity.last ?? null,
+              trusted_metadata: trusted
+                ? { versions: trusted.versions, expires_at: trusted.expiresAt.toISOString() }
+                : null,
+              history: (await redis.lrange(HISTORY_KEY, 0, 49)).map((entry) => parseJsonOrUndefined(entry)),
             });
           } catch (error) {
             next(error);

@@ -41,6 +41,12 @@ export function createInstallerMetrics(registry: Registry) {
       labelNames: ['component', 'version'] as const,
       registers,
     }),
+    drift: new Gauge({
+      name: `${METRIC_PREFIX}image_drift`,
+      help: '1 when a managed container runs another image than its installed, signed release names (changed outside the update system), else 0.',
+      labelNames: ['target_service'] as const,
+      registers,
+    }),
     lastSuccess: new Gauge({
       name: `${METRIC_PREFIX}last_successful_install_timestamp_seconds`,
       help: 'Unix time of the last install that completed.',

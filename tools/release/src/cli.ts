@@ -15,6 +15,9 @@ usage:
       Publish a release of component C (backend, frontend, updater) with its artifact files and, for
       each --image, a service's container image from a docker save archive, published as
       content-addressed layer blobs (a layer already published is reused: clients fetch only new ones).
+  aico-release withdraw REPO --component C --version V [--keys DIR]
+      Withdraw a published release: clients stop offering, downloading and installing it (an installer
+      refuses it with RELEASE_WITHDRAWN even when it is already downloaded).
   aico-release refresh REPO [--targets] [--keys DIR]
       Re-sign snapshot and timestamp (and targets with --targets) before they expire. Run it from cron:
       timestamp metadata is valid for 1 day by default.
@@ -132,6 +135,15 @@ export async function main(argv: string[]): Promise<number> {
         `published ${manifest.component} ${manifest.version} on ${manifest.channel}${manifest.critical ? ' (critical)' : ''}: ` +
           `${manifest.artifacts.length} artifact(s), ${manifest.images.length} image(s), ${manifest.size_bytes} bytes`,
       );
+      return 0;
+    }
+    case 'withdraw': {
+      if (!values.component || !values.version) {
+        throw new ReleaseToolError('INVALID_ARGUMENT', 'withdraw: --component and --version are required');
+      }
+      const repo = await openRepository(repoDir, { extraKeyDirs: keyDirs });
+      await repo.withdraw(values.component, values.version);
+      console.log(`withdrew ${values.component} ${values.version}`);
       return 0;
     }
     case 'refresh': {

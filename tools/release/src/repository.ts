@@ -85,6 +85,8 @@ export interface AddReleaseInput extends WriteOptions {
   /** Publish even when the version is not above the latest on its channel. */
   force?: boolean;
   releasedAt?: Date;
+  /** Changes the manifest before it is signed: for tests that prove clients refuse a publisher's mistake. */
+  alterManifest?: (manifest: ReleaseManifest) => ReleaseManifest;
 }
 
 export interface PublishedRelease extends ReleaseCustom {
@@ -369,8 +371,9 @@ export class Repository {
       artifacts,
       images,
     };
-    const { schema: _schema, artifacts: _artifacts, images: _images, ...custom } = manifest;
-    const bytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
+    const signed = input.alterManifest ? input.alterManifest(manifest) : manifest;
+    const { schema: _schema, artifacts: _artifacts, images: _images, ...custom } = signed;
+    const bytes = Buffer.from(`${JSON.stringify(signed, null, 2)}\n`);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const target = releaseTargetPath(component, input.version);
     await this.#storeTarget(target, sha256, (dest) => writeFile(dest, bytes));
@@ -379,7 +382,27 @@ export class Repository {
       hashes: { sha256 },
       custom: { aico: custom },
     };
-    return manifest;
+    return signed;
+  }
+
+  /**
+   * Withdraws a published release: its manifest target leaves the signed targets, so clients no longer
+   * offer, download or install it (its blobs stay: other releases may share them).
+   */
+  async withdraw(component: string, version: string, options: WriteOptions = {}): Promise<void> {
+    const targets = await this.readTargets();
+    const target = releaseTargetPath(component, version);
+    if (!targets.targets[target]) {
+      throw new ReleaseToolError(
+        'RELEASE_NOT_FOUND',
+        `${component} ${version} is not published (no target ${target})`,
+      );
+    }
+    delete targets.targets[target];
+    for (const path of Object.keys(targets.targets)) {
+      if (path.startsWith(`${artifactTargetPath(component, version, '')}`)) delete targets.targets[path];
+    }
+    await this.publishTargets(targets, options);
   }
 
   /** Re-signs snapshot and timestamp (and targets with `targets: true`) with fresh expiry times. */
@@ -566,7 +589,8 @@ export class Repository {
       const layers: BlobRef[] = [];
       // One after another: an image may list the same layer twice.
       for (const layer of image.layers) layers.push(await stage(layer));
-      return { service, image_id: image.imageId, repo_tags: image.repoTags, config, layers };
+      // No tags: the installer tags only what the deployment names for the service it swaps.
+      return { service, image_id: image.imageId, repo_tags: [], config, layers };
     } finally {
       await rm(work, { recursive: true, force: true });
     }

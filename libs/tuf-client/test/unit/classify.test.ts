@@ -37,6 +37,27 @@ describe('classifyTufError', () => {
       'attack',
       'TUF_ENDLESS_DATA',
     ],
+    // A 404 for snapshot or targets, a wrong _type, a root whose version differs from its URL's.
+    [
+      new RuntimeError(
+        'Unable to load snapshot metadata error Error: https://u/metadata/3.snapshot.json: HTTP 404',
+      ),
+      'unreachable',
+      'TUF_NOT_FOUND',
+    ],
+    [
+      new RuntimeError('Unable to load targets error Error: https://u/metadata/2.targets.json: HTTP 403'),
+      'unreachable',
+      'TUF_NOT_FOUND',
+    ],
+    [
+      new RuntimeError("Unable to load snapshot metadata error ValueError: expected 'snapshot', got targets"),
+      'attack',
+      'TUF_WRONG_TYPE',
+    ],
+    [new Error("Expected 'timestamp', got snapshot"), 'attack', 'TUF_WRONG_TYPE'],
+    [new BadVersionError('Expected version 2, got 3'), 'attack', 'TUF_VERSION_MISMATCH'],
+    [new BadVersionError('Expected version 3, got 2'), 'attack', 'TUF_ROLLBACK'],
     [
       new RuntimeError(
         'Unable to load targets error Error: Version 3 of targets does not match snapshot version 4',

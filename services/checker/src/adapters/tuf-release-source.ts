@@ -1,11 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import {
-  type Logger,
-  type ReleaseManifest,
-  releaseCustomSchema,
-  releaseManifestSchema,
-} from '@aico-update/shared';
-import { type TufClient, TufError } from '@aico-update/tuf-client';
+import { type Logger, type ReleaseManifest, releaseManifestSchema } from '@aico-update/shared';
+import { releaseOfTarget, type TufClient, TufError } from '@aico-update/tuf-client';
 import type { ReleaseSource } from '../domain/ports.ts';
 import type { ReleaseCandidate } from '../domain/select-release.ts';
 
@@ -28,15 +23,13 @@ export class TufReleaseSource implements ReleaseSource {
     return this.#client.session(async (session) => {
       const releases: ReleaseCandidate[] = [];
       for (const [path, info] of session.targets) {
-        const custom = info.custom?.aico;
-        if (custom === undefined) continue;
-        const parsed = releaseCustomSchema.safeParse(custom);
-        const sha256 = info.hashes.sha256;
-        if (!parsed.success || !sha256) {
+        if (info.custom?.aico === undefined) continue;
+        const release = releaseOfTarget(path, info);
+        if (!release) {
           this.#logger.warn({ target: path }, 'ignoring a signed target whose release metadata is not valid');
           continue;
         }
-        releases.push({ ...parsed.data, target: { path, length: info.length, sha256 } });
+        releases.push(release);
       }
       const verifyManifest = async (release: ReleaseCandidate): Promise<ReleaseManifest> => {
         const info = session.targets.get(release.target.path);

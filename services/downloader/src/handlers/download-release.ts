@@ -7,12 +7,15 @@ import {
   type EventSink,
   type InstallJob,
   type Logger,
+  parseJsonOrUndefined,
   type ReleaseManifest,
+  type ReleasePointer,
+  type ReleaseRef,
   releaseManifestSchema,
   Topics,
   type UpdatePolicy,
 } from '@aico-update/shared';
-import { type TufClient, TufError, type TufSession } from '@aico-update/tuf-client';
+import { signedRelease, type TufClient, TufError, type TufSession } from '@aico-update/tuf-client';
 import semver from 'semver';
 import type { BlobStore } from '../adapters/blob-store.ts';
 import type { DownloadState } from '../adapters/redis-state.ts';
@@ -58,8 +61,8 @@ export async function downloadRelease(
   job: DownloadJob,
   signal?: AbortSignal,
 ): Promise<DownloadResult> {
-  const { release } = job;
-  const log = deps.logger.child({ component: release.component, version: release.version });
+  const pointer = job.release;
+  const log = deps.logger.child({ component: pointer.component, version: pointer.version });
   const started = performance.now();
   const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
   let tracker: ProgressTracker | undefined;
@@ -69,14 +72,14 @@ export async function downloadRelease(
 
   deps.metrics.inProgress.inc();
   try {
-    const result = await deps.client.session(async (session) => {
-      const { manifest, bytes: manifestBytes } = await verifiedManifest(session, job);
+    const { release, ...result } = await deps.client.session(async (session) => {
+      const { release, manifest, bytes: manifestBytes } = await verifiedManifest(session, job);
       const cached = await deps.store.cached();
       if (
         (await deps.state.isDownloaded(release)) &&
         planDownload(manifest, (sha) => cached.has(sha)).missing.length === 0
       ) {
-        return { outcome: 'already_present' as const, bytes_fetched: 0, bytes_reused: 0 };
+        return { release, outcome: 'already_present' as const, bytes_fetched: 0, bytes_reused: 0 };
       }
       await collectGarbage(deps, log);
       const present = await deps.store.cached();
@@ -114,12 +117,17 @@ export async function downloadRelease(
       // The signed bytes, as they are: the installer checks them against the signed digest again.
       await deps.store.saveManifest(release.component, release.version, manifestBytes);
       deps.metrics.bytesSaved.inc(plan.reusedBytes);
-      return { outcome: 'completed' as const, bytes_fetched: fetched, bytes_reused: plan.reusedBytes };
+      return {
+        release,
+        outcome: 'completed' as const,
+        bytes_fetched: fetched,
+        bytes_reused: plan.reusedBytes,
+      };
     });
 
     await deps.state.markDownloaded(release);
     const reason = installReason(release, deps.policy);
-    if (reason) await deps.enqueueInstall({ v: 1, release, reason });
+    if (reason) await deps.enqueueInstall({ v: 1, release: pointerOf(release), reason });
     tracker ??= new ProgressTracker({
       component: release.component,
       version: release.version,
@@ -160,39 +168,43 @@ export async function downloadRelease(
   }
 }
 
+function pointerOf(release: ReleaseRef): ReleasePointer {
+  return { component: release.component, version: release.version };
+}
+
 /** `update.download.progress`, and the progress gauge the dashboard shows. */
 function emitProgress(deps: DownloadDeps, progress: DownloadProgress): Promise<void> {
   deps.metrics.progress.set({ component: progress.component }, progress.percent / 100);
   return deps.events.publish(Topics.downloadProgress, progress);
 }
 
-/** The release's manifest as the trusted metadata has it now; refuses a job whose release is not signed so. */
+/**
+ * The release a job points at, as the trusted metadata signs it now (its summary and its manifest's
+ * digest); a job naming a release that is not signed is refused for good.
+ */
 async function verifiedManifest(
   session: TufSession,
   job: DownloadJob,
-): Promise<{ manifest: ReleaseManifest; bytes: Buffer }> {
-  const { release } = job;
-  const info = await session.targetInfo(release.target.path);
-  if (!info || info.hashes.sha256 !== release.target.sha256) {
+): Promise<{ release: ReleaseRef; manifest: ReleaseManifest; bytes: Buffer }> {
+  const { component, version } = job.release;
+  const release = await signedRelease(session, job.release);
+  const info = release && (await session.targetInfo(release.target.path));
+  if (!release || !info) {
     throw new ReleaseRejected(
       'RELEASE_NOT_SIGNED',
-      `${release.component} ${release.version}: the trusted metadata does not sign manifest ${release.target.path} ` +
-        `with sha256 ${release.target.sha256}; the job is refused (nothing is downloaded that TUF does not sign)`,
+      `${component} ${version}: the trusted metadata signs no such release (withdrawn, or never published); ` +
+        'the job is refused (nothing is downloaded that TUF does not sign)',
     );
   }
   const bytes = await readFile(await session.fetchTarget(info));
-  const parsed = releaseManifestSchema.safeParse(JSON.parse(bytes.toString('utf8')));
-  if (
-    !parsed.success ||
-    parsed.data.component !== release.component ||
-    parsed.data.version !== release.version
-  ) {
+  const parsed = releaseManifestSchema.safeParse(parseJsonOrUndefined(bytes.toString('utf8')));
+  if (!parsed.success || parsed.data.component !== component || parsed.data.version !== version) {
     throw new ReleaseRejected(
       'RELEASE_MANIFEST_INVALID',
       `the signed manifest ${release.target.path} is not a manifest of this release`,
     );
   }
-  return { manifest: parsed.data, bytes };
+  return { release, manifest: parsed.data, bytes };
 }
 
 async function downloadFile(
@@ -243,10 +255,12 @@ export async function collectGarbage(
       await deps.state.forget(component, version);
       continue;
     }
+    // A manifest in the cache that does not parse keeps nothing: the next download fetches it again.
     const parsed = releaseManifestSchema.safeParse(
-      JSON.parse(await readFile(deps.store.manifestPath(component, version), 'utf8')),
+      parseJsonOrUndefined(await readFile(deps.store.manifestPath(component, version), 'utf8')),
     );
     if (parsed.success) kept.push(parsed.data);
+    else log.warn({ component, version }, 'a cached manifest is not valid; ignoring it');
   }
   const doomed = garbage([...(await deps.store.cached())], kept);
   for (const sha256 of doomed) await deps.store.remove(sha256);

@@ -143,18 +143,38 @@ describe('downloader', () => {
   it('refuses a job for a release the trusted metadata does not sign, fetching nothing', async () => {
     await t.publish({ component: 'backend', version: '1.1.0', channel: 'stable' });
     await downloader();
-    const release = await releaseRef(t, 'backend', '1.1.0');
-    const forged = { ...release, target: { ...release.target, sha256: 'f'.repeat(64) } };
     const result = await runDownloadJob(
       redisClient,
       redis.url,
-      { v: 1, release: forged, reason: 'request' },
+      { v: 1, release: { component: 'backend', version: '9.9.9' }, reason: 'request' },
       { attempts: 3 },
     );
     expect(result.state).toBe('failed');
     expect(result.job.attemptsMade).toBe(1);
-    expect(result.job.failedReason).toContain('does not sign manifest releases/backend/1.1.0.json');
+    expect(result.job.failedReason).toContain('the trusted metadata signs no such release');
     expect(blobRequests()).toEqual([]);
+  });
+
+  it('a job is a pointer: what it claims about the release is ignored, the signed summary is used', async () => {
+    await t.publish({ component: 'backend', version: '1.1.0', channel: 'stable' });
+    await downloader();
+    const release = await releaseRef(t, 'backend', '1.1.0');
+    const claimed = { ...release, critical: true, target: { ...release.target, sha256: 'f'.repeat(64) } };
+    const result = await runDownloadJob(redisClient, redis.url, {
+      v: 1,
+      release: claimed,
+      reason: 'critical',
+    });
+    expect(result.state).toBe('completed');
+    const record = JSON.parse((await redisClient.hget(StateKeys.downloaded, 'backend@1.1.0')) as string);
+    expect(record.release).toEqual(release);
+    // Not critical as signed, auto_install off: no install job was queued.
+    expect(await installJobs()).toEqual([]);
+    // The metadata it verified is mirrored into the cache, for the installer to verify again.
+    const mirror = await readdir(join(t.workDir, 'cache', 'metadata'));
+    expect(mirror).toEqual(
+      expect.arrayContaining(['1.root.json', 'timestamp.json', 'snapshot.json', 'targets.json']),
+    );
   });
 
   it('discards a corrupted byte and gets the file right on the retry: no corrupt blob ever in the cache', async () => {

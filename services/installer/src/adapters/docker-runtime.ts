@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -58,8 +58,8 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  async loadImage(archive: string): Promise<void> {
-    const stream = await this.docker.loadImage(createReadStream(archive));
+  async loadImage(archive: NodeJS.ReadableStream): Promise<void> {
+    const stream = await this.docker.loadImage(archive);
     await new Promise<void>((resolve, reject) => {
       this.docker.modem.followProgress(stream, (error: Error | null, events: { error?: string }[]) => {
         const failed = events?.find((e) => e.error);

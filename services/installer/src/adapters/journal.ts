@@ -1,7 +1,8 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type InstallJob, writeFileAtomic } from '@aico-update/shared';
+import { writeFileAtomic } from '@aico-update/shared';
 import type { InstallStep } from '../domain/install-plan.ts';
+import type { InstallOrder } from '../domain/install-policy.ts';
 
 /*
  * The install journal: one JSON file on the installer's volume, replaced atomically (write, fsync,
@@ -21,10 +22,13 @@ export interface Journal {
   v: 1;
   /** An install of `job`'s release, or an operator's rollback of it. */
   kind: 'install' | 'rollback';
-  job: InstallJob;
+  /** The authorized install (the release as the installer's own verified metadata signs it). */
+  job: InstallOrder;
   /** The component's installed version before, and the one it has when this finishes. */
   from_version: string | undefined;
   target_version: string | undefined;
+  /** Service → the signed image id it runs once this finishes (recorded as installed). */
+  images?: Record<string, string>;
   /** Said in the history when this finishes (e.g. who asked for a rollback). */
   reason?: string | undefined;
   /** The data backup taken by this install: a rollback restores it. */

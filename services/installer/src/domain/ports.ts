@@ -39,8 +39,8 @@ export interface HealthVerdict {
 /** The Docker Engine as the installer needs it. Only the installer holds the socket. */
 export interface ContainerRuntime {
   container(name: string): Promise<ContainerState | undefined>;
-  /** Loads an image archive; returns nothing, the caller checks the id it expects. */
-  loadImage(archive: string): Promise<void>;
+  /** Loads an image archive streamed to the engine; returns nothing, the caller checks the id it expects. */
+  loadImage(archive: NodeJS.ReadableStream): Promise<void>;
   imageExists(imageId: string): Promise<boolean>;
   /** Points `ref` (repo:tag) at the image, so `docker compose up` keeps what was installed. */
   tag(imageId: string, ref: string): Promise<void>;

@@ -1,89 +1,107 @@
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type CommandReply,
-  downloadedRecordSchema,
   enqueueInstall,
-  hashFile,
   type InstallRequest,
   type RollbackRequest,
   StateKeys,
+  semverString,
 } from '@aico-update/shared';
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { gt, rcompare } from 'semver';
-import { LAST_INSTALL_KEY } from './install-release.ts';
+import { InstallFailed } from '../domain/install-failed.ts';
+import { decideInstall } from '../domain/install-policy.ts';
+import { type InstallDeps, installedVersion } from './install-release.ts';
 
 /*
- * Operator commands (from the bus gateway, the control API or any NATS client). An install request is
- * accepted only for a release the downloader verified: its manifest must still hash to the signed
- * digest. Nothing a command says can make the installer install something TUF did not sign.
+ * Operator commands (from the bus gateway, the control API or any NATS client that may send them). An
+ * install request is verified at once against the installer's own trusted metadata (the release is
+ * signed now, its cached manifest hashes to it, it is newer than the installed one unless a downgrade is
+ * asked for), so the requester learns why a release cannot be installed; then a job sealed by the
+ * installer is queued. The worker verifies it again before it runs.
  */
 
 export interface CommandDeps {
-  redis: Redis;
   queue: Queue;
-  cacheDir: string;
+  install: InstallDeps;
 }
 
 export async function requestInstall(deps: CommandDeps, request: InstallRequest): Promise<CommandReply> {
+  const ids = request.request_id ? { request_id: request.request_id } : {};
   const refuse = (code: string, message: string): CommandReply => ({
     v: 1,
-    ...(request.request_id ? { request_id: request.request_id } : {}),
+    ...ids,
     accepted: false,
     code,
     message,
   });
-  const downloaded = await deps.redis.hgetall(StateKeys.downloaded);
-  const installed = await deps.redis.hget(StateKeys.installed, request.component);
-  const versions = Object.keys(downloaded)
-    .filter((key) => key.startsWith(`${request.component}@`))
-    .map((key) => key.slice(request.component.length + 1))
-    .sort(rcompare);
-  const version = request.version ?? versions.find((v) => !installed || gt(v, installed)) ?? versions[0];
-  const raw = version ? downloaded[`${request.component}@${version}`] : undefined;
-  if (!version || !raw) {
-    return refuse(
-      'NOT_DOWNLOADED',
-      `${request.component} ${request.version ?? '(newest)'} is not downloaded and verified; downloaded: ${versions.join(', ') || 'none'}. Check for updates and let the download finish first`,
-    );
+  const { component } = request;
+  const installed = await installedVersion(deps.install, component);
+  let version = request.version;
+  if (version === undefined) {
+    // Candidates only: what the downloader says it has. Each is verified below before anything happens.
+    const candidates = (await downloadedVersions(deps.install, component)).sort(rcompare);
+    version = candidates.find((v) => !installed || gt(v, installed)) ?? candidates[0];
+    if (!version) {
+      return refuse(
+        'NOT_DOWNLOADED',
+        `no ${component} release is downloaded; check for updates and let the download finish first`,
+      );
+    }
   }
-  const record = downloadedRecordSchema.safeParse(JSON.parse(raw));
-  if (!record.success) {
-    return refuse(
-      'NOT_DOWNLOADED',
-      `the download record of ${request.component} ${version} is incomplete; download it again`,
-    );
+  if (!semverString.safeParse(version).success) {
+    return refuse('BAD_REQUEST', `version "${version.slice(0, 100)}" is not a semver version such as 1.2.0`);
   }
-  const manifest = join(deps.cacheDir, 'manifests', `${request.component}@${version}.json`);
-  const digest = (await hashFile(manifest).catch(() => undefined))?.sha256;
-  if (digest !== record.data.manifest_sha256 || digest !== record.data.release.target.sha256) {
-    return refuse(
-      'NOT_VERIFIED',
-      `the manifest of ${request.component} ${version} in the cache does not match its signed digest; it will not be installed. Download it again`,
-    );
+  let release: Awaited<ReturnType<InstallDeps['trust']['verify']>>['release'];
+  try {
+    ({ release } = await deps.install.trust.verify({ component, version }));
+  } catch (error) {
+    if (error instanceof InstallFailed) return refuse(error.code, error.message);
+    throw error;
   }
+  const decision = decideInstall({
+    release,
+    installed,
+    operator: true,
+    allowDowngrade: request.allow_downgrade,
+    policy: deps.install.policy,
+  });
+  if (!decision.allowed) return refuse(decision.code, decision.message);
   const jobId = await enqueueInstall(
     deps.queue,
-    {
+    deps.install.seal.seal({
       v: 1,
-      release: record.data.release,
+      release: { component, version },
       reason: 'request',
       ...(request.auto_restart === false ? { auto_restart: false } : {}),
-    },
+      ...(request.allow_downgrade ? { allow_downgrade: true } : {}),
+    }),
     { retry: true },
   );
   return {
     v: 1,
-    ...(request.request_id ? { request_id: request.request_id } : {}),
+    ...ids,
     accepted: true,
     job_id: jobId,
-    message: `install of ${request.component} ${version} queued${installed ? ` (installed: ${installed})` : ''}`,
+    message: `install of ${component} ${version} queued${installed ? ` (installed: ${installed})` : ''}`,
   };
+}
+
+/** Versions the downloader recorded or left manifests for: a list to try, never a proof. */
+async function downloadedVersions(deps: InstallDeps, component: string): Promise<string[]> {
+  const recorded = (await deps.redis.hkeys(StateKeys.downloaded))
+    .filter((key) => key.startsWith(`${component}@`))
+    .map((key) => key.slice(component.length + 1));
+  const cached = (await readdir(join(deps.cacheDir, 'manifests')).catch(() => [] as string[]))
+    .filter((name) => name.startsWith(`${component}@`) && name.endsWith('.json'))
+    .map((name) => name.slice(component.length + 1, -'.json'.length));
+  return [...new Set([...recorded, ...cached])].filter((v) => semverString.safeParse(v).success);
 }
 
 export async function requestRollback(deps: CommandDeps, request: RollbackRequest): Promise<CommandReply> {
   const ids = request.request_id ? { request_id: request.request_id } : {};
-  if (!(await deps.redis.hexists(LAST_INSTALL_KEY, request.component))) {
+  if (!(await deps.install.state.lastInstall(request.component))) {
     return {
       v: 1,
       ...ids,
@@ -93,7 +111,7 @@ export async function requestRollback(deps: CommandDeps, request: RollbackReques
     };
   }
   const jobId = `rollback-${request.component}-${Date.now()}`;
-  await deps.queue.add('rollback', request, {
+  await deps.queue.add('rollback', deps.install.seal.sealRollback(request), {
     jobId,
     removeOnComplete: { age: 30 * 24 * 3600 },
     removeOnFail: { age: 30 * 24 * 3600 },

@@ -27,7 +27,7 @@ import { HISTORY_KEY, installRelease } from '../../src/handlers/install-release.
 import { type RunningInstaller, startInstaller } from '../../src/main.ts';
 import { SampleDeployment } from '../support/deployment.ts';
 import { testInstallDeps } from '../support/deps.ts';
-import { markDownloaded, stageRelease } from '../support/stage.ts';
+import { markDownloaded, publisherFor, stageRelease } from '../support/stage.ts';
 
 /*
  * The installer as operators drive it: install and rollback commands over NATS (what the bus gateway
@@ -83,6 +83,8 @@ describe('installer commands over NATS', () => {
       env: {
         AICO_INSTALLER_CACHE_DIR: cacheDir,
         AICO_INSTALLER_STATE_DIR: join(dir, 'state'),
+        AICO_TUF_STATE_DIR: join(dir, 'state', 'tuf'),
+        AICO_TUF_TRUSTED_ROOT: (await publisherFor(cacheDir)).trustedRootPath,
         AICO_INSTALLER_SERVICES: `backend=${deployment.name}`,
         AICO_INSTALLER_BACKUP_DIR: join(dir, 'backups'),
         AICO_INSTALLER_BACKUP_PATHS: 'backend=/data',
@@ -114,7 +116,7 @@ describe('installer commands over NATS', () => {
       await appendFile(manifest, ' ');
       expect(await command(Topics.installRequest, {})).toMatchObject({
         accepted: false,
-        code: 'NOT_VERIFIED',
+        code: 'MANIFEST_NOT_SIGNED',
       });
       await writeFile(manifest, signed);
 
@@ -169,7 +171,7 @@ describe('installer commands over NATS', () => {
     const sub = nc.subscribe(Subjects.event(Topics.restartRequired), {
       callback: (_e, m) => void required.push(m.json()),
     });
-    const deps = testInstallDeps(
+    const deps = await testInstallDeps(
       { runtime, redis: redisClient, nc },
       {
         cache_dir: join(dir, 'cache'),
@@ -183,7 +185,9 @@ describe('installer commands over NATS', () => {
       { service: 'backend', tag: await deployment.image('1.1.0') },
     ]);
     const before = await deployment.inspect();
-    expect(await installRelease(deps, { ...job, auto_restart: false })).toMatchObject({ outcome: 'staged' });
+    expect(await installRelease(deps, deps.seal.seal({ ...job, auto_restart: false }))).toMatchObject({
+      outcome: 'staged',
+    });
     expect((await deployment.inspect()).State.StartedAt).toBe(before.State.StartedAt);
     expect(await runtime.imageExists(await stagedImageId(dir))).toBe(true);
     await waitUntil(() => required[0], 'update.restart.required');
@@ -192,14 +196,14 @@ describe('installer commands over NATS', () => {
       message: expect.stringMatching(/when backend restarts/),
     });
     expect(await redisClient.hget(StateKeys.installed, 'backend')).toBe('1.0.0');
-    expect(await installRelease(deps, job)).toMatchObject({ outcome: 'installed' });
+    expect(await installRelease(deps, deps.seal.seal(job))).toMatchObject({ outcome: 'installed' });
     expect(await deployment.version()).toBe('1.1.0');
     sub.unsubscribe();
   });
 
   it('a start-first swap starts the new container before the old one stops', async () => {
     deployment = await new SampleDeployment().start({ hostPort: 'none' });
-    const deps = testInstallDeps(
+    const deps = await testInstallDeps(
       { runtime, redis: redisClient, nc },
       {
         cache_dir: join(dir, 'cache'),
@@ -215,7 +219,7 @@ describe('installer commands over NATS', () => {
     const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
       { service: 'backend', tag: await deployment.image('1.1.0') },
     ]);
-    expect(await installRelease(deps, job)).toMatchObject({ outcome: 'installed' });
+    expect(await installRelease(deps, deps.seal.seal(job))).toMatchObject({ outcome: 'installed' });
     const after = await deployment.inspect();
     expect(after.Id).not.toBe(before.Id);
     expect(after.Config.Labels['org.opencontainers.image.version']).toBe('1.1.0');

@@ -80,21 +80,19 @@ describe('installer with Docker Compose', () => {
     const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
       { service: 'backend', tag: `${tag}-next` },
     ]);
-    await installRelease(
-      testInstallDeps(
-        { runtime, redis: redisClient, nc },
-        {
-          cache_dir: join(dir, 'cache'),
-          state_dir: join(dir, 'state'),
-          services: { backend: container },
-          health_timeout_seconds: 20,
-          soak_seconds: 1,
-          backup: { dir: join(dir, 'backups') },
-          prepare_timeout_seconds: 0.3,
-        },
-      ),
-      job,
+    const deps = await testInstallDeps(
+      { runtime, redis: redisClient, nc },
+      {
+        cache_dir: join(dir, 'cache'),
+        state_dir: join(dir, 'state'),
+        services: { backend: container },
+        health_timeout_seconds: 20,
+        soak_seconds: 1,
+        backup: { dir: join(dir, 'backups') },
+        prepare_timeout_seconds: 0.3,
+      },
     );
+    await installRelease(deps, deps.seal.seal(job));
     const installedId = await docker('inspect', '--format', '{{.Id}}', container);
 
     expect(await docker('inspect', '--format', '{{.Image}}', installedId)).toBe(newId);

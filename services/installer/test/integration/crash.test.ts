@@ -19,7 +19,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PREVIOUS_SUFFIX } from '../../src/adapters/docker-runtime.ts';
 import { HISTORY_KEY } from '../../src/handlers/install-release.ts';
-import { stageRelease } from '../support/stage.ts';
+import { publisherFor, stageRelease } from '../support/stage.ts';
 
 /*
  * The installer process SIGKILLed at each step of the journal and started again: every time the host
@@ -46,6 +46,7 @@ let cacheDir: string;
 let oldId: string;
 let newId: string;
 let job: Awaited<ReturnType<typeof stageRelease>>;
+let trustedRoot: string;
 const tag = testTag('aico-test/crash-backend', 'deployed');
 const nextTag = testTag('aico-test/crash-backend', '1.1.0');
 const children: ChildProcess[] = [];
@@ -57,7 +58,11 @@ beforeAll(async () => {
   cacheDir = await makeTempDir('crash-cache');
   oldId = await buildSampleBackend(tag, '1.0.0');
   newId = await buildSampleBackend(nextTag, '1.1.0');
-  job = await stageRelease(cacheDir, 'backend', '1.1.0', [{ service: 'backend', tag: nextTag }]);
+  // Critical: the installer runs it at once by policy, as an unsealed job from the downloader.
+  job = await stageRelease(cacheDir, 'backend', '1.1.0', [{ service: 'backend', tag: nextTag }], undefined, {
+    critical: true,
+  });
+  trustedRoot = (await publisherFor(cacheDir)).trustedRootPath;
 }, 120_000);
 
 afterAll(async () => {
@@ -75,6 +80,8 @@ function startInstaller(name: string, stateDir: string): ChildProcess {
       PATH: process.env.PATH ?? '',
       AICO_INSTALLER_CACHE_DIR: cacheDir,
       AICO_INSTALLER_STATE_DIR: stateDir,
+      AICO_TUF_STATE_DIR: join(stateDir, 'tuf'),
+      AICO_TUF_TRUSTED_ROOT: trustedRoot,
       AICO_INSTALLER_SERVICES: `backend=${name}`,
       AICO_INSTALLER_SOAK_SECONDS: '1',
       AICO_INSTALLER_HEALTH_TIMEOUT_SECONDS: '20',

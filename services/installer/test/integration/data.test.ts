@@ -61,7 +61,7 @@ describe('data backup and restore', () => {
     const db = await deployment.sidecar('db', '-v', `${deployment.volume}-db:/var/db`, deployment.tag);
     await deployment.exec(db, 'echo schema-1 > /var/db/state');
     await deployment.exec(deployment.name, 'echo precious > /data/user.db');
-    const deps = testInstallDeps(
+    const deps = await testInstallDeps(
       { runtime, redis: redisClient, nc },
       {
         cache_dir: join(dir, 'cache'),
@@ -95,7 +95,7 @@ describe('data backup and restore', () => {
           void deployment.exec(db, 'echo schema-2 > /var/db/state');
       },
     });
-    const error = await installRelease(deps, job).catch((e: unknown) => e);
+    const error = await installRelease(deps, deps.seal.seal(job)).catch((e: unknown) => e);
     gate.unsubscribe();
 
     expect(error).toBeInstanceOf(InstallFailed);
@@ -128,7 +128,7 @@ describe('data backup and restore', () => {
       mounts.push(await mountSmallDisk(backups, tmpfs));
       await deployment.exec(deployment.name, `head -c ${dataMiB * 1024 * 1024} /dev/urandom > /data/big.bin`);
       const before = await deployment.inspect();
-      const deps = testInstallDeps(
+      const deps = await testInstallDeps(
         { runtime, redis: redisClient, nc },
         {
           cache_dir: join(dir, 'cache'),
@@ -141,7 +141,7 @@ describe('data backup and restore', () => {
       const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
         { service: 'backend', tag: await deployment.image('1.1.0') },
       ]);
-      const error = await installRelease(deps, job).catch((e: unknown) => e);
+      const error = await installRelease(deps, deps.seal.seal(job)).catch((e: unknown) => e);
       expect(error).toMatchObject({ code: 'DISK_FULL', rolledBack: false });
       expect((error as Error).message).toMatch(message);
       expect((error as Error).message).toMatch(/Nothing was changed/);
@@ -155,7 +155,7 @@ describe('data backup and restore', () => {
   );
 
   it('a declared path that is not on a mount is refused before anything changes', async () => {
-    const deps = testInstallDeps(
+    const deps = await testInstallDeps(
       { runtime, redis: redisClient, nc },
       {
         cache_dir: join(dir, 'cache'),
@@ -168,7 +168,7 @@ describe('data backup and restore', () => {
     const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
       { service: 'backend', tag: await deployment.image('1.1.0') },
     ]);
-    await expect(installRelease(deps, job)).rejects.toMatchObject({
+    await expect(installRelease(deps, deps.seal.seal(job))).rejects.toMatchObject({
       code: 'BACKUP_PATH_NOT_MOUNTED',
       message: expect.stringMatching(/\/www \(installer\.backup\.paths\.backend\)/),
     });

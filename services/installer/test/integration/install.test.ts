@@ -19,7 +19,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { DockerRuntime, PREVIOUS_SUFFIX } from '../../src/adapters/docker-runtime.ts';
 import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
 import { testInstallDeps } from '../support/deps.ts';
-import { stageRelease } from '../support/stage.ts';
+import { publisherFor, stageRelease } from '../support/stage.ts';
 
 /* The installer against the real Docker Engine, with sample busybox "AICO backend" images. */
 
@@ -28,7 +28,7 @@ let nats: SpawnedServer;
 let redisClient: Redis;
 let nc: NatsConnection;
 let cacheDir: string;
-let deps: ReturnType<typeof testInstallDeps>;
+let deps: Awaited<ReturnType<typeof testInstallDeps>>;
 let registry: Registry;
 let name: string;
 let network: string;
@@ -92,7 +92,7 @@ beforeEach(async () => {
   );
   await runtime.waitHealthy(name, { timeoutMs: 20_000, soakMs: 0 });
   await redisClient.hset(StateKeys.installed, 'backend', '1.0.0');
-  deps = testInstallDeps(
+  deps = await testInstallDeps(
     { runtime, redis: redisClient, nc },
     {
       cache_dir: cacheDir,
@@ -123,18 +123,44 @@ async function health(container: string): Promise<{ version: string }> {
   return (await fetch(`http://127.0.0.1:${port}/api/v1/health`)).json() as Promise<{ version: string }>;
 }
 
-async function release(version: string, behaviour: 'healthy' | 'unhealthy' | 'exits' = 'healthy') {
+async function release(
+  version: string,
+  behaviour: 'healthy' | 'unhealthy' | 'exits' = 'healthy',
+  options: { critical?: boolean } = {},
+) {
   const tag = testTag('aico-test/sample-backend', version);
   const id = await buildSampleBackend(tag, version, behaviour);
   tags.push(tag);
-  return { id, job: await stageRelease(cacheDir, 'backend', version, [{ service: 'backend', tag }]) };
+  return {
+    id,
+    job: await stageRelease(cacheDir, 'backend', version, [{ service: 'backend', tag }], undefined, options),
+  };
+}
+
+/** The installer service's environment for this test's deployment and publisher. */
+async function serviceEnv(extra: Record<string, string> = {}): Promise<Record<string, string>> {
+  return {
+    AICO_INSTALLER_CACHE_DIR: cacheDir,
+    AICO_INSTALLER_STATE_DIR: join(cacheDir, 'installer-state'),
+    AICO_TUF_STATE_DIR: join(cacheDir, 'installer-state', 'tuf'),
+    AICO_TUF_TRUSTED_ROOT: (await publisherFor(cacheDir)).trustedRootPath,
+    AICO_INSTALLER_SERVICES: `backend=${name}`,
+    AICO_REDIS_URL: redis.url,
+    AICO_NATS_SERVERS: nats.url,
+    AICO_HTTP_HOST: '127.0.0.1',
+    AICO_HTTP_PORT: '0',
+    ...extra,
+  };
 }
 
 describe('installer on the real Docker Engine', () => {
   it('swaps to the new version with the old configuration, records it, and keeps the tag compose names', async () => {
     const before = await inspect(name);
     const { id, job } = await release('1.1.0');
-    expect(await installRelease(deps, job)).toEqual({ outcome: 'installed', services: ['backend'] });
+    expect(await installRelease(deps, deps.seal.seal(job))).toEqual({
+      outcome: 'installed',
+      services: ['backend'],
+    });
 
     const after = await inspect(name);
     expect(after.Image).toBe(id);
@@ -186,7 +212,7 @@ describe('installer on the real Docker Engine', () => {
     async (behaviour, reason) => {
       const before = await inspect(name);
       const { job } = await release('1.2.0', behaviour);
-      const error = await installRelease(deps, job).then(
+      const error = await installRelease(deps, deps.seal.seal(job)).then(
         () => undefined,
         (e: unknown) => e,
       );
@@ -221,7 +247,7 @@ describe('installer on the real Docker Engine', () => {
       ...image,
       image_id: `sha256:${'0'.repeat(64)}`,
     }));
-    await expect(installRelease(deps, job)).rejects.toMatchObject({
+    await expect(installRelease(deps, deps.seal.seal(job))).rejects.toMatchObject({
       code: 'IMAGE_ID_MISMATCH',
       rolledBack: false,
     });
@@ -236,24 +262,18 @@ describe('installer on the real Docker Engine', () => {
     const { loadConfig, Queues, installJobId } = await import('@aico-update/shared');
     const { Queue, QueueEvents } = await import('bullmq');
     const config = loadConfig(installerConfigSchema, {
-      env: {
-        AICO_INSTALLER_CACHE_DIR: cacheDir,
-        AICO_INSTALLER_STATE_DIR: join(cacheDir, 'installer-state'),
-        AICO_INSTALLER_SERVICES: `backend=${name}`,
+      env: await serviceEnv({
         AICO_INSTALLER_HEALTH_TIMEOUT_SECONDS: '15',
         AICO_INSTALLER_SOAK_SECONDS: '1',
-        AICO_REDIS_URL: redis.url,
-        AICO_NATS_SERVERS: nats.url,
-        AICO_HTTP_HOST: '127.0.0.1',
-        AICO_HTTP_PORT: '0',
-      },
+      }),
     });
     const installer = await startInstaller(config, { logger: pino({ level: 'silent' }) });
     const queue = new Queue(Queues.install, { connection: redisClient });
     const events = new QueueEvents(Queues.install, { connection: { url: redis.url } });
     try {
-      const good = await release('1.1.0');
-      const bad = await release('1.2.0', 'unhealthy');
+      // Jobs as the downloader queues them (unsealed): critical releases run at once by policy.
+      const good = await release('1.1.0', 'healthy', { critical: true });
+      const bad = await release('1.2.0', 'unhealthy', { critical: true });
       const first = await queue.add('install', good.job, {
         jobId: installJobId(good.job.release),
         attempts: 3,
@@ -296,18 +316,12 @@ describe('installer on the real Docker Engine', () => {
       callback: (_e, m) => void scheduled.push(m.json()),
     });
     const config = loadConfig(installerConfigSchema, {
-      env: {
+      env: await serviceEnv({
+        AICO_UPDATE_AUTO_INSTALL: 'true',
         AICO_UPDATE_PREFERRED_TIME: preferred,
         AICO_INSTALLER_TIMEZONE: 'UTC',
         AICO_INSTALLER_WINDOW_MINUTES: '60',
-        AICO_INSTALLER_CACHE_DIR: cacheDir,
-        AICO_INSTALLER_STATE_DIR: join(cacheDir, 'installer-state'),
-        AICO_INSTALLER_SERVICES: `backend=${name}`,
-        AICO_REDIS_URL: redis.url,
-        AICO_NATS_SERVERS: nats.url,
-        AICO_HTTP_HOST: '127.0.0.1',
-        AICO_HTTP_PORT: '0',
-      },
+      }),
     });
     const installer = await startInstaller(config, { logger: pino({ level: 'silent' }) });
     const queue = new Queue(Queues.install, { connection: redisClient });

@@ -1,0 +1,105 @@
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  COMPONENTS,
+  hasCode,
+  type Logger,
+  parseJsonOrUndefined,
+  releaseRefSchema,
+  writeFileAtomic,
+} from '@aico-update/shared';
+import { z } from 'zod';
+
+/*
+ * What the installer knows of its own installs, on its own volume (no other service writes there): per
+ * component the installed release and the image each service runs for it (what drift is judged against),
+ * and the last install (what an operator's rollback undoes). Redis gets copies for the other services
+ * to read; the installer never takes them back from there.
+ */
+
+const imageId = z.string().regex(/^sha256:[0-9a-f]{64}$/);
+const serviceName = z.string().regex(/^[a-z0-9][a-z0-9_.-]*$/);
+
+const installedSchema = z.object({
+  version: z.string(),
+  /** Release service → the signed image id it runs. */
+  images: z.record(serviceName, imageId),
+  installed_at: z.string(),
+});
+export type InstalledRelease = z.infer<typeof installedSchema>;
+
+const lastInstallSchema = z.object({
+  release: releaseRefSchema,
+  from_version: z.string().optional(),
+  backup_id: z.string().optional(),
+  services: z.array(z.object({ service: serviceName, container: z.string(), imageId })),
+});
+/** What an operator's rollback needs to know of the last install of a component. */
+export type LastInstall = z.infer<typeof lastInstallSchema>;
+
+const stateSchema = z.object({
+  v: z.literal(1),
+  installed: z.partialRecord(z.enum(COMPONENTS), installedSchema).default({}),
+  last_install: z.partialRecord(z.enum(COMPONENTS), lastInstallSchema).default({}),
+});
+type State = z.infer<typeof stateSchema>;
+type Component = (typeof COMPONENTS)[number];
+
+export class InstallerState {
+  readonly #file: string;
+  readonly #logger: Logger;
+
+  constructor(stateDir: string, logger: Logger) {
+    this.#file = join(stateDir, 'installed.json');
+    this.#logger = logger;
+  }
+
+  async installed(component: Component): Promise<InstalledRelease | undefined> {
+    return (await this.#read()).installed[component];
+  }
+
+  async allInstalled(): Promise<State['installed']> {
+    return (await this.#read()).installed;
+  }
+
+  async lastInstall(component: Component): Promise<LastInstall | undefined> {
+    return (await this.#read()).last_install[component];
+  }
+
+  async recordInstalled(
+    component: Component,
+    release: InstalledRelease,
+    last?: LastInstall | null,
+  ): Promise<void> {
+    const state = await this.#read();
+    state.installed[component] = release;
+    if (last) state.last_install[component] = last;
+    if (last === null) delete state.last_install[component];
+    await this.#write(state);
+  }
+
+  async #read(): Promise<State> {
+    let text: string;
+    try {
+      text = await readFile(this.#file, 'utf8');
+    } catch (error) {
+      if (hasCode(error, 'ENOENT')) return { v: 1, installed: {}, last_install: {} };
+      throw error;
+    }
+    const parsed = stateSchema.safeParse(parseJsonOrUndefined(text));
+    if (!parsed.success) {
+      // Written only by this service, atomically: unreadable means a damaged volume. Say so, start over.
+      this.#logger.error(
+        { file: this.#file, issues: parsed.error.issues },
+        'the installer state is not valid; ignoring it',
+      );
+      return { v: 1, installed: {}, last_install: {} };
+    }
+    return parsed.data;
+  }
+
+  async #write(state: State): Promise<void> {
+    await mkdir(join(this.#file, '..'), { recursive: true });
+    await writeFileAtomic(this.#file, JSON.stringify(state, null, 2));
+  }
+}

@@ -1,0 +1,402 @@
+import { mkdir, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BlobVerificationError, verifiedImageArchive } from '@aico-update/image-archive';
+import { AppError, type Logger, type ReleaseImage, StateKeys, Topics } from '@aico-update/shared';
+import type { Backup } from '../adapters/backup-store.ts';
+import type { LastInstall } from '../adapters/installer-state.ts';
+import type { Journal, JournalSwap } from '../adapters/journal.ts';
+import { InstallFailed } from '../domain/install-failed.ts';
+import { type InstallStep, previousName, type StepKind } from '../domain/install-plan.ts';
+import { showInstalledVersion } from '../metrics.ts';
+import { restoreHooks, restoreServiceData, takeBackup } from './data-backup.ts';
+import { record } from './history.ts';
+import type { InstallDeps } from './install-release.ts';
+
+/*
+ * Runs a journaled plan: each step written to the journal before and after it runs, an executor per
+ * step kind, and on any failure every service whose swap began put back (with its data when a backup
+ * was taken). The plan itself is pure (domain/install-plan.ts).
+ */
+
+/** Free space kept beyond what an install writes, so the host is not left with a full disk. */
+const DISK_HEADROOM_BYTES = 64 * 1024 * 1024;
+
+/** Runs a journaled plan; on failure puts back every service whose swap began, then throws InstallFailed. */
+export async function execute(deps: InstallDeps, journal: Journal, what: string): Promise<void> {
+  const { release } = journal.job;
+  const log = deps.logger.child({
+    component: release.component,
+    version: release.version,
+    kind: journal.kind,
+  });
+  const started = Date.parse(journal.started_at);
+  await deps.journal.write(journal);
+  const executors = executorsFor(deps, journal, log);
+  log.info({ steps: journal.steps.map((s) => `${s.kind}:${s.service}`) }, what);
+  try {
+    for (const [index, step] of journal.steps.entries()) {
+      await setStatus(deps, journal, index, 'started');
+      const stepStarted = performance.now();
+      await (executors[step.kind] as (s: InstallStep) => Promise<void>)(step);
+      deps.metrics.phaseDuration.observe({ phase: step.kind }, (performance.now() - stepStarted) / 1000);
+      await setStatus(deps, journal, index, 'done');
+    }
+  } catch (error) {
+    const restored = await rollBack(deps, journal, log);
+    const code = error instanceof AppError ? error.code : 'INSTALL_FAILED';
+    if (journal.swaps.length > 0) deps.metrics.rollbacks.inc({ component: release.component, reason: code });
+    const reason = `${(error as Error).message}${journal.swaps.length > 0 ? (restored ? '; the previous state was restored' : '; restoring the previous state FAILED, see the installer log') : ''}`;
+    const outcome =
+      journal.swaps.length > 0 && restored && journal.kind === 'install' ? 'rolled_back' : 'failed';
+    await record(deps, journal.job, outcome, Date.now() - started, reason);
+    await deps.journal.clear();
+    log.error({ err: error, rolled_back: restored }, `${what} failed: ${reason}`);
+    throw new InstallFailed(code, reason, journal.swaps.length > 0, { cause: error });
+  }
+  if (journal.job.auto_restart === false) return;
+  await finish(deps, journal, Date.now() - started, journal.reason);
+  await deps.journal.clear();
+  log.info({ duration_ms: Date.now() - started }, `${what}: done`);
+}
+
+/** Records a finished install (what an operator's rollback would undo) or a finished rollback. */
+export async function finish(
+  deps: InstallDeps,
+  journal: Journal,
+  durationMs: number,
+  reason?: string,
+): Promise<void> {
+  const { component } = journal.job.release;
+  const now = new Date().toISOString();
+  if (journal.kind === 'rollback') {
+    if (journal.target_version) {
+      const current = await deps.state.installed(component);
+      await deps.state.recordInstalled(
+        component,
+        {
+          version: journal.target_version,
+          images: { ...current?.images, ...journal.images },
+          installed_at: now,
+        },
+        null,
+      );
+      await deps.redis.hset(StateKeys.installed, component, journal.target_version);
+      showInstalledVersion(deps.metrics, component, journal.target_version);
+    }
+    deps.metrics.rollbacks.inc({ component, reason: 'OPERATOR_REQUEST' });
+    await record(deps, journal.job, 'rolled_back', durationMs, reason);
+    return;
+  }
+  const last: LastInstall = {
+    release: journal.job.release,
+    ...(journal.from_version ? { from_version: journal.from_version } : {}),
+    ...(journal.backup_id ? { backup_id: journal.backup_id } : {}),
+    services: journal.swaps.map((s) => ({
+      service: s.service,
+      container: s.container,
+      imageId: s.oldImageId,
+    })),
+  };
+  await deps.state.recordInstalled(
+    component,
+    { version: journal.job.release.version, images: journal.images ?? {}, installed_at: now },
+    last,
+  );
+  await record(deps, journal.job, 'installed', durationMs, reason, journal.backup_id);
+}
+
+type Executors = { [K in StepKind]: (step: Extract<InstallStep, { kind: K }>) => Promise<void> };
+
+function executorsFor(deps: InstallDeps, journal: Journal, log: Logger): Executors {
+  const { release } = journal.job;
+  const stoppedAtByService = new Map<string, number>();
+  const backupOf = async (id: string) => {
+    const backup = await deps.backups.read(id);
+    if (!backup) throw new AppError('BACKUP_NOT_FOUND', `backup ${id} disappeared from ${deps.backups.dir}`);
+    return backup;
+  };
+  return {
+    'check-disk': async () => {
+      // The images stream from the verified blobs straight to the engine (no archive is written here);
+      // the backup needs room on the installer's own volume.
+      const needs: { dir: string; key: string; bytes: number; what: string }[] = [];
+      if (journal.steps.some((s) => s.kind === 'backup')) {
+        await mkdir(deps.backups.dir, { recursive: true });
+        needs.push({
+          dir: deps.backups.dir,
+          key: 'installer.backup.dir',
+          bytes: await deps.backups.lastSize(release.component),
+          what: 'the data backup (estimated from the last one)',
+        });
+      }
+      for (const need of needs) {
+        const fs = await statfs(need.dir);
+        const free = fs.bavail * fs.bsize;
+        if (free < need.bytes + DISK_HEADROOM_BYTES) {
+          throw new InstallFailed(
+            'DISK_FULL',
+            `not enough free disk in ${need.dir} (${need.key}) for ${need.what}: ${mib(need.bytes)} MiB + ${mib(DISK_HEADROOM_BYTES)} MiB headroom needed, ${mib(free)} MiB free. Free space there. Nothing was changed`,
+            false,
+          );
+        }
+      }
+    },
+    'check-healthy': async (step) => {
+      const state = await deps.runtime.container(step.container);
+      if (!state?.running || state.health === 'unhealthy') {
+        throw new InstallFailed(
+          'PREFLIGHT_UNHEALTHY',
+          `${step.container} is ${state?.running ? 'unhealthy' : 'not running'} before the update; fix it first (an update must start from a healthy state). Nothing was changed`,
+          false,
+        );
+      }
+    },
+    'load-image': (step) => loadImage(deps, step.image),
+    backup: async (step) => {
+      const backup = await takeBackup(deps.runtime, deps.backups, deps.data, {
+        component: release.component,
+        fromVersion: journal.from_version ?? 'unknown',
+        toVersion: release.version,
+        containers: Object.fromEntries(step.services.map((s) => [s, deps.services[s] as string])),
+      });
+      journal.backup_id = backup.id;
+      await deps.journal.write(journal);
+      const removed = await deps.backups.prune(deps.backupKeep, [backup.id]);
+      log.info({ backup_id: backup.id, pruned: removed }, `backed up the data in ${backup.id}`);
+    },
+    prepare: async (step) => {
+      const outcome = await deps.prepare({
+        v: 1,
+        update_id: `${release.component}-${release.version}`,
+        component: release.component,
+        version: release.version,
+        services: step.services,
+        estimated_downtime_seconds: Math.ceil(deps.healthTimeoutMs / 1000),
+      });
+      log.info({ ...outcome }, 'components prepared');
+    },
+    'restore-data': async (step) => {
+      await deps.runtime.stop(step.container);
+      await restoreServiceData(
+        deps.runtime,
+        deps.backups,
+        await backupOf(step.backupId),
+        step.service,
+        step.container,
+      );
+    },
+    'restore-hooks': async (step) => restoreHooks(deps.runtime, deps.backups, await backupOf(step.backupId)),
+    swap: async (step) => {
+      if (step.note) log.warn(step.note);
+      const ref = await deps.runtime.imageRef(step.container);
+      // Journaled before anything changes, so a crash from here on is compensated.
+      journal.swaps.push({
+        service: step.service,
+        container: step.container,
+        oldImageId: step.fromImageId,
+        ref,
+      });
+      await deps.journal.write(journal);
+      // Move the deployment's tag first: the new container is created from it, and `compose up` keeps it.
+      if (ref) await deps.runtime.tag(step.imageId, ref);
+      const { stoppedAt } = await deps.runtime.replace(step.container, step.imageId, {
+        strategy: step.strategy,
+        readyTimeoutMs: deps.healthTimeoutMs,
+        drainMs: deps.drainMs,
+        probeUrl: deps.probes[step.service],
+      });
+      stoppedAtByService.set(step.service, stoppedAt);
+    },
+    'health-gate': async (step) => {
+      const verdict = await deps.runtime.waitHealthy(step.container, {
+        timeoutMs: deps.healthTimeoutMs,
+        soakMs: deps.soakMs,
+        probeUrl: deps.probes[step.service],
+        fresh: true,
+      });
+      if (!verdict.healthy) throw new InstallFailed('HEALTH_GATE_FAILED', verdict.reason, true);
+      // Verified after installation too: the container runs the image the signed manifest names.
+      const swap = journal.steps.find((s) => s.kind === 'swap' && s.service === step.service);
+      const running = await deps.runtime.container(step.container);
+      if (swap?.kind === 'swap' && running?.imageId !== swap.imageId) {
+        throw new InstallFailed(
+          'IMAGE_MISMATCH_AFTER_SWAP',
+          `${step.container} runs ${running?.imageId ?? 'nothing'} after the swap, not the signed image ${swap.imageId}`,
+          true,
+        );
+      }
+      const stoppedAt = stoppedAtByService.get(step.service);
+      if (stoppedAt && verdict.healthyAt)
+        deps.metrics.downtime.observe(
+          { target_service: step.service },
+          Math.max(0, verdict.healthyAt - stoppedAt) / 1000,
+        );
+    },
+    commit: (step) => deps.runtime.remove(previousName(step.container)),
+  };
+}
+
+/**
+ * Restores every service whose swap began, newest first, with its data when the journal has a backup
+ * (the new version ran and may have changed it); true when all came back healthy.
+ */
+export async function rollBack(deps: InstallDeps, journal: Journal, log: Logger): Promise<boolean> {
+  const backup = journal.backup_id ? await deps.backups.read(journal.backup_id) : undefined;
+  let ok = true;
+  for (const swap of [...journal.swaps].reverse()) {
+    try {
+      const dataRestored = await restoreService(deps, swap, backup);
+      log.warn(
+        { service: swap.service, data_restored: dataRestored },
+        `rolled back ${swap.container} to its previous version${dataRestored ? ` and its data from ${backup?.id}` : ''}`,
+      );
+    } catch (error) {
+      ok = false;
+      log.error(
+        { err: error, service: swap.service },
+        `rollback of ${swap.container} did not bring it back healthy`,
+      );
+    }
+  }
+  if (backup && backup.hooks.length > 0 && journal.swaps.length > 0) {
+    try {
+      await restoreHooks(deps.runtime, deps.backups, backup);
+      log.warn(`restored the hooks' data from ${backup.id}`);
+    } catch (error) {
+      ok = false;
+      log.error({ err: error }, `restoring the hooks' data from ${backup.id} failed`);
+    }
+  }
+  return ok;
+}
+
+/** Puts one service back on its old container, wherever the swap had got to; true when data was restored. */
+async function restoreService(
+  deps: InstallDeps,
+  swap: JournalSwap,
+  backup: Backup | undefined,
+): Promise<boolean> {
+  if (swap.ref) await deps.runtime.tag(swap.oldImageId, swap.ref);
+  const previous = previousName(swap.container);
+  let dataRestored = false;
+  if (await deps.runtime.container(previous)) {
+    const withData = backup?.entries.some((e) => e.service === swap.service);
+    await deps.runtime.restore(
+      swap.container,
+      previous,
+      withData && backup
+        ? async () => {
+            try {
+              dataRestored = await restoreServiceData(
+                deps.runtime,
+                deps.backups,
+                backup,
+                swap.service,
+                swap.container,
+              );
+            } catch (error) {
+              // Not started: the old version must not run on data the new one may have migrated.
+              throw new AppError(
+                'RESTORE_FAILED',
+                `restoring the data of ${swap.container} from backup ${backup.id} (${deps.backups.folder(backup.id)}) failed: ${(error as Error).message}. ${swap.container} was left stopped so that the old version does not run on the new version's data; restore the backup by hand (README, "Backups") and start it`,
+                { cause: error },
+              );
+            }
+          }
+        : undefined,
+    );
+  } else {
+    // The rename had not happened: the old container is still under its own name, its data untouched.
+    await deps.runtime.ensureRunning(swap.container);
+  }
+  const verdict = await deps.runtime.waitHealthy(swap.container, {
+    timeoutMs: deps.healthTimeoutMs,
+    soakMs: 0,
+    probeUrl: deps.probes[swap.service],
+  });
+  if (!verdict.healthy) throw new Error(verdict.reason);
+  return dataRestored;
+}
+
+async function setStatus(
+  deps: InstallDeps,
+  journal: Journal,
+  index: number,
+  status: 'started' | 'done',
+): Promise<void> {
+  const step = journal.steps[index] as Journal['steps'][number];
+  step.status = status;
+  await deps.journal.write(journal);
+  await deps.events.publish(Topics.installProgress, {
+    v: 1,
+    component: journal.job.release.component,
+    version: journal.job.release.version,
+    kind: journal.kind,
+    step: step.kind,
+    service: step.service,
+    status,
+    index,
+    of: journal.steps.length,
+  });
+}
+
+/**
+ * Loads an image from its verified blobs: streamed to the engine and hashed on the way (see
+ * verifiedImageArchive), with no tags, then checked to be there under its signed id. Nothing is stopped
+ * yet; a blob that does not match its signed digest means the engine loaded nothing.
+ */
+async function loadImage(deps: InstallDeps, image: ReleaseImage): Promise<void> {
+  if (await deps.runtime.imageExists(image.image_id)) return;
+  const blob = (b: { digest: string; length: number }) => ({
+    ...b,
+    file: join(deps.cacheDir, 'blobs', b.digest.slice('sha256:'.length)),
+  });
+  const archive = verifiedImageArchive({
+    imageId: image.image_id,
+    repoTags: [],
+    config: blob(image.config),
+    layers: image.layers.map(blob),
+  });
+  let refused: BlobVerificationError | undefined;
+  archive.on('error', (error) => {
+    if (error instanceof BlobVerificationError) refused = error;
+  });
+  try {
+    await deps.runtime.loadImage(archive);
+  } catch (error) {
+    if (refused) {
+      throw new InstallFailed(
+        refused.digest === image.config.digest && image.image_id !== image.config.digest
+          ? 'IMAGE_ID_MISMATCH'
+          : 'BLOB_NOT_VERIFIED',
+        `the ${image.service} image was not loaded: ${refused.message}. The cache holds a file that is not what was signed (download it again); nothing was loaded or stopped`,
+        false,
+        { cause: refused },
+      );
+    }
+    throw new InstallFailed(
+      'IMAGE_LOAD_FAILED',
+      `loading the ${image.service} image failed: ${(error as Error).message}; nothing was stopped`,
+      false,
+      { cause: error },
+    );
+  }
+  if (refused) {
+    throw new InstallFailed(
+      'BLOB_NOT_VERIFIED',
+      `the ${image.service} image was not loaded: ${refused.message}`,
+      false,
+    );
+  }
+  if (!(await deps.runtime.imageExists(image.image_id))) {
+    throw new InstallFailed(
+      'IMAGE_ID_MISMATCH',
+      `the loaded ${image.service} image does not have the signed id ${image.image_id}; nothing was stopped`,
+      false,
+    );
+  }
+}
+
+function mib(bytes: number): string {
+  return (bytes / 1024 / 1024).toFixed(1);
+}
