@@ -53,7 +53,7 @@ COPY --from=compile /tmp/aico-build/${PACKAGE} ./${PACKAGE}
 # The state folders, owned by the service's user: a named volume mounted there starts with that owner.
 RUN ln -s ${PACKAGE}/${MAIN} main.js && \
     mkdir -p /var/lib/aico-update/checker /var/lib/aico-update/downloader /var/lib/aico-update/cache \
-             /var/lib/aico-update/installer /var/lib/aico-update/backups && \
+             /var/lib/aico-update/installer /var/lib/aico-update/backups /var/lib/aico-update/gateway && \
     chown -R node:node /var/lib/aico-update
 USER node
 EXPOSE ${PORT}

@@ -33,6 +33,7 @@ const broker = new ZeroMqBroker({
   curve: true,
   secretKey: AICO_BROKER_SECRET_KEY,
   publicKey: AICO_BROKER_PUBLIC_KEY,
+  maxMessageBytes: 1024 * 1024,
 });
 await broker.bind('127.0.0.1', pubPort, subPort);
 const nc = await connect({ servers: natsServer.url });
@@ -74,6 +75,8 @@ const gateway = spawn(
       AICO_NATS_SERVERS: natsServer.url,
       AICO_HTTP_HOST: '127.0.0.1',
       AICO_HTTP_PORT: String(httpPort),
+      // A configured token: the gateway writes no token file on this machine.
+      AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
       AICO_LOG_LEVEL: 'error',
     },
   },

@@ -24,7 +24,7 @@ import {
 import { AICO_BROKER_PUBLIC_KEY } from '@aico-update/bus-gateway';
 import { freePort, waitUntil } from '@aico-update/shared/testing';
 import { ZmqPeer } from '../services/bus-gateway/test/support/peer.ts';
-import { ROOT, Stack, type StackOptions } from './stack.ts';
+import { CONTROL_TOKEN_FILE, ROOT, Stack, type StackOptions } from './stack.ts';
 
 const say = (line: string) => console.log(line);
 const step = (n: number, line: string) => say(`\n[${n}/6] ${line}`);
@@ -177,7 +177,12 @@ step(6, `Done in ${((performance.now() - started) / 1000).toFixed(0)} s. The sta
 say(
   `      control API       ${stack.controlUrl}/api/v1/status   (history, check, install, rollback: README)`,
 );
-say(`      live events       curl -N ${stack.controlUrl}/api/v1/events`);
+say(
+  `      its token         ${await stack.controlToken()}   (made on first start; shown by: docker exec ${stack.container('bus-gateway')} cat ${CONTROL_TOKEN_FILE})`,
+);
+say(
+  `      live events       curl -N -H "Authorization: Bearer $(docker exec ${stack.container('bus-gateway')} cat ${CONTROL_TOKEN_FILE})" ${stack.controlUrl}/api/v1/events`,
+);
 say(
   `      metrics           ${stack.controlUrl}/metrics (gateway); the others: docker exec ${stack.container('installer')} node -e "fetch('http://127.0.0.1:8083/metrics').then(r=>r.text()).then(console.log)"`,
 );

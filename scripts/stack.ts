@@ -20,6 +20,8 @@ const COMPOSE: Record<ComposeVersion, [string, ...string[]]> = {
   v2: ['docker', 'compose'],
 };
 export const ROOT = resolve(import.meta.dirname, '..');
+/** Where the gateway keeps the control API's token it made on first start (docker-compose.yml). */
+export const CONTROL_TOKEN_FILE = '/var/lib/aico-update/gateway/control-token';
 const FILES = [
   ...['-f', 'docker-compose.yml', '-f', 'infra/compose/broker.yml'],
   ...['-f', 'examples/aico-stack/docker-compose.yml', '--profile', 'dev'],
@@ -129,6 +131,16 @@ export class Stack {
   container(service: string): string {
     const separator = this.options.compose === 'v1' ? '_' : '-';
     return [this.options.project, service, '1'].join(separator);
+  }
+
+  /** The control API's token, as an operator shows it: from the gateway's volume. */
+  async controlToken(): Promise<string> {
+    return (await docker('exec', this.container('bus-gateway'), 'cat', CONTROL_TOKEN_FILE)).trim();
+  }
+
+  /** Headers for the control API: the token, and JSON for requests that change something. */
+  async controlHeaders(): Promise<Record<string, string>> {
+    return { authorization: `Bearer ${await this.controlToken()}`, 'content-type': 'application/json' };
   }
 
   get controlUrl(): string {

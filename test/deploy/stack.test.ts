@@ -52,14 +52,43 @@ describe.each(['v1', 'v2'] as const)('the deployment with Compose %s', (compose)
     await stack?.down();
   });
 
-  it('comes up healthy, read-only, as non-root where it can', { timeout: 180_000 }, async () => {
+  it('comes up healthy, read-only, without capabilities, as non-root where it can', {
+    timeout: 180_000,
+  }, async () => {
     await stack.healthy();
     for (const service of ['checker', 'downloader', 'installer', 'bus-gateway']) {
       const info = JSON.parse(await docker('inspect', stack.container(service)))[0];
-      expect(info.HostConfig.ReadonlyRootfs, service).toBe(true);
       expect(info.HostConfig.Init, service).toBe(true);
       expect(info.Config.User, service).toBe(service === 'installer' ? '0:0' : 'node');
     }
+    // Every container of the update system, Redis, NATS and Prometheus included.
+    for (const service of [
+      'redis',
+      'nats',
+      'update-server',
+      'prometheus',
+      'checker',
+      'downloader',
+      'installer',
+      'bus-gateway',
+    ]) {
+      const info = JSON.parse(await docker('inspect', stack.container(service)))[0];
+      expect(info.HostConfig.ReadonlyRootfs, service).toBe(true);
+      expect(info.HostConfig.CapDrop, service).toEqual(['ALL']);
+      expect(info.HostConfig.CapAdd ?? [], service).toEqual(
+        ['redis', 'nats', 'installer'].includes(service) ? ['DAC_OVERRIDE'] : [],
+      );
+      expect(info.HostConfig.SecurityOpt, service).toContain('no-new-privileges:true');
+    }
+    // NATS monitoring answers on its own loopback only: not from another container on the network.
+    const fromGateway = await docker(
+      'exec',
+      stack.container('bus-gateway'),
+      'node',
+      '-e',
+      "fetch('http://nats:8222/connz').then(()=>console.log('open'),()=>console.log('closed'))",
+    );
+    expect(fromGateway).toBe('closed');
     await waitUntil(
       async () => (await fetch(`${stack.controlUrl}/readyz`).catch(() => undefined))?.status === 200,
       'the bus gateway to be ready',
@@ -67,6 +96,34 @@ describe.each(['v1', 'v2'] as const)('the deployment with Compose %s', (compose)
       500,
     );
     expect(await stack.backendVersion()).toBe('1.0.0');
+  });
+
+  it('keeps its control API to the owner: a token made on first start, nothing without it', async () => {
+    const token = await stack.controlToken();
+    expect(token.length).toBeGreaterThanOrEqual(32);
+    expect((await fetch(`${stack.controlUrl}/api/v1/status`)).status).toBe(401);
+    const page = await fetch(`${stack.controlUrl}/api/v1/install`, {
+      method: 'POST',
+      headers: { origin: 'http://evil.example', 'content-type': 'text/plain' },
+      body: 'x',
+    });
+    expect(page.status).toBe(403);
+    const status = await fetch(`${stack.controlUrl}/api/v1/status`, {
+      headers: await stack.controlHeaders(),
+    });
+    expect(status.status).toBe(200);
+    expect(await status.json()).toMatchObject({ installed: { backend: '1.0.0' } });
+    // The installer's own trust: it refreshed its TUF state from the downloader's mirror.
+    const installer = JSON.parse(
+      await docker(
+        'exec',
+        stack.container('installer'),
+        'node',
+        '-e',
+        "fetch('http://127.0.0.1:8083/status').then(r=>r.text()).then(t=>process.stdout.write(t))",
+      ),
+    );
+    expect(installer).toMatchObject({ integrity: { drift: [] } });
   });
 
   it('updates the backend through the bus, rolls a broken release back, and compose keeps the update', {

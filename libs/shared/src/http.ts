@@ -22,19 +22,31 @@ export function createServiceApp(options: ServiceHttpOptions): Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  // Open to anyone who reaches the port (Docker's health check, Prometheus): names and verdicts only.
+  // Why a dependency is not ready (hosts, ports, keys) goes to the log, once per distinct reason.
+  let lastProblems = '';
   app.get('/readyz', async (_req, res) => {
     const results = await Promise.all(
       options.readiness.map(async ({ name, check }) => {
         try {
           await withTimeout(check(), 2000);
-          return { name, ok: true as const };
+          return { name, ok: true as const, problem: undefined };
         } catch (error) {
-          return { name, ok: false as const, error: (error as Error).message };
+          return { name, ok: false as const, problem: (error as Error).message };
         }
       }),
     );
+    const problems = results
+      .filter((r) => !r.ok)
+      .map((r) => `${r.name}: ${r.problem}`)
+      .join('; ');
+    if (problems && problems !== lastProblems) options.logger.warn({ problems }, `not ready: ${problems}`);
+    lastProblems = problems;
     const ready = results.every((r) => r.ok);
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready', checks: results });
+    res.status(ready ? 200 : 503).json({
+      status: ready ? 'ready' : 'not ready',
+      checks: results.map(({ name, ok }) => ({ name, ok })),
+    });
   });
   app.get('/metrics', async (_req, res) => {
     res.type(options.registry.contentType).send(await options.registry.metrics());

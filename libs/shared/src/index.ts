@@ -12,4 +12,5 @@ export * from './redis.ts';
 export * from './release.ts';
 export * from './service.ts';
 export * from './shutdown.ts';
+export * from './state.ts';
 export * from './topics.ts';

@@ -254,3 +254,34 @@ export const downloadedRecordSchema = z.object({
   release: releaseRefSchema,
 });
 export type DownloadedRecord = z.infer<typeof downloadedRecordSchema>;
+
+/** `update.install.progress`: a step of an install or a rollback started or finished. */
+export const installProgressSchema = z.object({
+  v: z.literal(1),
+  component: z.enum(COMPONENTS),
+  version: z.string().max(100),
+  kind: z.enum(['install', 'rollback']).optional(),
+  step: z.string().max(50),
+  service: z.string().max(100),
+  status: z.enum(['started', 'done']),
+  index: z.number().int().nonnegative(),
+  of: z.number().int().positive(),
+});
+export type InstallProgress = z.infer<typeof installProgressSchema>;
+
+/** `update.install.complete`: how an install, a rollback or a refused job ended. */
+export const installCompleteSchema = z.object({
+  v: z.literal(1),
+  /** The signed release, or (for a job refused before verification) only what it pointed at. */
+  release: releasePointerSchema.extend({
+    channel: z.enum(CHANNELS).optional(),
+    critical: z.boolean().optional(),
+  }),
+  success: z.boolean(),
+  outcome: z.string().max(50),
+  reason: z.string().max(4000).optional(),
+  code: z.string().max(100).optional(),
+  backup_id: z.string().max(200).optional(),
+  duration_ms: z.number().nonnegative(),
+});
+export type InstallComplete = z.infer<typeof installCompleteSchema>;

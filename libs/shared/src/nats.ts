@@ -113,6 +113,11 @@ export async function consumeEvents(
   durable: string,
   handle: (topic: string, payload: unknown, eventId: string) => Promise<void>,
   logger: Logger,
+  options: {
+    /** A failure that retrying cannot mend (the event does not fit its schema): dropped, not retried. */
+    isPoison?: (error: unknown) => boolean;
+    onPoison?: (subject: string, reason: string) => void;
+  } = {},
 ): Promise<() => Promise<void>> {
   const jsm = await jetstreamManager(nc);
   try {
@@ -131,12 +136,32 @@ export async function consumeEvents(
   const prefix = `${SUBJECT_ROOT}.evt.`;
   const done = (async () => {
     for await (const message of messages) {
+      let payload: unknown;
+      try {
+        payload = message.json();
+      } catch {
+        // Not JSON: no delivery will ever change that. Terminated, so it is not redelivered forever.
+        options.onPoison?.(message.subject, 'not_json');
+        logger.warn({ subject: message.subject }, 'dropped an event that is not JSON');
+        message.term();
+        continue;
+      }
       try {
         // Unique per stored event, also across a re-created stream (sequence numbers restart there).
         const eventId = `${message.seq}-${message.info.timestampNanos}`;
-        await handle(message.subject.slice(prefix.length), message.json(), eventId);
+        await handle(message.subject.slice(prefix.length), payload, eventId);
         message.ack();
       } catch (error) {
+        if (options.isPoison?.(error)) {
+          options.onPoison?.(message.subject, 'invalid');
+          logger.warn(
+            { err: error, subject: message.subject },
+            `dropped an event: ${(error as Error).message}`,
+          );
+          message.term();
+          continue;
+        }
+        // Transient (the bus is down): retried every second for as long as it takes; nothing is lost.
         logger.error({ err: error, subject: message.subject }, 'event handling failed; retrying');
         message.nak(1000);
       }

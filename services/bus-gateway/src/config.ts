@@ -119,10 +119,49 @@ export const gatewayConfigSchema = z.strictObject({
     .strictObject({
       token: z
         .string()
+        .refine((t) => t === '' || t.length >= 16, { message: 'at least 16 characters' })
         .default('')
         .describe(
-          'a bearer token the control API requires (empty: none; then bind http.host to a trusted LAN)',
+          'the bearer token the control API requires, at least 16 characters (empty: one is generated on first start and kept in control.state_dir/control-token)',
         ),
+      state_dir: z
+        .string()
+        .min(1)
+        .default('/var/lib/aico-update/gateway')
+        .describe('a writable folder on a persistent volume for the gateway’s generated secrets'),
+      allowed_hosts: z
+        .string()
+        .default('localhost,127.0.0.1,::1')
+        .transform((value) =>
+          value
+            .split(',')
+            .map((h) =>
+              h
+                .trim()
+                .replace(/^\[|\]$/g, '')
+                .toLowerCase(),
+            )
+            .filter(Boolean),
+        )
+        .pipe(z.array(z.string().regex(/^[a-z0-9.:_-]+$/)).min(1))
+        .describe(
+          'the host names and addresses (no ports, comma separated) the control API may be reached as; a request naming another in Host or Origin is refused (DNS rebinding, CSRF), e.g. localhost,127.0.0.1,homeserver.lan',
+        ),
+      requests_per_second: numberSetting({
+        default: 20,
+        min: 1,
+        max: 10_000,
+        unit: 'requests',
+        allowed: 'control API requests accepted per client address and second (bursts of twice that)',
+      }),
+      max_event_streams: numberSetting({
+        default: 16,
+        min: 1,
+        max: 1000,
+        integer: true,
+        unit: 'connections',
+        allowed: 'how many /api/v1/events streams may be open at once (1 to 1000)',
+      }),
     })
     .prefault({}),
   redis: redisSchema,

@@ -4,6 +4,9 @@ import {
   type CommandReply,
   ExtraTopics,
   type NatsConnection,
+  readDownloaded,
+  readHistory,
+  readLastCheck,
   StateKeys,
   SUBJECT_ROOT,
   Subjects,
@@ -12,17 +15,20 @@ import {
 } from '@aico-update/shared';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Redis } from 'ioredis';
+import { controlGuard, type GuardOptions } from './control-guard.ts';
 
 /*
  * The local control API for operators and frontends on the LAN (`/api/v1`): status, history, check,
  * install, rollback, and a server-sent-events stream of every update event. Install and rollback go
- * through the same commands as the bus: the installer decides what may be installed.
+ * through the same commands as the bus: the installer decides what may be installed. Every request
+ * passes control-guard.ts first (token, allowed hosts, JSON only, rate limit).
  */
 
 export interface ControlApiDeps {
   redis: Redis;
   nc: NatsConnection;
-  token: string;
+  guard: GuardOptions;
+  maxEventStreams: number;
   commandTimeoutMs: number;
   /** The newest progress events seen (download and install), for status. */
   progress: () => Record<string, unknown>;
@@ -32,15 +38,9 @@ export interface ControlApiDeps {
 export function controlApi(deps: ControlApiDeps): (app: Express) => void {
   return (app) => {
     const api = express.Router();
+    api.use(...controlGuard(deps.guard));
     api.use(express.json({ limit: '16kb' }));
-    if (deps.token) {
-      api.use((req, res, next) => {
-        if (req.get('authorization') === `Bearer ${deps.token}`) return next();
-        res
-          .status(401)
-          .json({ error: { code: 'UNAUTHORIZED', message: 'send Authorization: Bearer <control.token>' } });
-      });
-    }
+    let streams = 0;
     const wrap =
       (handler: (req: Request, res: Response) => Promise<void>) =>
       (req: Request, res: Response, next: NextFunction) =>
@@ -54,12 +54,11 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
     api.get(
       '/status',
       wrap(async (_req, res) => {
-        const [installed, lastCheck, downloaded] = await Promise.all([
+        const [installed, check, downloaded] = await Promise.all([
           deps.redis.hgetall(StateKeys.installed),
-          deps.redis.get(StateKeys.lastCheck),
-          deps.redis.hgetall(StateKeys.downloaded),
+          readLastCheck(deps.redis),
+          readDownloaded(deps.redis),
         ]);
-        const check = lastCheck ? (JSON.parse(lastCheck) as CheckResponse) : undefined;
         res.json({
           installed,
           available: Object.fromEntries(
@@ -79,8 +78,7 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
       '/history',
       wrap(async (req, res) => {
         const limit = Math.min(1000, Math.max(1, Number(req.query.limit) || 50));
-        const entries = await deps.redis.lrange(StateKeys.installHistory, 0, limit - 1);
-        res.json({ history: entries.map((e) => JSON.parse(e)) });
+        res.json({ history: await readHistory(deps.redis, limit) });
       }),
     );
 
@@ -113,6 +111,19 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
     api.get(
       '/events',
       wrap(async (req, res) => {
+        if (streams >= deps.maxEventStreams) {
+          res.status(503).json({
+            error: {
+              code: 'TOO_MANY_STREAMS',
+              message: `${streams} event streams are open (control.max_event_streams); close one or try later`,
+            },
+          });
+          return;
+        }
+        streams += 1;
+        req.on('close', () => {
+          streams -= 1;
+        });
         res.writeHead(200, {
           'content-type': 'text/event-stream',
           'cache-control': 'no-cache',

@@ -14,7 +14,6 @@ import {
   unpackPayload,
 } from '@aico-update/aico-bus';
 import {
-  type CheckResponse,
   connectInfrastructure,
   consumeEvents,
   createLogger,
@@ -27,6 +26,7 @@ import {
   parseJsonOrUndefined,
   prepareRequestSchema,
   type RunningHttpService,
+  readLastCheck,
   runService,
   Shutdown,
   StateKeys,
@@ -35,7 +35,15 @@ import {
 } from '@aico-update/shared';
 import { type GatewayConfig, gatewayConfigSchema } from './config.ts';
 import { controlApi } from './control-api.ts';
-import { componentTypeOf, eventToBus, updateIdOf, updateStatusOf } from './domain/mapping.ts';
+import { controlToken } from './control-guard.ts';
+import {
+  componentTypeOf,
+  eventToBus,
+  PoisonEvent,
+  parseEvent,
+  updateIdOf,
+  updateStatusOf,
+} from './domain/mapping.ts';
 import { BusRequests } from './handlers/bus-requests.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { NatsBus } from './transports/nats-bus.ts';
@@ -63,12 +71,20 @@ export async function startGateway(
   const settings = config.bus;
   try {
     const { redis, nc, readiness } = await connectInfrastructure(config, 'bus-gateway', logger, shutdown);
+    const control = await controlToken(config.control.token, config.control.state_dir, logger);
+    if (control.source === 'generated') {
+      logger.info(
+        { file: control.file },
+        `generated the control API token; show it with: docker compose exec bus-gateway cat ${control.file}`,
+      );
+    }
 
     if (settings.mode === 'zeromq' && settings.zeromq.bind_broker) {
       const broker = new ZeroMqBroker({
         curve: settings.zeromq.curve,
         secretKey: settings.zeromq.server_secret_key,
         publicKey: settings.zeromq.server_public_key,
+        maxMessageBytes: settings.max_message_kib * 1024,
       });
       await broker.bind(settings.zeromq.bind_host, settings.zeromq.pub_port, settings.zeromq.sub_port);
       shutdown.add('broker', () => broker.close());
@@ -88,6 +104,7 @@ export async function startGateway(
             serverPublicKey: settings.zeromq.server_public_key,
             topicStyle: settings.topic_style,
             heartbeatMs: settings.zeromq.heartbeat_seconds * 1000,
+            maxMessageBytes: settings.max_message_kib * 1024,
             logger,
           })
         : new NatsBus({
@@ -166,7 +183,11 @@ export async function startGateway(
                   : spellTopic('update.install.prepare.response', settings.topic_style),
             }),
           )
-          .then(() => metrics.messagesOut.inc({ topic: ExtraTopics.installPrepare }));
+          .then(
+            () => metrics.messagesOut.inc({ topic: ExtraTopics.installPrepare }),
+            // The bus may be down: the installer waits its prepare timeout and goes ahead.
+            (error: Error) => logger.warn({ err: error }, `could not ask AICO to prepare: ${error.message}`),
+          );
       },
     });
     shutdown.add('prepare bridge', async () => prepareSubscription.unsubscribe());
@@ -195,12 +216,11 @@ export async function startGateway(
           updateChannel: config.update.channel,
         }),
       stateSync: async (component) => {
-        const [installed, lastCheck, downloaded] = await Promise.all([
+        const [installed, check, downloaded] = await Promise.all([
           redis.hget(StateKeys.installed, component),
-          redis.get(StateKeys.lastCheck),
+          readLastCheck(redis),
           redis.hkeys(StateKeys.downloaded),
         ]);
-        const check = lastCheck ? (JSON.parse(lastCheck) as CheckResponse) : undefined;
         const update = check?.components.find((c) => c.component === component)?.update;
         const install = progress[Topics.installProgress] as { component?: string; step?: string } | undefined;
         return create(UpdateStateSyncSchema, {
@@ -226,7 +246,8 @@ export async function startGateway(
     const stopEvents = await consumeEvents(
       nc,
       GATEWAY_CONSUMER,
-      async (topic, payload, eventId) => {
+      async (topic, raw, eventId) => {
+        const payload = parseEvent(topic, raw);
         if (topic === Topics.downloadProgress || topic === Topics.installProgress) progress[topic] = payload;
         if (topic === Topics.installComplete) delete progress[Topics.installProgress];
         const mapped = eventToBus(topic, payload);
@@ -240,6 +261,10 @@ export async function startGateway(
         metrics.messagesOut.inc({ topic });
       },
       logger,
+      {
+        isPoison: (error) => error instanceof PoisonEvent,
+        onPoison: (_subject, reason) => metrics.malformed.inc({ reason: `event_${reason}` }),
+      },
     );
     shutdown.add('event consumer', stopEvents);
 
@@ -270,7 +295,12 @@ export async function startGateway(
       routes: controlApi({
         redis,
         nc,
-        token: config.control.token,
+        guard: {
+          token: control.token,
+          allowedHosts: config.control.allowed_hosts,
+          requestsPerSecond: config.control.requests_per_second,
+        },
+        maxEventStreams: config.control.max_event_streams,
         commandTimeoutMs: COMMAND_TIMEOUT_MS,
         progress: () => ({ ...progress }),
         bus: () => ({ mode: bus.kind, connected: bus.connected(), problem: bus.problem() }),

@@ -113,7 +113,7 @@ export async function startChecker(
     );
     return {
       port: http.port,
-      checkNow: (request = {}) => requests.handle({ v: 1, forced: true, ...request }),
+      checkNow: (request = {}) => requests.fresh({ v: 1, forced: true, ...request }),
       stop: () => shutdown.stop(),
     };
   } catch (error) {

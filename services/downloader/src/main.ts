@@ -12,9 +12,9 @@ import {
   listen,
   Queues,
   type RunningHttpService,
+  readDownloaded,
   runService,
   Shutdown,
-  StateKeys,
 } from '@aico-update/shared';
 import { createTufClient, RateLimiter } from '@aico-update/tuf-client';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
@@ -115,9 +115,7 @@ export async function startDownloader(
         app.get('/status', async (_req, res, next) => {
           try {
             res.json({
-              downloaded: Object.fromEntries(
-                Object.entries(await redis.hgetall(StateKeys.downloaded)).map(([k, v]) => [k, JSON.parse(v)]),
-              ),
+              downloaded: await readDownloaded(redis),
               cache: {
                 dir: store.root,
                 size_bytes: await store.sizeBytes(),

@@ -20,15 +20,26 @@ import {
 import {
   type CheckResponse,
   type Component,
+  checkResponseSchema,
   type DownloadComplete,
   type DownloadProgress,
+  downloadCompleteSchema,
+  downloadProgressSchema,
+  type InstallComplete,
+  type InstallProgress,
+  installCompleteSchema,
+  installProgressSchema,
   type ReleaseRef,
   type RestartRequired,
   type RestartScheduled,
+  restartRequiredSchema,
+  restartScheduledSchema,
   Topics,
   type UpdateAvailable,
+  updateAvailableSchema,
 } from '@aico-update/shared';
 import { diff } from 'semver';
+import type { z } from 'zod';
 
 /*
  * The bus mapping: which AICO message each topic carries, and how the update system's internal JSON
@@ -136,30 +147,41 @@ const DOWNLOAD_STATUS = {
   failed: DownloadStatus.DOWNLOAD_FAILED,
 } as const;
 
-interface InstallProgressEvent {
-  component: string;
-  version: string;
-  kind?: string;
-  step: string;
-  service: string;
-  status: string;
-  index: number;
-  of: number;
+/** An event whose payload is not what its topic carries: dropped (and counted), never retried. */
+export class PoisonEvent extends Error {
+  override name = 'PoisonEvent';
 }
 
-interface InstallCompleteEvent {
-  release: ReleaseRef;
-  success: boolean;
-  outcome: string;
-  reason?: string;
-  backup_id?: string;
+const EVENT_SCHEMAS: Record<string, z.ZodType> = {
+  [Topics.checkResponse]: checkResponseSchema,
+  [Topics.available]: updateAvailableSchema,
+  [Topics.downloadProgress]: downloadProgressSchema,
+  [Topics.downloadComplete]: downloadCompleteSchema,
+  [Topics.installProgress]: installProgressSchema,
+  [Topics.installComplete]: installCompleteSchema,
+  [Topics.restartRequired]: restartRequiredSchema,
+  [Topics.restartScheduled]: restartScheduledSchema,
+};
+
+/** The event's payload checked against its topic's schema; PoisonEvent when it does not fit. */
+export function parseEvent(topic: string, payload: unknown): unknown {
+  const schema = EVENT_SCHEMAS[topic];
+  if (!schema) return payload;
+  const parsed = schema.safeParse(payload);
+  if (!parsed.success) {
+    throw new PoisonEvent(
+      `an ${topic} event that does not fit its schema (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message})`,
+    );
+  }
+  return parsed.data;
 }
 
 /**
  * An internal event as the AICO message published for it; undefined for events the bus does not get
  * (a check response the gateway itself asked for is answered to its requester instead).
  */
-export function eventToBus(topic: string, event: unknown): BusPayload | undefined {
+export function eventToBus(topic: string, raw: unknown): BusPayload | undefined {
+  const event = parseEvent(topic, raw);
   switch (topic) {
     case Topics.checkResponse: {
       const response = event as CheckResponse;
@@ -206,7 +228,7 @@ export function eventToBus(topic: string, event: unknown): BusPayload | undefine
       );
     }
     case Topics.installProgress: {
-      const p = event as InstallProgressEvent;
+      const p = event as InstallProgress;
       return payload(
         InstallUpdateResponseSchema,
         create(InstallUpdateResponseSchema, {
@@ -217,7 +239,7 @@ export function eventToBus(topic: string, event: unknown): BusPayload | undefine
       );
     }
     case Topics.installComplete: {
-      const c = event as InstallCompleteEvent;
+      const c = event as InstallComplete;
       const status = c.success
         ? InstallStatus.INSTALL_COMPLETED
         : c.outcome === 'rolled_back' || c.outcome === 'failed'

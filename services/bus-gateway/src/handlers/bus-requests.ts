@@ -1,5 +1,6 @@
 import {
   BusDecodeError,
+  canonicalTopic,
   create,
   type DescMessage,
   decodeEnvelope,
@@ -96,6 +97,15 @@ export interface BusRequestDeps {
 }
 
 const MAX_IN_FLIGHT = 64;
+
+/** Where an answer may go when a requester names it: an update.*.response topic in any spelling, or a NATS inbox. */
+export function isResponseTopic(replyTo: string): boolean {
+  if (replyTo.length > 200) return false;
+  if (/^_INBOX\.[A-Za-z0-9_.-]+$/.test(replyTo)) return true;
+  const canonical = canonicalTopic(replyTo.replace(/^aico\.[a-zA-Z0-9_-]+\./, ''));
+  return Boolean(canonical?.startsWith('update.') && canonical.endsWith('.response'));
+}
+
 const REMEMBERED_CORRELATION_IDS = 4096;
 
 export class BusRequests {
@@ -320,7 +330,11 @@ export class BusRequests {
     errorCode?: string,
     onlyToAsker = false,
   ): void {
-    const replyTo = envelope.attributes.reply_to;
+    // reply_to is a peer's word: honoured only for a response topic (or a NATS inbox), never verbatim
+    // onto another topic (a peer could otherwise make the gateway publish on update.install.request).
+    const asked = envelope.attributes.reply_to;
+    const replyTo = asked && isResponseTopic(asked) ? asked : undefined;
+    if (asked && !replyTo) this.#deps.metrics.malformed.inc({ reason: 'reply_to' });
     if (onlyToAsker && !message.respond && !replyTo) return;
     const attributes: Record<string, string> = {
       correlation_id: envelope.attributes.correlation_id ?? '',

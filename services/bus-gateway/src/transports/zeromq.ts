@@ -30,8 +30,11 @@ export class SerialSender {
   }
 }
 
-/** Hard bound per message: larger frames make ZeroMQ drop the connection rather than buffer them. */
-const HARD_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/*
+ * Size limits are set on the sockets (ZMQ_MAXMSGSIZE): a frame larger than bus.max_message_kib makes
+ * ZeroMQ drop that peer's connection as soon as it reads the frame's length, before buffering it, so a
+ * huge message costs no memory. The check in the request handler remains for NATS.
+ */
 
 export interface ZeroMqOptions {
   host: string;
@@ -41,6 +44,8 @@ export interface ZeroMqOptions {
   serverPublicKey: string;
   topicStyle: TopicStyle;
   heartbeatMs: number;
+  /** The largest frame accepted (bus.max_message_kib). */
+  maxMessageBytes: number;
   logger: Logger;
 }
 
@@ -73,7 +78,7 @@ export class ZeroMqBus implements BusTransport {
     this.#sub = new Subscriber({
       linger: 0,
       receiveHighWaterMark: 10_000,
-      maxMessageSize: HARD_MAX_MESSAGE_BYTES,
+      maxMessageSize: this.#options.maxMessageBytes,
       ...curve,
     });
     this.#sender = new SerialSender(this.#pub);
@@ -152,11 +157,12 @@ export class ZeroMqBroker {
   readonly #backend: XPublisher;
   readonly #proxy: ZmqProxy;
 
-  constructor(options: { curve: boolean; secretKey: string; publicKey: string }) {
+  constructor(options: { curve: boolean; secretKey: string; publicKey: string; maxMessageBytes: number }) {
     const curve = options.curve
       ? { curveServer: true, curveSecretKey: options.secretKey, curvePublicKey: options.publicKey }
       : {};
-    this.#frontend = new XSubscriber({ linger: 0, ...curve });
+    // Publishers' frames are bounded here, where they enter: see the note on size limits above.
+    this.#frontend = new XSubscriber({ linger: 0, maxMessageSize: options.maxMessageBytes, ...curve });
     this.#backend = new XPublisher({ linger: 0, sendHighWaterMark: 10_000, ...curve });
     this.#proxy = new ZmqProxy(this.#frontend, this.#backend);
   }

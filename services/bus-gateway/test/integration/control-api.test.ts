@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { RunningChecker } from '@aico-update/checker';
 import { startTestChecker } from '@aico-update/checker/testing';
@@ -30,7 +31,7 @@ let installer: RunningInstaller;
 let gateway: RunningGateway;
 let base: string;
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-const TOKEN = 'let-me-in';
+const TOKEN = 'let-me-in-please-0123456789';
 
 beforeAll(async () => {
   [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
@@ -67,6 +68,9 @@ beforeAll(async () => {
         AICO_BUS_ZEROMQ_PUB_PORT: String(await freePort()),
         AICO_BUS_ZEROMQ_SUB_PORT: String(await freePort()),
         AICO_CONTROL_TOKEN: TOKEN,
+        AICO_CONTROL_STATE_DIR: join(dir, 'gateway'),
+        AICO_CONTROL_REQUESTS_PER_SECOND: '50',
+        AICO_CONTROL_MAX_EVENT_STREAMS: '2',
       },
     }),
     { logger },
@@ -92,11 +96,95 @@ const post = (path: string, body: unknown = {}) =>
     body: JSON.stringify(body),
   });
 
-describe('control API', () => {
-  it('needs the token when one is configured', async () => {
+/** A raw HTTP request with exactly the given headers (fetch cannot set Host). */
+function raw(
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body = '',
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: '127.0.0.1', port: gateway.port, method, path: `/api/v1${path}`, headers },
+      (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('control API: only the owner drives it', () => {
+  it('needs the token, always; a wrong one is refused', async () => {
     const response = await fetch(`${base}/status`);
     expect(response.status).toBe(401);
     expect(await response.json()).toMatchObject({ error: { code: 'UNAUTHORIZED' } });
+    const wrong = await fetch(`${base}/status`, { headers: { authorization: `Bearer ${TOKEN}x` } });
+    expect(wrong.status).toBe(401);
+  });
+
+  it("a web page's no-cors text/plain POST is refused and installs nothing", async () => {
+    // What `fetch('http://127.0.0.1:8084/api/v1/install', {method: 'POST', mode: 'no-cors', body: 'x'})`
+    // sends from a page on another site: no preflight, no Authorization, text/plain, its Origin.
+    const host = `127.0.0.1:${gateway.port}`;
+    const page = { host, origin: 'http://evil.example', 'content-type': 'text/plain;charset=UTF-8' };
+    const attempt = await raw('POST', '/install', page, 'x');
+    expect(attempt.status).toBe(403);
+    expect(JSON.parse(attempt.body)).toMatchObject({ error: { code: 'ORIGIN_NOT_ALLOWED' } });
+    // Even with the token (a leaked one), not from that page, and not as text/plain.
+    expect((await raw('POST', '/install', { ...page, authorization: `Bearer ${TOKEN}` }, 'x')).status).toBe(
+      403,
+    );
+    const plain = await raw(
+      'POST',
+      '/install',
+      { host, authorization: `Bearer ${TOKEN}`, 'content-type': 'text/plain' },
+      '{}',
+    );
+    expect(plain.status).toBe(415);
+    expect(await redisClient.llen(StateKeys.installHistory)).toBe(0);
+  });
+
+  it('a foreign Host (DNS rebinding) is refused even with the token', async () => {
+    const rebound = await raw('GET', '/history', {
+      host: `evil.example:${gateway.port}`,
+      authorization: `Bearer ${TOKEN}`,
+    });
+    expect(rebound.status).toBe(403);
+    expect(JSON.parse(rebound.body)).toMatchObject({ error: { code: 'HOST_NOT_ALLOWED' } });
+    const ok = await raw('GET', '/history', {
+      host: `localhost:${gateway.port}`,
+      authorization: `Bearer ${TOKEN}`,
+    });
+    expect(ok.status).toBe(200);
+  });
+
+  it('bounds event streams and request rates; /readyz and /metrics stay open and tell no secrets', async () => {
+    const controllers = [new AbortController(), new AbortController()];
+    for (const c of controllers) {
+      const r = await fetch(`${base}/events`, { headers: auth, signal: c.signal });
+      await (r.body as ReadableStream<Uint8Array>).getReader().read();
+    }
+    const third = await fetch(`${base}/events`, { headers: auth });
+    expect(third.status).toBe(503);
+    expect(await third.json()).toMatchObject({ error: { code: 'TOO_MANY_STREAMS' } });
+    for (const c of controllers) c.abort();
+
+    const open = `http://127.0.0.1:${gateway.port}`;
+    const ready = await (await fetch(`${open}/readyz`)).text();
+    const metrics = await (await fetch(`${open}/metrics`)).text();
+    for (const text of [ready, metrics]) {
+      expect(text).not.toContain(TOKEN);
+      expect(text).not.toMatch(/redis:\/\/|nats:\/\/|tcp:\/\/|https?:\/\//);
+    }
+    const burst = await Promise.all(
+      Array.from({ length: 150 }, () => fetch(`${base}/status`, { headers: auth })),
+    );
+    expect(burst.some((r) => r.status === 429)).toBe(true);
+    await new Promise((r) => setTimeout(r, 1100));
   });
 
   it('checks, shows status and history, and refuses to install what is not downloaded', async () => {

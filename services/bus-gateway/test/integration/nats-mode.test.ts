@@ -49,6 +49,8 @@ beforeAll(async () => {
       AICO_NATS_SERVERS: internal.url,
       AICO_HTTP_HOST: '127.0.0.1',
       AICO_HTTP_PORT: '0',
+      // A configured token: the gateway writes no token file on this machine.
+      AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
     },
   });
   gateway = await startGateway(config, { logger });

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { RunningChecker } from '@aico-update/checker';
@@ -6,6 +7,7 @@ import { startTestChecker } from '@aico-update/checker/testing';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import { freePort, type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AICO_BROKER_PUBLIC_KEY } from '../../src/config.ts';
 
 /*
  * Interop with another language: a Python peer built like AICO's backend (Debian's python3-zmq and
@@ -87,6 +89,8 @@ describe('interop with a Python AICO peer', () => {
         AICO_NATS_SERVERS: nats.url,
         AICO_HTTP_HOST: '127.0.0.1',
         AICO_HTTP_PORT: String(httpPort),
+        // A configured token: the gateway writes no token file on this machine.
+        AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
       },
     });
     const deadline = Date.now() + 20_000;
@@ -109,5 +113,67 @@ describe('interop with a Python AICO peer', () => {
     expect(await ready()).toBe(true);
     python.kill();
     await exited;
+  });
+
+  it('a 64 MiB message from a Python peer does not grow the gateway broker, which keeps serving', async () => {
+    gateway?.kill();
+    const [pubPort, subPort, httpPort] = [await freePort(), await freePort(), await freePort()];
+    const broker = spawn(process.execPath, [gatewayMain], {
+      stdio: 'ignore',
+      env: {
+        PATH: process.env.PATH ?? '',
+        AICO_BUS_ZEROMQ_BIND_BROKER: 'true',
+        AICO_BUS_ZEROMQ_BIND_HOST: '127.0.0.1',
+        AICO_BUS_ZEROMQ_PUB_PORT: String(pubPort),
+        AICO_BUS_ZEROMQ_SUB_PORT: String(subPort),
+        AICO_BUS_ZEROMQ_HEARTBEAT_SECONDS: '0.3',
+        AICO_REDIS_URL: redis.url,
+        AICO_NATS_SERVERS: nats.url,
+        AICO_HTTP_HOST: '127.0.0.1',
+        AICO_HTTP_PORT: String(httpPort),
+        AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
+      },
+    });
+    gateway = broker;
+    const ready = async () =>
+      (await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => undefined))?.status === 200;
+    const deadline = Date.now() + 20_000;
+    while (!(await ready()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(await ready()).toBe(true);
+    const rss = async () => {
+      const status = await readFile(`/proc/${broker.pid}/status`, 'utf8');
+      return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+    };
+    const before = await rss();
+    // A peer as AICO's Python backend is built: CURVE with the broker's key, a 64 MiB second frame.
+    const sender = spawn(PYTHON, [
+      '-c',
+      [
+        'import sys, time, zmq',
+        'ctx = zmq.Context()',
+        'pub = ctx.socket(zmq.PUB)',
+        'pub.curve_serverkey = sys.argv[2].encode()',
+        'pub.curve_publickey, pub.curve_secretkey = zmq.curve_keypair()',
+        'pub.connect(f"tcp://127.0.0.1:{sys.argv[1]}")',
+        'time.sleep(0.5)',
+        'pub.send_multipart([b"update.check.request", b"x" * (64 * 1024 * 1024)])',
+        'time.sleep(2)',
+        'print("sent", flush=True)',
+      ].join('\n'),
+      String(pubPort),
+      AICO_BROKER_PUBLIC_KEY,
+    ]);
+    let peak = before;
+    const watching = setInterval(() => {
+      void rss().then((now) => {
+        peak = Math.max(peak, now);
+      });
+    }, 50);
+    await new Promise((done) => sender.on('close', done));
+    clearInterval(watching);
+    // The frame is refused at the socket (ZMQ_MAXMSGSIZE), before it is buffered.
+    expect(peak - before).toBeLessThan(24);
+    expect(await ready()).toBe(true);
+    broker.kill();
   });
 });

@@ -71,6 +71,8 @@ beforeAll(async () => {
     AICO_NATS_SERVERS: nats.url,
     AICO_HTTP_HOST: '127.0.0.1',
     AICO_HTTP_PORT: '0',
+    // A configured token: the gateway writes no token file on this machine.
+    AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
   };
   // The gateway first: its durable consumer takes every event from here on.
   running.push(
@@ -99,6 +101,9 @@ beforeAll(async () => {
           ...common,
           AICO_INSTALLER_CACHE_DIR: join(repo.workDir, 'cache'),
           AICO_INSTALLER_STATE_DIR: join(repo.workDir, 'installer'),
+          // Its own trust, from the publisher's root; metadata from the downloader's mirror in the cache.
+          AICO_TUF_STATE_DIR: join(repo.workDir, 'installer', 'tuf'),
+          AICO_TUF_TRUSTED_ROOT: repo.repo.trustedRootPath,
           AICO_INSTALLER_SERVICES: `backend=${deployment.name}`,
           AICO_INSTALLER_SOAK_SECONDS: '1',
           AICO_INSTALLER_PREPARE_TIMEOUT_SECONDS: '0.3',

@@ -1,4 +1,4 @@
-import { type CheckResponse, type Component, checkResponseSchema, StateKeys } from '@aico-update/shared';
+import { type CheckResponse, type Component, readLastCheck, StateKeys } from '@aico-update/shared';
 import type { Redis } from 'ioredis';
 import type { CheckState, InstalledVersions } from '../domain/ports.ts';
 
@@ -31,10 +31,7 @@ export class RedisCheckState implements CheckState, InstalledVersions {
     await this.#redis.set(StateKeys.lastCheck, JSON.stringify(response));
   }
 
-  async lastCheck(): Promise<CheckResponse | undefined> {
-    const raw = await this.#redis.get(StateKeys.lastCheck);
-    if (!raw) return undefined;
-    const parsed = checkResponseSchema.safeParse(JSON.parse(raw));
-    return parsed.success ? parsed.data : undefined;
+  lastCheck(): Promise<CheckResponse | undefined> {
+    return readLastCheck(this.#redis);
   }
 }

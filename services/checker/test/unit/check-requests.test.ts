@@ -78,4 +78,18 @@ describe('CheckRequests', () => {
     expect([a?.request_id, b?.request_id, c?.request_id]).toEqual(['a', 'b', 'c']);
     expect(new Set([a?.check_id, b?.check_id, c?.check_id])).toEqual(new Set(['check-1']));
   });
+
+  it('bounds a flood of forced requests: one joins the running check, later ones within 10 s get its result', async () => {
+    const { requests, runs, gateNext, release } = setup('2026-11-27T10:00:00Z');
+    gateNext();
+    const first = requests.handle({ v: 1, forced: true, request_id: 'f1' });
+    const joined = requests.handle({ v: 1, forced: true, request_id: 'f2' });
+    await new Promise((r) => setImmediate(r));
+    release();
+    expect(await first).toMatchObject({ check_id: 'check-1', cached: false });
+    expect(await joined).toMatchObject({ check_id: 'check-1', request_id: 'f2' });
+    const again = await requests.handle({ v: 1, forced: true, request_id: 'f3' });
+    expect(again).toMatchObject({ check_id: 'check-1', request_id: 'f3', cached: true });
+    expect(runs).toHaveLength(1);
+  });
 });

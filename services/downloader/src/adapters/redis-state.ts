@@ -1,4 +1,11 @@
-import { type Component, type DownloadedRecord, type ReleaseRef, StateKeys } from '@aico-update/shared';
+import {
+  type Component,
+  type DownloadedRecord,
+  downloadedRecordSchema,
+  parseJsonOrUndefined,
+  type ReleaseRef,
+  StateKeys,
+} from '@aico-update/shared';
 import type { Redis } from 'ioredis';
 
 /** Which releases are downloaded and verified, and which versions are installed (the installer's). */
@@ -19,10 +26,8 @@ export class DownloadState {
     target: { sha256: string };
   }): Promise<boolean> {
     const raw = await this.#redis.hget(StateKeys.downloaded, `${release.component}@${release.version}`);
-    return (
-      raw !== null &&
-      (JSON.parse(raw) as { manifest_sha256: string }).manifest_sha256 === release.target.sha256
-    );
+    const record = downloadedRecordSchema.safeParse(raw === null ? undefined : parseJsonOrUndefined(raw));
+    return record.success && record.data.manifest_sha256 === release.target.sha256;
   }
 
   async markDownloaded(release: ReleaseRef): Promise<void> {
