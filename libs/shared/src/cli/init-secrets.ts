@@ -1,0 +1,82 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { natsConfig, redisAclFile, SERVICE_USERS, type ServiceUser } from '../access.ts';
+import { hasCode } from '../errors.ts';
+import { writeFileAtomic } from '../files.ts';
+
+/*
+ * aico-update-secrets: the one-shot service that runs before everything else on every `docker compose
+ * up` (no step for the operator). It makes a Redis and a NATS password for each service the first time,
+ * keeps them afterwards, and writes Redis's ACL file and the NATS configuration from them
+ * (access.ts). Each service's passwords go to a volume only that service mounts; the ACL file and the
+ * NATS configuration to volumes only Redis and NATS mount. Idempotent; never prints a secret.
+ *
+ *   init-secrets --redis DIR --nats DIR --service checker=DIR --service downloader=DIR …
+ */
+
+export const PASSWORD_FILES = { redis: 'redis-password', nats: 'nats-password' } as const;
+
+async function passwordIn(dir: string, file: string): Promise<{ password: string; made: boolean }> {
+  const path = join(dir, file);
+  try {
+    const password = (await readFile(path, 'utf8')).trim();
+    if (password.length >= 32) return { password, made: false };
+  } catch (error) {
+    if (!hasCode(error, 'ENOENT')) throw error;
+  }
+  const password = randomBytes(32).toString('base64url');
+  await writeFileAtomic(path, `${password}\n`, 0o644);
+  return { password, made: true };
+}
+
+export async function initSecrets(options: {
+  redisDir: string;
+  natsDir: string;
+  serviceDirs: Record<ServiceUser, string>;
+}): Promise<{ made: string[] }> {
+  const redis = {} as Record<ServiceUser, string>;
+  const nats = {} as Record<ServiceUser, string>;
+  const made: string[] = [];
+  for (const user of SERVICE_USERS) {
+    const dir = options.serviceDirs[user];
+    await mkdir(dir, { recursive: true });
+    for (const [kind, file] of Object.entries(PASSWORD_FILES) as [keyof typeof PASSWORD_FILES, string][]) {
+      const { password, made: fresh } = await passwordIn(dir, file);
+      (kind === 'redis' ? redis : nats)[user] = password;
+      if (fresh) made.push(`${user}/${file}`);
+    }
+  }
+  await mkdir(options.redisDir, { recursive: true });
+  await mkdir(options.natsDir, { recursive: true });
+  await writeFileAtomic(join(options.redisDir, 'users.acl'), redisAclFile(redis), 0o644);
+  await writeFileAtomic(join(options.natsDir, 'nats.conf'), natsConfig(nats), 0o644);
+  return { made };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    options: {
+      redis: { type: 'string' },
+      nats: { type: 'string' },
+      service: { type: 'string', multiple: true },
+    },
+  });
+  const serviceDirs = Object.fromEntries(
+    (values.service ?? []).map((pair) => pair.split('=') as [string, string]),
+  ) as Record<ServiceUser, string>;
+  const missing = SERVICE_USERS.filter((user) => !serviceDirs[user]);
+  if (!values.redis || !values.nats || missing.length > 0) {
+    console.error(
+      `init-secrets: needs --redis DIR --nats DIR and --service NAME=DIR for ${SERVICE_USERS.join(', ')}${missing.length ? ` (missing: ${missing.join(', ')})` : ''}`,
+    );
+    process.exit(64);
+  }
+  const { made } = await initSecrets({ redisDir: values.redis, natsDir: values.nats, serviceDirs });
+  console.log(
+    made.length > 0
+      ? `made ${made.length} new password(s) (${made.join(', ')}); wrote the Redis ACL file and the NATS configuration`
+      : 'kept every password; wrote the Redis ACL file and the NATS configuration',
+  );
+}
