@@ -92,7 +92,7 @@ const STREAM_SETUP = [
 ];
 
 /** The inbox prefix of a service's NATS connection: it may read only its own replies. */
-export function inboxPrefix(user: ServiceUser): string {
+export function inboxPrefix(user: string): string {
   return `_INBOX_${user.replace(/-/g, '_')}`;
 }
 

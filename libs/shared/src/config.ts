@@ -86,6 +86,11 @@ export const redisSchema = z
       .regex(/^rediss?:\/\//)
       .default('redis://127.0.0.1:6379')
       .describe('a Redis URL such as redis://redis:6379'),
+    username: z.string().default('').describe('this service’s Redis ACL user (empty: none)'),
+    password_file: z
+      .string()
+      .default('')
+      .describe('a file holding the password of redis.username (the compose deployment generates it)'),
   })
   .prefault({});
 
@@ -96,6 +101,11 @@ export const natsSchema = z
       .regex(/^(nats|tls|wss?):\/\/\S+$/)
       .default('nats://127.0.0.1:4222')
       .describe('one or more NATS URLs separated by commas, such as nats://nats:4222'),
+    user: z.string().default('').describe('this service’s NATS user (empty: none)'),
+    password_file: z
+      .string()
+      .default('')
+      .describe('a file holding the password of nats.user (the compose deployment generates it)'),
   })
   .prefault({});
 

@@ -7,8 +7,17 @@ import { AppError } from './errors.ts';
  * ioredis reconnects by itself (a Redis restart is an interruption); connection errors are logged once
  * per distinct message instead of once per retry.
  */
-export async function connectRedis(url: string, logger: Logger): Promise<Redis> {
-  const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true });
+export async function connectRedis(
+  url: string,
+  logger: Logger,
+  credentials: { username?: string; password?: string } = {},
+): Promise<Redis> {
+  const redis = new Redis(url, {
+    maxRetriesPerRequest: null,
+    lazyConnect: true,
+    ...(credentials.username ? { username: credentials.username } : {}),
+    ...(credentials.password ? { password: credentials.password } : {}),
+  });
   let lastError: Error | undefined;
   let lastLogged = '';
   redis.on('error', (error: Error) => {

@@ -36,20 +36,26 @@ export async function makeTempDir(prefix: string): Promise<string> {
 }
 
 /** A Redis on a free port; `persistent` turns AOF on, as in the deployment, for restart tests. */
-export async function spawnRedis(options: { persistent?: boolean } = {}): Promise<SpawnedServer> {
+export async function spawnRedis(
+  options: { persistent?: boolean; aclFile?: string } = {},
+): Promise<SpawnedServer> {
   const port = await freePort();
   const dir = await makeTempDir('redis');
   const aof = options.persistent
     ? ['--appendonly', 'yes', '--appendfsync', 'always']
     : ['--appendonly', 'no'];
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...aof, '--dir', dir];
+  const acl = options.aclFile ? ['--aclfile', options.aclFile] : [];
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...aof, '--dir', dir, ...acl];
   return startManaged('redis-server', 'redis-server', args, port, `redis://127.0.0.1:${port}`, dir);
 }
 
-export async function spawnNats(): Promise<SpawnedServer> {
+/** A NATS server with JetStream on a free port; `configFile` adds users and permissions (access.ts). */
+export async function spawnNats(options: { configFile?: string } = {}): Promise<SpawnedServer> {
   const port = await freePort();
   const dir = await makeTempDir('nats');
-  const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir];
+  // A configuration file brings its own JetStream store folder.
+  const storage = options.configFile ? ['-c', options.configFile] : ['-js', '-sd', dir];
+  const args = [...storage, '-a', '127.0.0.1', '-p', String(port)];
   return startManaged('nats-server', 'nats-server', args, port, `nats://127.0.0.1:${port}`, dir);
 }
 
