@@ -21,8 +21,8 @@ import {
   UpdateNotificationSchema,
   unpackPayload,
 } from '@aico-update/aico-bus';
-import { AICO_BROKER_PUBLIC_KEY } from '@aico-update/bus-gateway';
 import { freePort, waitUntil } from '@aico-update/shared/testing';
+import { curveKeyPair } from 'zeromq';
 import { ZmqPeer } from '../services/bus-gateway/test/support/peer.ts';
 import { CONTROL_TOKEN_FILE, ROOT, Stack, type StackOptions } from './stack.ts';
 
@@ -44,6 +44,8 @@ const compose = await promisify(execFile)('docker', ['compose', 'version']).then
   () => 'v1' as const,
 );
 
+// The demo's frontend has a stable key pair; the broker admits only keys on its allow-list.
+const frontendKeys = curveKeyPair();
 const options: StackOptions = {
   project: 'aico-demo',
   compose,
@@ -56,6 +58,7 @@ const options: StackOptions = {
     prometheus: await port(9090),
   },
   backend: { container: 'aico-demo-backend', image: 'aico-example/backend:current' },
+  frontendPublicKey: frontendKeys.publicKey,
 };
 const started = performance.now();
 
@@ -71,7 +74,13 @@ say(
   `      the sample AICO backend answers ${await stack.backendVersion()} on http://127.0.0.1:${options.ports.backend}/api/v1/health`,
 );
 
-const frontend = new ZmqPeer('127.0.0.1', options.ports.busPub, options.ports.busSub, AICO_BROKER_PUBLIC_KEY);
+const frontend = new ZmqPeer(
+  '127.0.0.1',
+  options.ports.busPub,
+  options.ports.busSub,
+  await stack.brokerPublicKey(),
+  frontendKeys,
+);
 await waitUntil(
   async () => (await fetch(`${stack.controlUrl}/readyz`).catch(() => undefined))?.status === 200,
   'the bus gateway',
@@ -187,7 +196,7 @@ say(
   `      metrics           ${stack.controlUrl}/metrics (gateway); the others: docker exec ${stack.container('installer')} node -e "fetch('http://127.0.0.1:8083/metrics').then(r=>r.text()).then(console.log)"`,
 );
 say(
-  `      AICO bus          tcp://127.0.0.1:${options.ports.busPub} (publish) and :${options.ports.busSub} (subscribe), CurveZMQ with AICO's broker key`,
+  `      AICO bus          tcp://127.0.0.1:${options.ports.busPub} (publish) and :${options.ports.busSub} (subscribe), CurveZMQ with the broker's own key ${await stack.brokerPublicKey()}; admitted client keys: bus.zeromq.client_keys`,
 );
 say(
   `      Prometheus        ${stack.prometheusUrl}/alerts (scrapes every service; rules in infra/prometheus)`,

@@ -22,6 +22,8 @@ const COMPOSE: Record<ComposeVersion, [string, ...string[]]> = {
 export const ROOT = resolve(import.meta.dirname, '..');
 /** Where the gateway keeps the control API's token it made on first start (docker-compose.yml). */
 export const CONTROL_TOKEN_FILE = '/var/lib/aico-update/gateway/control-token';
+/** Where the gateway, as AICO's broker, keeps the public key of the key pair it made. */
+export const BROKER_PUBLIC_KEY_FILE = '/var/lib/aico-update/gateway/broker-public-key';
 const FILES = [
   ...['-f', 'docker-compose.yml', '-f', 'infra/compose/broker.yml'],
   ...['-f', 'examples/aico-stack/docker-compose.yml', '--profile', 'dev'],
@@ -59,6 +61,8 @@ export interface StackOptions {
   ports: { control: number; busPub: number; busSub: number; backend: number; prometheus: number };
   /** The deployed backend's container and image names. */
   backend: { container: string; image: string };
+  /** The CURVE public key of the frontend (the demo, the test) the broker is to admit. */
+  frontendPublicKey: string;
 }
 
 export class Stack {
@@ -89,6 +93,7 @@ export class Stack {
       AICO_BUS_PUB_PORT: String(options.ports.busPub),
       AICO_BUS_SUB_PORT: String(options.ports.busSub),
       AICO_CONTROL_PORT: String(options.ports.control),
+      AICO_BUS_ZEROMQ_CLIENT_KEYS: options.frontendPublicKey,
       AICO_PROMETHEUS_PORT: String(options.ports.prometheus),
     };
   }
@@ -136,6 +141,11 @@ export class Stack {
   /** The control API's token, as an operator shows it: from the gateway's volume. */
   async controlToken(): Promise<string> {
     return (await docker('exec', this.container('bus-gateway'), 'cat', CONTROL_TOKEN_FILE)).trim();
+  }
+
+  /** The broker's CURVE public key, as an operator shows it to configure a frontend. */
+  async brokerPublicKey(): Promise<string> {
+    return (await docker('exec', this.container('bus-gateway'), 'cat', BROKER_PUBLIC_KEY_FILE)).trim();
   }
 
   /** Headers for the control API: the token, and JSON for requests that change something. */

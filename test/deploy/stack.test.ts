@@ -10,9 +10,9 @@ import {
   UpdateCheckResponseSchema,
   unpackPayload,
 } from '@aico-update/aico-bus';
-import { AICO_BROKER_PUBLIC_KEY } from '@aico-update/bus-gateway';
 import { docker, freePort, makeTempDir, waitUntil } from '@aico-update/shared/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { curveKeyPair } from 'zeromq';
 import { Stack } from '../../scripts/stack.ts';
 import { ZmqPeer } from '../../services/bus-gateway/test/support/peer.ts';
 
@@ -30,6 +30,8 @@ describe.each(['v1', 'v2'] as const)('the deployment with Compose %s', (compose)
   const id = randomBytes(3).toString('hex');
   let stack: Stack;
   let frontend: ZmqPeer;
+  // The frontend's stable key pair, which the broker's allow-list names (bus.zeromq.client_keys).
+  const frontendKeys = curveKeyPair();
 
   beforeAll(async () => {
     stack = await Stack.up({
@@ -44,6 +46,7 @@ describe.each(['v1', 'v2'] as const)('the deployment with Compose %s', (compose)
         prometheus: await freePort(),
       },
       backend: { container: `aico-backend-${id}`, image: `aico-example/backend:current-${id}` },
+      frontendPublicKey: frontendKeys.publicKey,
     });
   }, 600_000);
 
@@ -191,7 +194,8 @@ describe.each(['v1', 'v2'] as const)('the deployment with Compose %s', (compose)
       '127.0.0.1',
       stack.options.ports.busPub,
       stack.options.ports.busSub,
-      AICO_BROKER_PUBLIC_KEY,
+      await stack.brokerPublicKey(),
+      frontendKeys,
     );
     await frontend.settle(1000);
     const check = async () => {

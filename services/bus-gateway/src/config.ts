@@ -16,6 +16,20 @@ export const AICO_BROKER_SECRET_KEY = 'D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs'
 
 const z85Key = z.string().length(40).describe('a CURVE key in Z85 (40 characters)');
 
+/** A comma-separated list of Z85 public keys. */
+const z85KeyList = (what: string) =>
+  z
+    .string()
+    .default('')
+    .transform((value) =>
+      value
+        .split(',')
+        .map((k) => k.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.string().length(40)))
+    .describe(what);
+
 const port = (defaultPort: number, what: string) =>
   numberSetting({
     default: defaultPort,
@@ -77,7 +91,18 @@ export const gatewayConfigSchema = z.strictObject({
           curve: booleanSetting(true),
           server_public_key: z85Key.default(AICO_BROKER_PUBLIC_KEY),
           bind_broker: booleanSetting(false),
-          server_secret_key: z85Key.default(AICO_BROKER_SECRET_KEY),
+          server_secret_key: z85Key
+            .default(AICO_BROKER_SECRET_KEY)
+            .describe(
+              'with bind_broker: the broker’s CURVE secret key (Z85); AICO’s published default is never used: the gateway then makes its own key pair on first start',
+            ),
+          client_keys: z85KeyList(
+            'with bind_broker: the CURVE public keys (Z85, comma separated) of the peers that may send requests and receive events; the gateway’s own is always allowed',
+          ),
+          read_only_client_keys: z85KeyList(
+            'with bind_broker: public keys of peers that may only receive events (they cannot send any request)',
+          ),
+          allow_any_client_key: booleanSetting(false),
           bind_host: z
             .string()
             .min(1)

@@ -33,6 +33,7 @@ import {
   Subjects,
   Topics,
 } from '@aico-update/shared';
+import { brokerKeys, type KeyPair } from './broker-keys.ts';
 import { type GatewayConfig, gatewayConfigSchema } from './config.ts';
 import { controlApi } from './control-api.ts';
 import { controlToken } from './control-guard.ts';
@@ -48,9 +49,14 @@ import { BusRequests } from './handlers/bus-requests.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { NatsBus } from './transports/nats-bus.ts';
 import type { BusTransport } from './transports/transport.ts';
+import { ZapHandler } from './transports/zap.ts';
 import { ZeroMqBroker, ZeroMqBus } from './transports/zeromq.ts';
 
-export type RunningGateway = RunningHttpService & { bus: BusTransport };
+export type RunningGateway = RunningHttpService & {
+  bus: BusTransport;
+  /** The broker's CURVE public key frontends need (its own pair, or AICO's broker's). */
+  brokerPublicKey: string;
+};
 
 /** Durable consumer of the internal event stream: what the bus missed while the gateway was down. */
 export const GATEWAY_CONSUMER = 'bus-gateway';
@@ -79,18 +85,59 @@ export async function startGateway(
       );
     }
 
+    // As AICO's broker: its own key pair (never AICO's published one), and only allow-listed clients.
+    let serverPublicKey = settings.zeromq.server_public_key;
+    let clientKeys: KeyPair | undefined;
+    const clients = { refused: new Map<string, { domain: string; at: string }>() };
     if (settings.mode === 'zeromq' && settings.zeromq.bind_broker) {
+      const keys = await brokerKeys(
+        { publicKey: settings.zeromq.server_public_key, secretKey: settings.zeromq.server_secret_key },
+        config.control.state_dir,
+      );
+      serverPublicKey = keys.server.publicKey;
+      clientKeys = keys.client;
+      const authenticate = settings.zeromq.curve && !settings.zeromq.allow_any_client_key;
+      if (authenticate) {
+        const allowed = {
+          full: new Set([...settings.zeromq.client_keys, keys.client.publicKey]),
+          readOnly: new Set(settings.zeromq.read_only_client_keys),
+        };
+        const zap = new ZapHandler(
+          () => allowed,
+          (decision) => {
+            if (decision.allowed) return;
+            metrics.malformed.inc({ reason: 'client_key' });
+            clients.refused.delete(decision.key);
+            clients.refused.set(decision.key, { domain: decision.domain, at: new Date().toISOString() });
+            if (clients.refused.size > 50)
+              clients.refused.delete(clients.refused.keys().next().value as string);
+          },
+        );
+        await zap.start();
+        shutdown.add('zap', async () => zap.close());
+      } else {
+        logger.warn(
+          'the broker accepts every CURVE client key (bus.zeromq.allow_any_client_key or curve off): anyone who reaches its ports may send requests',
+        );
+      }
       const broker = new ZeroMqBroker({
         curve: settings.zeromq.curve,
-        secretKey: settings.zeromq.server_secret_key,
-        publicKey: settings.zeromq.server_public_key,
+        secretKey: keys.server.secretKey,
+        publicKey: keys.server.publicKey,
         maxMessageBytes: settings.max_message_kib * 1024,
+        authenticate,
       });
       await broker.bind(settings.zeromq.bind_host, settings.zeromq.pub_port, settings.zeromq.sub_port);
       shutdown.add('broker', () => broker.close());
       logger.info(
-        { pub_port: settings.zeromq.pub_port, sub_port: settings.zeromq.sub_port },
-        'serving as the AICO message broker',
+        {
+          pub_port: settings.zeromq.pub_port,
+          sub_port: settings.zeromq.sub_port,
+          public_key: keys.server.publicKey,
+          public_key_file: keys.publicKeyFile,
+          own_key_pair: keys.generated,
+        },
+        `serving as the AICO message broker; frontends use its public key ${keys.server.publicKey}`,
       );
     }
     const bus: BusTransport =
@@ -101,7 +148,8 @@ export async function startGateway(
             pubPort: settings.zeromq.pub_port,
             subPort: settings.zeromq.sub_port,
             curve: settings.zeromq.curve,
-            serverPublicKey: settings.zeromq.server_public_key,
+            serverPublicKey,
+            clientKeys,
             topicStyle: settings.topic_style,
             heartbeatMs: settings.zeromq.heartbeat_seconds * 1000,
             maxMessageBytes: settings.max_message_kib * 1024,
@@ -303,13 +351,20 @@ export async function startGateway(
         maxEventStreams: config.control.max_event_streams,
         commandTimeoutMs: COMMAND_TIMEOUT_MS,
         progress: () => ({ ...progress }),
-        bus: () => ({ mode: bus.kind, connected: bus.connected(), problem: bus.problem() }),
+        bus: () => ({
+          mode: bus.kind,
+          connected: bus.connected(),
+          problem: bus.problem(),
+          ...(settings.mode === 'zeromq' ? { broker_public_key: serverPublicKey } : {}),
+          // Keys the broker refused lately: how an operator finds a frontend's key to allow it.
+          refused_client_keys: [...clients.refused].map(([key, seen]) => ({ key, ...seen })).reverse(),
+        }),
       }),
     });
     const http = await listen(app, config.http.host, config.http.port);
     shutdown.add('http', () => http.close());
     logger.info({ port: http.port, mode: settings.mode }, 'bus gateway started');
-    return { port: http.port, bus, stop: () => shutdown.stop() };
+    return { port: http.port, bus, brokerPublicKey: serverPublicKey, stop: () => shutdown.stop() };
   } catch (error) {
     await shutdown.stop();
     throw error;

@@ -13,7 +13,7 @@ import { writeFileAtomic } from '../files.ts';
  * (access.ts). Each service's passwords go to a volume only that service mounts; the ACL file and the
  * NATS configuration to volumes only Redis and NATS mount. Idempotent; never prints a secret.
  *
- *   init-secrets --redis DIR --nats DIR --service checker=DIR --service downloader=DIR …
+ *   init-secrets --redis DIR --nats DIR [--grafana DIR] --service checker=DIR --service downloader=DIR …
  */
 
 export const PASSWORD_FILES = { redis: 'redis-password', nats: 'nats-password' } as const;
@@ -35,6 +35,8 @@ export async function initSecrets(options: {
   redisDir: string;
   natsDir: string;
   serviceDirs: Record<ServiceUser, string>;
+  /** Grafana's admin password (the monitoring profile), in a folder only Grafana mounts. */
+  grafanaDir?: string | undefined;
 }): Promise<{ made: string[] }> {
   const redis = {} as Record<ServiceUser, string>;
   const nats = {} as Record<ServiceUser, string>;
@@ -48,6 +50,10 @@ export async function initSecrets(options: {
       if (fresh) made.push(`${user}/${file}`);
     }
   }
+  if (options.grafanaDir) {
+    await mkdir(options.grafanaDir, { recursive: true });
+    if ((await passwordIn(options.grafanaDir, 'admin-password')).made) made.push('grafana/admin-password');
+  }
   await mkdir(options.redisDir, { recursive: true });
   await mkdir(options.natsDir, { recursive: true });
   await writeFileAtomic(join(options.redisDir, 'users.acl'), redisAclFile(redis), 0o644);
@@ -60,6 +66,7 @@ if (import.meta.main) {
     options: {
       redis: { type: 'string' },
       nats: { type: 'string' },
+      grafana: { type: 'string' },
       service: { type: 'string', multiple: true },
     },
   });
@@ -73,7 +80,12 @@ if (import.meta.main) {
     );
     process.exit(64);
   }
-  const { made } = await initSecrets({ redisDir: values.redis, natsDir: values.nats, serviceDirs });
+  const { made } = await initSecrets({
+    redisDir: values.redis,
+    natsDir: values.nats,
+    serviceDirs,
+    grafanaDir: values.grafana,
+  });
   console.log(
     made.length > 0
       ? `made ${made.length} new password(s) (${made.join(', ')}); wrote the Redis ACL file and the NATS configuration`

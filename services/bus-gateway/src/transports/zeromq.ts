@@ -3,6 +3,7 @@ import { canonicalTopic, spellTopic, type TopicStyle } from '@aico-update/aico-b
 import type { Logger } from '@aico-update/shared';
 import { curveKeyPair, Publisher, Subscriber, XPublisher, XSubscriber, Proxy as ZmqProxy } from 'zeromq';
 import type { BusTransport, InboundMessage } from './transport.ts';
+import { ZAP_DOMAINS } from './zap.ts';
 
 /*
  * The ZeroMQ generation: a PUB connected to the broker's XSUB (5555) and a SUB connected to its XPUB
@@ -46,6 +47,8 @@ export interface ZeroMqOptions {
   heartbeatMs: number;
   /** The largest frame accepted (bus.max_message_kib). */
   maxMessageBytes: number;
+  /** This client's key pair (a stable one for its own broker's allow-list); fresh per start otherwise. */
+  clientKeys?: { publicKey: string; secretKey: string } | undefined;
   logger: Logger;
 }
 
@@ -66,7 +69,7 @@ export class ZeroMqBus implements BusTransport {
 
   async start(onMessage: (message: InboundMessage) => void): Promise<void> {
     const { host, pubPort, subPort } = this.#options;
-    const keys = curveKeyPair();
+    const keys = this.#options.clientKeys ?? curveKeyPair();
     const curve = this.#options.curve
       ? {
           curveServerKey: this.#options.serverPublicKey,
@@ -157,13 +160,31 @@ export class ZeroMqBroker {
   readonly #backend: XPublisher;
   readonly #proxy: ZmqProxy;
 
-  constructor(options: { curve: boolean; secretKey: string; publicKey: string; maxMessageBytes: number }) {
+  constructor(options: {
+    curve: boolean;
+    secretKey: string;
+    publicKey: string;
+    maxMessageBytes: number;
+    /** Ask the ZAP handler (zap.ts) about every client key, per socket. */
+    authenticate?: boolean;
+  }) {
     const curve = options.curve
       ? { curveServer: true, curveSecretKey: options.secretKey, curvePublicKey: options.publicKey }
       : {};
+    const zap = (domain: string) => (options.authenticate ? { zapDomain: domain } : {});
     // Publishers' frames are bounded here, where they enter: see the note on size limits above.
-    this.#frontend = new XSubscriber({ linger: 0, maxMessageSize: options.maxMessageBytes, ...curve });
-    this.#backend = new XPublisher({ linger: 0, sendHighWaterMark: 10_000, ...curve });
+    this.#frontend = new XSubscriber({
+      linger: 0,
+      maxMessageSize: options.maxMessageBytes,
+      ...curve,
+      ...zap(ZAP_DOMAINS.publish),
+    });
+    this.#backend = new XPublisher({
+      linger: 0,
+      sendHighWaterMark: 10_000,
+      ...curve,
+      ...zap(ZAP_DOMAINS.subscribe),
+    });
     this.#proxy = new ZmqProxy(this.#frontend, this.#backend);
   }
 

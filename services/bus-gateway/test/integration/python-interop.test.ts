@@ -5,9 +5,15 @@ import { createInterface } from 'node:readline';
 import type { RunningChecker } from '@aico-update/checker';
 import { startTestChecker } from '@aico-update/checker/testing';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
-import { freePort, type SpawnedServer, spawnNats, spawnRedis } from '@aico-update/shared/testing';
+import {
+  freePort,
+  makeTempDir,
+  type SpawnedServer,
+  spawnNats,
+  spawnRedis,
+} from '@aico-update/shared/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AICO_BROKER_PUBLIC_KEY } from '../../src/config.ts';
+import { curveKeyPair } from 'zeromq';
 
 /*
  * Interop with another language: a Python peer built like AICO's backend (Debian's python3-zmq and
@@ -118,6 +124,8 @@ describe('interop with a Python AICO peer', () => {
   it('a 64 MiB message from a Python peer does not grow the gateway broker, which keeps serving', async () => {
     gateway?.kill();
     const [pubPort, subPort, httpPort] = [await freePort(), await freePort(), await freePort()];
+    const brokerPair = curveKeyPair();
+    const senderPair = curveKeyPair();
     const broker = spawn(process.execPath, [gatewayMain], {
       stdio: 'ignore',
       env: {
@@ -132,6 +140,12 @@ describe('interop with a Python AICO peer', () => {
         AICO_HTTP_HOST: '127.0.0.1',
         AICO_HTTP_PORT: String(httpPort),
         AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
+        // Its key pair as an operator configures one, and the sender's key allowed: the frame must reach
+        // the socket for the test to mean anything.
+        AICO_BUS_ZEROMQ_SERVER_PUBLIC_KEY: brokerPair.publicKey,
+        AICO_BUS_ZEROMQ_SERVER_SECRET_KEY: brokerPair.secretKey,
+        AICO_BUS_ZEROMQ_CLIENT_KEYS: senderPair.publicKey,
+        AICO_CONTROL_STATE_DIR: await makeTempDir('gateway-state'),
       },
     });
     gateway = broker;
@@ -153,7 +167,7 @@ describe('interop with a Python AICO peer', () => {
         'ctx = zmq.Context()',
         'pub = ctx.socket(zmq.PUB)',
         'pub.curve_serverkey = sys.argv[2].encode()',
-        'pub.curve_publickey, pub.curve_secretkey = zmq.curve_keypair()',
+        'pub.curve_publickey, pub.curve_secretkey = sys.argv[3].encode(), sys.argv[4].encode()',
         'pub.connect(f"tcp://127.0.0.1:{sys.argv[1]}")',
         'time.sleep(0.5)',
         'pub.send_multipart([b"update.check.request", b"x" * (64 * 1024 * 1024)])',
@@ -161,7 +175,9 @@ describe('interop with a Python AICO peer', () => {
         'print("sent", flush=True)',
       ].join('\n'),
       String(pubPort),
-      AICO_BROKER_PUBLIC_KEY,
+      brokerPair.publicKey,
+      senderPair.publicKey,
+      senderPair.secretKey,
     ]);
     let peak = before;
     const watching = setInterval(() => {

@@ -29,7 +29,8 @@ import {
 } from '@aico-update/shared/testing';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AICO_BROKER_PUBLIC_KEY, gatewayConfigSchema } from '../../src/config.ts';
+import { curveKeyPair } from 'zeromq';
+import { gatewayConfigSchema } from '../../src/config.ts';
 import { startGateway } from '../../src/main.ts';
 import { ZmqPeer } from '../support/peer.ts';
 
@@ -75,23 +76,26 @@ beforeAll(async () => {
     AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
   };
   // The gateway first: its durable consumer takes every event from here on.
-  running.push(
-    await startGateway(
-      loadConfig(gatewayConfigSchema, {
-        env: {
-          ...common,
-          AICO_BUS_ZEROMQ_BIND_BROKER: 'true',
-          AICO_BUS_ZEROMQ_BIND_HOST: '127.0.0.1',
-          AICO_BUS_ZEROMQ_HOST: '127.0.0.1',
-          AICO_BUS_ZEROMQ_PUB_PORT: String(pubPort),
-          AICO_BUS_ZEROMQ_SUB_PORT: String(subPort),
-          AICO_BUS_ZEROMQ_HEARTBEAT_SECONDS: '0.2',
-        },
-      }),
-      { logger },
-    ),
+  const frontendKeys = curveKeyPair();
+  const gateway = await startGateway(
+    loadConfig(gatewayConfigSchema, {
+      env: {
+        ...common,
+        AICO_BUS_ZEROMQ_BIND_BROKER: 'true',
+        AICO_BUS_ZEROMQ_BIND_HOST: '127.0.0.1',
+        AICO_BUS_ZEROMQ_HOST: '127.0.0.1',
+        AICO_BUS_ZEROMQ_PUB_PORT: String(pubPort),
+        AICO_BUS_ZEROMQ_SUB_PORT: String(subPort),
+        AICO_BUS_ZEROMQ_HEARTBEAT_SECONDS: '0.2',
+        AICO_BUS_ZEROMQ_CLIENT_KEYS: frontendKeys.publicKey,
+        AICO_CONTROL_STATE_DIR: join(repo.workDir, 'gateway'),
+      },
+    }),
+    { logger },
   );
-  frontend = new ZmqPeer('127.0.0.1', pubPort, subPort, AICO_BROKER_PUBLIC_KEY);
+  running.push(gateway);
+  // The broker's own key pair, and a frontend key its allow-list names.
+  frontend = new ZmqPeer('127.0.0.1', pubPort, subPort, gateway.brokerPublicKey, frontendKeys);
   await frontend.settle();
   running.push(await startTestDownloader(repo, redis, nats));
   running.push(

@@ -25,11 +25,19 @@ import {
   Subjects,
   Topics,
 } from '@aico-update/shared';
-import { freePort, type SpawnedServer, spawnNats, spawnRedis, waitUntil } from '@aico-update/shared/testing';
+import {
+  freePort,
+  makeTempDir,
+  type SpawnedServer,
+  spawnNats,
+  spawnRedis,
+  waitUntil,
+} from '@aico-update/shared/testing';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { curveKeyPair } from 'zeromq';
 import { AICO_BROKER_PUBLIC_KEY, AICO_BROKER_SECRET_KEY, gatewayConfigSchema } from '../../src/config.ts';
 import { type RunningGateway, startGateway } from '../../src/main.ts';
 import { ZeroMqBroker } from '../../src/transports/zeromq.ts';
@@ -79,7 +87,14 @@ afterEach(async () => {
   await jsm.consumers.delete(Streams.events, 'bus-gateway').catch(() => undefined);
 });
 
+/** The frontends' key pairs the broker allows: one with full access, one that may only listen. */
+const FRONTEND = curveKeyPair();
+const DISPLAY = curveKeyPair();
+let brokerKey = '';
+let stateDir = '';
+
 async function gateway(env: Record<string, string> = {}): Promise<RunningGateway> {
+  stateDir ||= await makeTempDir('gateway-state');
   const config = loadConfig(gatewayConfigSchema, {
     env: {
       AICO_BUS_MODE: 'zeromq',
@@ -95,6 +110,10 @@ async function gateway(env: Record<string, string> = {}): Promise<RunningGateway
       AICO_HTTP_PORT: '0',
       // A configured token: the gateway writes no token file on this machine.
       AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
+      // Its broker key pair is made here on first start (AICO's published one is never used).
+      AICO_CONTROL_STATE_DIR: stateDir,
+      AICO_BUS_ZEROMQ_CLIENT_KEYS: FRONTEND.publicKey,
+      AICO_BUS_ZEROMQ_READ_ONLY_CLIENT_KEYS: DISPLAY.publicKey,
       ...env,
     },
   });
@@ -102,11 +121,16 @@ async function gateway(env: Record<string, string> = {}): Promise<RunningGateway
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
   });
   running.push(started);
+  brokerKey = started.brokerPublicKey;
   return started;
 }
 
-function peer(serverKey: string | undefined = AICO_BROKER_PUBLIC_KEY): ZmqPeer {
-  const p = new ZmqPeer('127.0.0.1', pubPort, subPort, serverKey);
+/** A frontend the broker's allow-list names (a fresh key pair with `keys: 'unknown'`). */
+function peer(
+  serverKey: string | undefined = brokerKey,
+  keys: { publicKey: string; secretKey: string } = FRONTEND,
+): ZmqPeer {
+  const p = new ZmqPeer('127.0.0.1', pubPort, subPort, serverKey, keys);
   peers.push(p);
   return p;
 }
@@ -299,7 +323,7 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
     });
     await broker.bind('127.0.0.1', pubPort, subPort);
     const external = { AICO_BUS_ZEROMQ_BIND_BROKER: 'false' };
-    const frontend = peer();
+    const frontend = peer(AICO_BROKER_PUBLIC_KEY);
     let g = await gateway(external);
     await waitUntil(() => g.bus.connected(), 'the bus to connect');
     await frontend.settle();
@@ -414,5 +438,100 @@ describe('bus gateway on ZeroMQ with CurveZMQ', () => {
     const { topic, payload } = await frontend.answer(id, UpdateStateSyncSchema);
     expect(topic).toBe('update.state.sync.response');
     expect(payload.currentVersion?.version).toBe('1.0.0');
+  });
+});
+
+describe('the broker authenticates its peers', () => {
+  const checkFrom = async (frontend: ZmqPeer) => {
+    const id = randomUUID();
+    await frontend.send(
+      'update.check.request',
+      UpdateCheckRequestSchema,
+      create(UpdateCheckRequestSchema, {}),
+      {
+        correlation_id: id,
+      },
+    );
+    return id;
+  };
+  const answered = (frontend: ZmqPeer, id: string) =>
+    frontend.received.some((m) => m.envelope?.attributes.correlation_id === id);
+
+  it('a peer with an unknown key gets no answer and installs nothing; an allowed one is answered', async () => {
+    const g = await gateway();
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
+    const installs: string[] = [];
+    const sub = nc.subscribe(Subjects.command(Topics.installRequest), {
+      callback: (_e, m) => void installs.push(m.string()),
+    });
+    const strangerKeys = curveKeyPair();
+    const stranger = peer(brokerKey, strangerKeys);
+    const friend = peer();
+    await friend.settle();
+    const request = create(InstallUpdateRequestSchema, { updateId: 'backend-1.1.0', autoRestart: true });
+    const strangerInstall = randomUUID();
+    await stranger.send('update.install.request', InstallUpdateRequestSchema, request, {
+      correlation_id: strangerInstall,
+    });
+    const strangerCheck = await checkFrom(stranger);
+    const friendCheck = await checkFrom(friend);
+    await waitUntil(() => answered(friend, friendCheck), 'the allowed frontend to be answered');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(answered(stranger, strangerCheck)).toBe(false);
+    expect(answered(stranger, strangerInstall)).toBe(false);
+    expect(stranger.received).toEqual([]);
+    expect(installs).toEqual([]);
+    sub.unsubscribe();
+    // The operator sees the refused key, to allow it if it is a frontend of theirs.
+    const status = await fetch(`http://127.0.0.1:${g.port}/api/v1/status`, {
+      headers: { authorization: 'Bearer test-control-token-0123456789' },
+    });
+    const body = (await status.json()) as { bus: { refused_client_keys: { key: string }[] } };
+    expect(body.bus.refused_client_keys).toEqual(
+      expect.arrayContaining([expect.objectContaining({ key: strangerKeys.publicKey })]),
+    );
+    expect(await metric(g, /^aico_update_bus_malformed_messages_total\{reason="client_key"/)).toBeGreaterThan(
+      0,
+    );
+  });
+
+  it('a read-only key receives events but cannot ask for anything', async () => {
+    const g = await gateway();
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
+    const display = peer(brokerKey, DISPLAY);
+    await display.settle();
+    const asked = await checkFrom(display);
+    await new EventPublisher(nc).publish(Topics.available, {
+      v: 1,
+      release: {
+        component: 'backend',
+        version: '1.1.0',
+        channel: 'stable',
+        critical: false,
+        notes: '',
+        released_at: '2026-12-01T00:00:00Z',
+        size_bytes: 1,
+        target: { path: 'releases/backend/1.1.0.json', length: 1, sha256: 'a'.repeat(64) },
+      },
+      installed: '1.0.0',
+      detected_at: '2026-12-01T00:00:00Z',
+    });
+    await waitUntil(() => display.received.some((m) => m.topic === 'update.available'), 'the event');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(answered(display, asked)).toBe(false);
+  });
+
+  it("uses its own key pair, never AICO's published one: a peer trusting that key reaches nothing", async () => {
+    const g = await gateway();
+    expect(g.brokerPublicKey).not.toBe(AICO_BROKER_PUBLIC_KEY);
+    await waitUntil(() => g.bus.connected(), 'the bus to connect');
+    const fooled = peer(AICO_BROKER_PUBLIC_KEY);
+    await fooled.settle();
+    const asked = await checkFrom(fooled);
+    await new Promise((r) => setTimeout(r, 800));
+    expect(answered(fooled, asked)).toBe(false);
+    // Kept across restarts: frontends configured with it keep working.
+    await running.pop()?.stop();
+    expect((await gateway()).brokerPublicKey).toBe(g.brokerPublicKey);
   });
 });

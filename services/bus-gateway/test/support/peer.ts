@@ -21,8 +21,14 @@ export class ZmqPeer {
   readonly #sub: Subscriber;
   readonly #sender: SerialSender;
 
-  constructor(host: string, pubPort: number, subPort: number, serverKey: string | undefined) {
-    const keys = curveKeyPair();
+  constructor(
+    host: string,
+    pubPort: number,
+    subPort: number,
+    serverKey: string | undefined,
+    /** Its key pair (one the broker's allow-list names); a fresh one otherwise, as AICO's client makes. */
+    keys: { publicKey: string; secretKey: string } = curveKeyPair(),
+  ) {
     const curve = serverKey
       ? { curveServerKey: serverKey, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey }
       : {};
