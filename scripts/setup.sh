@@ -45,6 +45,8 @@ fi
 # (infra/base-images.sh) and scrapes the stack in the end-to-end test. Without its recommends (exporters).
 lean_packages=()
 command -v promtool >/dev/null || lean_packages+=(prometheus)
+# Chromium: the control API's CSRF test runs a real page in it (playwright-core drives Debian's build).
+command -v chromium >/dev/null || lean_packages+=(chromium)
 if [ $((${#apt_packages[@]} + ${#lean_packages[@]})) -gt 0 ]; then
   need_root "${apt_packages[*]} ${lean_packages[*]}"
   say "installing Debian packages: ${apt_packages[*]} ${lean_packages[*]}"

@@ -36,11 +36,16 @@ const SERVICES = [
 ];
 
 /** Runs compose (the given version) on the stack's files; the error ends with compose's own output. */
-async function runCompose(version: ComposeVersion, env: NodeJS.ProcessEnv, args: string[]): Promise<string> {
+async function runCompose(
+  version: ComposeVersion,
+  env: NodeJS.ProcessEnv,
+  args: string[],
+  root = ROOT,
+): Promise<string> {
   const [command, ...composeArgs] = COMPOSE[version];
   try {
     const { stdout } = await run(command, [...composeArgs, ...FILES, ...args], {
-      cwd: ROOT,
+      cwd: root,
       env,
       maxBuffer: 32 * 1024 * 1024,
     });
@@ -63,6 +68,10 @@ export interface StackOptions {
   backend: { container: string; image: string };
   /** The CURVE public key of the frontend (the demo, the test) the broker is to admit. */
   frontendPublicKey: string;
+  /** The source tree whose compose files and Dockerfile make the stack (another version's, to upgrade from). */
+  root?: string;
+  /** The tag of the images built from it (AICO_UPDATE_IMAGE_TAG; `local` by default). */
+  imageTag?: string;
 }
 
 export class Stack {
@@ -94,6 +103,7 @@ export class Stack {
       AICO_BUS_SUB_PORT: String(options.ports.busSub),
       AICO_CONTROL_PORT: String(options.ports.control),
       AICO_BUS_ZEROMQ_CLIENT_KEYS: options.frontendPublicKey,
+      AICO_UPDATE_IMAGE_TAG: options.imageTag ?? 'local',
       AICO_PROMETHEUS_PORT: String(options.ports.prometheus),
     };
   }
@@ -129,7 +139,12 @@ export class Stack {
   }
 
   compose(...args: string[]): Promise<string> {
-    return runCompose(this.options.compose, this.env, args);
+    return runCompose(this.options.compose, this.env, args, this.options.root);
+  }
+
+  /** The same deployment (project, volumes, repository) made from another source tree: an upgrade. */
+  from(root: string, imageTag: string): Stack {
+    return new Stack({ ...this.options, root, imageTag }, this.repo);
   }
 
   /** A service's container name: v1 joins with `_`, v2 with `-`. */

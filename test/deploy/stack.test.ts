@@ -83,61 +83,23 @@ describe.each(['v1', 'v2'] as const)('the deployment with Compose %s', (compose)
       );
       expect(info.HostConfig.SecurityOpt, service).toContain('no-new-privileges:true');
     }
-    // Redis and NATS are on the internal network only: a container on the default network (where
-    // AICO's containers are) cannot even resolve them.
-    const network = (name: string) => `${stack.options.project}_${name}`;
-    const fromAico = await docker(
-      'run',
-      '--rm',
-      '--network',
-      network('default'),
-      'redis:7-bookworm',
-      'redis-cli',
-      '-h',
-      'redis',
-      'ping',
-    ).catch((error: Error) => error.message);
-    expect(fromAico).not.toMatch(/^PONG$/);
-    // A container on the internal network without credentials: Redis answers PING and nothing else,
-    // NATS refuses the connection.
-    expect(
-      await docker(
-        'run',
-        '--rm',
-        '--network',
-        network('core'),
-        'redis:7-bookworm',
-        'redis-cli',
-        '-h',
-        'redis',
-        'ping',
-      ),
-    ).toBe('PONG');
-    const write = await docker(
-      'run',
-      '--rm',
-      '--network',
-      network('core'),
-      'redis:7-bookworm',
-      'redis-cli',
-      '-h',
-      'redis',
-      'hset',
-      'aico-update:installed',
-      'backend',
-      '0.0.1',
-    ).catch((error: Error) => error.message);
-    expect(write).toMatch(/NOPERM|NOAUTH/);
-    const natsAnonymous = await docker(
-      'run',
-      '--rm',
-      '--network',
-      network('core'),
-      '--workdir',
-      '/app',
-      'aico-update/checker:local',
-      'node',
-      '-e',
+    // Another container, as an attacker would start one, on one of the stack's networks.
+    const on = (network: 'default' | 'core', ...command: string[]) =>
+      docker('run', '--rm', '--network', `${stack.options.project}_${network}`, ...command).catch(
+        (error: Error) => error.message,
+      );
+    const redisCli = (...args: string[]) => ['redis:7-bookworm', 'redis-cli', '-h', 'redis', ...args];
+    // Redis and NATS are on the internal network only: from the default network (where AICO's
+    // containers are) they cannot even be resolved.
+    expect(await on('default', ...redisCli('ping'))).not.toMatch(/^PONG$/);
+    // On the internal network without credentials: Redis answers PING and nothing else, NATS refuses.
+    expect(await on('core', ...redisCli('ping'))).toBe('PONG');
+    expect(await on('core', ...redisCli('hset', 'aico-update:installed', 'backend', '0.0.1'))).toMatch(
+      /NOPERM|NOAUTH/,
+    );
+    const natsAnonymous = await on(
+      'core',
+      ...['--workdir', '/app', 'aico-update/checker:local', 'node', '-e'],
       "import('@nats-io/transport-node').then(({connect})=>connect({servers:'nats://nats:4222'})).then(()=>console.log('connected'),e=>console.log(e.message))",
     );
     expect(natsAnonymous).toMatch(/Authorization Violation/);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants, createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, stat } from 'node:fs/promises';
+import { mkdir, open, readFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -113,41 +113,11 @@ export async function readImageArchive(archive: string, workDir: string): Promis
 }
 
 /**
- * Writes an archive that `docker load` accepts (classic layout) from blobs on disk, checking each blob's
- * length on the way (their hashes were verified when they were stored).
+ * Writes an archive that `docker load` accepts (classic layout) from blobs on disk, each checked against
+ * its digest and length on the way (see verifiedImageArchive), naming the image's tags.
  */
 export async function writeImageArchive(image: ArchivedImage, out: string): Promise<void> {
-  const writer = pack();
-  const written = pipeline(writer, createWriteStream(out));
-  const hex = (digest: string) => digest.replace(/^sha256:/, '');
-  const add = async (name: string, blob: ExtractedBlob) => {
-    const size = (await stat(blob.file)).size;
-    if (size !== blob.length) {
-      throw new ImageArchiveError(`blob ${blob.digest} is ${size} bytes on disk, expected ${blob.length}`);
-    }
-    const entry = writer.entry({ name, size, mode: 0o644, mtime: new Date(0) });
-    await pipeline(createReadStream(blob.file), entry);
-  };
-  const layerNames: string[] = [];
-  const seen = new Set<string>();
-  for (const layer of image.layers) {
-    const name = `${hex(layer.digest)}/layer.tar`;
-    layerNames.push(name);
-    if (seen.has(name)) continue;
-    seen.add(name);
-    await add(name, layer);
-  }
-  await add(`${hex(image.config.digest)}.json`, image.config);
-  const manifest: ManifestEntry[] = [
-    { Config: `${hex(image.config.digest)}.json`, RepoTags: image.repoTags, Layers: layerNames },
-  ];
-  const manifestBytes = Buffer.from(JSON.stringify(manifest));
-  writer.entry(
-    { name: 'manifest.json', size: manifestBytes.length, mode: 0o644, mtime: new Date(0) },
-    manifestBytes,
-  );
-  writer.finalize();
-  await written;
+  await pipeline(verifiedImageArchive(image), createWriteStream(out));
 }
 
 /** A blob failed its check while it was streamed: the archive was cut before its manifest. */
@@ -164,9 +134,9 @@ export class BlobVerificationError extends ImageArchiveError {
 /**
  * The archive `docker load` reads, as a stream, from blobs checked while they stream: each file is
  * opened once (a regular file, no symlink followed), hashed as its bytes go into the tar, and compared
- * with its digest and length before the next begins. The manifest comes last and names no tags. A blob
- * that does not match destroys the stream before the manifest is written, so the engine receives a cut
- * archive and loads nothing (Docker extracts the whole archive before it reads the manifest). There is
+ * with its digest and length before the next begins. The manifest comes last, with the tags the image
+ * names (none for the installer). A blob that does not match destroys the stream before the manifest is
+ * written, so the engine receives a cut archive and loads nothing (Docker extracts the whole archive before it reads the manifest). There is
  * no file in between that another process could swap.
  */
 export function verifiedImageArchive(image: ArchivedImage): Readable {
@@ -230,7 +200,12 @@ export function verifiedImageArchive(image: ArchivedImage): Readable {
     }
     await add(`${hex(image.config.digest)}.json`, image.config);
     const manifest: ManifestEntry[] = [
-      { Config: `${hex(image.config.digest)}.json`, RepoTags: null, Layers: layerNames },
+      // Tags only where the caller names them: the installer names none (it tags what deployments use).
+      {
+        Config: `${hex(image.config.digest)}.json`,
+        RepoTags: image.repoTags.length > 0 ? image.repoTags : null,
+        Layers: layerNames,
+      },
     ];
     const manifestBytes = Buffer.from(JSON.stringify(manifest));
     writer.entry(

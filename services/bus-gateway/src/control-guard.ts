@@ -8,7 +8,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
  * Who may use the control API: whoever holds its token, from a page or client that names an allowed
  * host. Every request to /api needs `Authorization: Bearer <token>` (compared in constant time), a Host
  * on `control.allowed_hosts` (DNS rebinding: a hostile name pointing at this machine is refused), and,
- * when a browser sends one, an Origin on that list too (CSRF). State-changing requests must be
+ * when a browser sends one, the API's own Origin (CSRF: a page of any other origin is refused). State-changing requests must be
  * `application/json`: an HTML form or a `no-cors` fetch cannot send that without a preflight. Requests
  * are rate-limited per client address. There is no anonymous mode.
  */
@@ -46,6 +46,8 @@ export interface GuardOptions {
   allowedHosts: readonly string[];
   /** Per client address; bursts of twice that. */
   requestsPerSecond: number;
+  /** Every refusal, by reason (the metric operators alert on). */
+  onRefused?: (reason: 'rate' | 'host' | 'origin' | 'token' | 'media_type') => void;
 }
 
 function refuse(res: Response, status: number, code: string, message: string): void {
@@ -63,6 +65,7 @@ export function hostNameOf(value: string): string | undefined {
 }
 
 export function controlGuard(options: GuardOptions): RequestHandler[] {
+  const refused = options.onRefused ?? (() => undefined);
   const allowed = new Set(options.allowedHosts.map((h) => h.toLowerCase()));
   const expected = createHash('sha256').update(options.token).digest();
   const buckets = new Map<string, { tokens: number; at: number }>();
@@ -77,6 +80,7 @@ export function controlGuard(options: GuardOptions): RequestHandler[] {
     buckets.set(key, bucket);
     if (buckets.size > 10_000) buckets.delete(buckets.keys().next().value as string);
     if (bucket.tokens < 1) {
+      refused('rate');
       res.setHeader('retry-after', '1');
       return refuse(res, 429, 'RATE_LIMITED', `more than ${rate} requests per second from ${key}; slow down`);
     }
@@ -87,6 +91,7 @@ export function controlGuard(options: GuardOptions): RequestHandler[] {
   const hosts: RequestHandler = (req, res, next) => {
     const host = hostNameOf(req.get('host') ?? '');
     if (!host || !allowed.has(host)) {
+      refused('host');
       return refuse(
         res,
         403,
@@ -94,10 +99,18 @@ export function controlGuard(options: GuardOptions): RequestHandler[] {
         `this API answers only requests addressed to ${[...allowed].join(', ')} (control.allowed_hosts); add the name you use to reach it`,
       );
     }
+    // A browser names the page's origin: only the API's own (its own page, issue 18) may drive it. Any
+    // other origin, also another web app on this machine's loopback at another port, is cross-site.
     const origin = req.get('origin');
     if (origin !== undefined) {
-      const from = origin === 'null' ? undefined : hostNameOf(origin);
-      if (!from || !allowed.has(from)) {
+      let same = false;
+      try {
+        same = new URL(origin).host === new URL(`http://${req.get('host') ?? ''}`).host;
+      } catch {
+        same = false;
+      }
+      if (!same) {
+        refused('origin');
         return refuse(
           res,
           403,
@@ -115,6 +128,7 @@ export function controlGuard(options: GuardOptions): RequestHandler[] {
       .update(header.startsWith('Bearer ') ? header.slice(7) : '')
       .digest();
     if (!header.startsWith('Bearer ') || !timingSafeEqual(given, expected)) {
+      refused('token');
       return refuse(
         res,
         401,
@@ -128,6 +142,7 @@ export function controlGuard(options: GuardOptions): RequestHandler[] {
   const jsonOnly: RequestHandler = (req: Request, res: Response, next: NextFunction) => {
     const type = (req.get('content-type') ?? '').split(';')[0]?.trim().toLowerCase();
     if (req.method !== 'GET' && req.method !== 'HEAD' && type !== 'application/json') {
+      refused('media_type');
       return refuse(
         res,
         415,

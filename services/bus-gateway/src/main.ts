@@ -347,6 +347,7 @@ export async function startGateway(
           token: control.token,
           allowedHosts: config.control.allowed_hosts,
           requestsPerSecond: config.control.requests_per_second,
+          onRefused: (reason) => metrics.controlRefused.inc({ reason }),
         },
         maxEventStreams: config.control.max_event_streams,
         commandTimeoutMs: COMMAND_TIMEOUT_MS,

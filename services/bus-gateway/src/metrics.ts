@@ -32,6 +32,12 @@ export function createGatewayMetrics(registry: Registry, busConnected: () => boo
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers,
     }),
+    controlRefused: new Counter({
+      name: `${METRIC_PREFIX}control_requests_refused_total`,
+      help: 'Control API requests refused, by reason (token, host, origin, media_type, rate).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     connected: new Gauge({
       name: `${METRIC_PREFIX}bus_connected`,
       help: '1 when messages make the round trip through the AICO bus, else 0.',

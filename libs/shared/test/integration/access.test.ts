@@ -32,9 +32,11 @@ beforeAll(async () => {
   const first = await initSecrets({
     redisDir: join(secretsDir, 'redis'),
     natsDir: join(secretsDir, 'nats'),
+    grafanaDir: join(secretsDir, 'grafana'),
     serviceDirs,
   });
-  expect(first.made).toHaveLength(8);
+  // A Redis and a NATS password per service, and Grafana's admin password.
+  expect(first.made).toHaveLength(9);
   // Idempotent: a second `up` keeps every password.
   expect(
     (

@@ -1,10 +1,17 @@
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { RunningChecker } from '@aico-update/checker';
 import { startTestChecker } from '@aico-update/checker/testing';
 import { installerConfigSchema, type RunningInstaller, startInstaller } from '@aico-update/installer';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
-import { EventPublisher, ensureEventStream, loadConfig, StateKeys, Topics } from '@aico-update/shared';
+import {
+  EventPublisher,
+  ensureEventStream,
+  loadConfig,
+  StateKeys,
+  Subjects,
+  Topics,
+} from '@aico-update/shared';
 import {
   freePort,
   makeTempDir,
@@ -146,6 +153,56 @@ describe('control API: only the owner drives it', () => {
     );
     expect(plain.status).toBe(415);
     expect(await redisClient.llen(StateKeys.installHistory)).toBe(0);
+  });
+
+  it('a real browser: a page of another origin sends the no-cors POST, the gateway refuses it, nothing installs', async () => {
+    const { chromium } = await import('playwright-core');
+    const installs: string[] = [];
+    const sub = nc.subscribe(Subjects.command(Topics.installRequest), {
+      callback: (_e, m) => void installs.push(m.string()),
+    });
+    const refusedByOrigin = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${gateway.port}/metrics`)).text();
+      return Number(
+        /aico_update_control_requests_refused_total\{reason="origin"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0,
+      );
+    };
+    const before = await refusedByOrigin();
+    // The attacker's page, as any site the user visits could serve it (here on another local port).
+    const target = `http://127.0.0.1:${gateway.port}/api/v1/install`;
+    const pageServer = createServer((_req, res) => {
+      res.setHeader('content-type', 'text/html');
+      res.end(
+        `<!doctype html><title>waiting</title><script>fetch(${JSON.stringify(target)}, {method: 'POST', mode: 'no-cors', body: 'x'}).then(() => { document.title = 'sent'; }, (e) => { document.title = 'error ' + e; });</script>`,
+      );
+    });
+    await new Promise<void>((resolve) => pageServer.listen(0, '127.0.0.1', resolve));
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`http://127.0.0.1:${(pageServer.address() as { port: number }).port}/`);
+      await page.waitForFunction("document.title !== 'waiting'", undefined, { timeout: 10_000 });
+      // no-cors: the page learns nothing of the answer, but the request went out.
+      expect(await page.title()).toBe('sent');
+    } finally {
+      await browser.close();
+      pageServer.close();
+    }
+    expect(await refusedByOrigin()).toBe(before + 1);
+    await nc.flush();
+    expect(installs).toEqual([]);
+    sub.unsubscribe();
   });
 
   it('a foreign Host (DNS rebinding) is refused even with the token', async () => {
