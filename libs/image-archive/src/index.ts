@@ -38,6 +38,20 @@ interface ManifestEntry {
   Layers: string[];
 }
 
+/** A pass-through stream that hashes what flows through it; `result()` once it has ended. */
+function digesting(): { stream: Transform; result: () => Blob } {
+  const hash = createHash('sha256');
+  let length = 0;
+  const stream = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk);
+      length += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  return { stream, result: () => ({ digest: `sha256:${hash.digest('hex')}`, length }) };
+}
+
 export class ImageArchiveError extends Error {
   override name = 'ImageArchiveError';
 }
@@ -61,17 +75,9 @@ export async function readImageArchive(archive: string, workDir: string): Promis
         entry.resume();
       } else if (entry.header.type === 'file') {
         const file = join(workDir, `entry-${index++}`);
-        const hash = createHash('sha256');
-        let length = 0;
-        const hashing = new Transform({
-          transform(chunk: Buffer, _encoding, callback) {
-            hash.update(chunk);
-            length += chunk.length;
-            callback(null, chunk);
-          },
-        });
-        await pipeline(entry, hashing, createWriteStream(file));
-        files.set(name, { digest: `sha256:${hash.digest('hex')}`, length, file });
+        const hashing = digesting();
+        await pipeline(entry, hashing.stream, createWriteStream(file));
+        files.set(name, { ...hashing.result(), file });
       } else {
         entry.resume();
       }
@@ -160,18 +166,10 @@ export function verifiedImageArchive(image: ArchivedImage): Readable {
           `blob ${blob.digest} is ${info.isFile() ? `${info.size} bytes` : 'not a regular file'}, its signed length is ${blob.length}`,
         );
       }
-      const hash = createHash('sha256');
-      let length = 0;
-      const hashing = new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
-          hash.update(chunk);
-          length += chunk.length;
-          callback(null, chunk);
-        },
-      });
+      const hashing = digesting();
       const entry = writer.entry({ name, size: blob.length, mode: 0o644, mtime: new Date(0) });
-      await pipeline(handle.createReadStream({ autoClose: false }), hashing, entry);
-      const digest = `sha256:${hash.digest('hex')}`;
+      await pipeline(handle.createReadStream({ autoClose: false }), hashing.stream, entry);
+      const { digest, length } = hashing.result();
       if (digest !== blob.digest || length !== blob.length) {
         throw new BlobVerificationError(
           blob.digest,
