@@ -47,8 +47,10 @@ export interface RefreshOutcome {
   targets: Map<string, TargetFile>;
   /** Versions of the trusted metadata after the refresh. */
   versions: Record<'root' | 'timestamp' | 'snapshot' | 'targets', number>;
-  /** Earliest expiry among the trusted top-level metadata (for "expiring soon" alerts). */
+  /** Earliest expiry among the trusted top-level metadata. */
   expiresAt: Date;
+  /** Each top-level role's expiry: judged against its own lifetime (the timestamp lives a day). */
+  expiries: Record<'root' | 'timestamp' | 'snapshot' | 'targets', Date>;
   consistentSnapshot: boolean;
 }
 
@@ -376,6 +378,12 @@ async function readOutcome(dir: string): Promise<RefreshOutcome> {
       targets: targets.signed.version,
     },
     expiresAt: new Date(Math.min(...expiries)),
+    expiries: {
+      root: new Date(root.signed.expires),
+      timestamp: new Date(timestamp.signed.expires),
+      snapshot: new Date(snapshot.signed.expires),
+      targets: new Date(targets.signed.expires),
+    },
     consistentSnapshot: root.signed.consistentSnapshot,
   };
 }

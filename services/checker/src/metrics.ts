@@ -37,7 +37,8 @@ export function createCheckerMetrics(registry: Registry) {
     }),
     metadataExpiry: new Gauge({
       name: `${METRIC_PREFIX}tuf_metadata_expiry_timestamp_seconds`,
-      help: 'Unix time at which the earliest trusted TUF metadata (root, timestamp, snapshot, targets) expires.',
+      help: 'Unix time at which each trusted top-level TUF role (root, timestamp, snapshot, targets) expires.',
+      labelNames: ['role'] as const,
       registers,
     }),
     badRequests: new Counter({

@@ -49,7 +49,7 @@ export class TufReleaseSource implements ReleaseSource {
     });
   }
 
-  async trustedExpiry(): Promise<Date | undefined> {
-    return (await this.#client.trusted())?.expiresAt;
+  async trustedExpiries(): Promise<Record<string, Date> | undefined> {
+    return (await this.#client.trusted())?.expiries;
   }
 }

@@ -12,8 +12,8 @@ export interface ReleaseSource {
       verifyManifest: (release: ReleaseCandidate) => Promise<ReleaseManifest>,
     ) => Promise<T>,
   ): Promise<T>;
-  /** Earliest expiry of the locally trusted metadata, if any is trusted yet. */
-  trustedExpiry(): Promise<Date | undefined>;
+  /** Each top-level role's expiry in the locally trusted metadata, if any is trusted yet. */
+  trustedExpiries(): Promise<Record<string, Date> | undefined>;
 }
 
 export interface InstalledVersions {

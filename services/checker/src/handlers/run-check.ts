@@ -96,8 +96,9 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
     metrics.lastSuccess.set(finished.getTime() / 1000);
     for (const c of components) metrics.updateAvailable.set({ component: c.component }, c.update ? 1 : 0);
   }
-  const expiry = await deps.source.trustedExpiry();
-  if (expiry) metrics.metadataExpiry.set(expiry.getTime() / 1000);
+  for (const [role, expiry] of Object.entries((await deps.source.trustedExpiries()) ?? {})) {
+    metrics.metadataExpiry.set({ role }, expiry.getTime() / 1000);
+  }
 
   await deps.state.saveLastCheck(response);
   await deps.events.publish(Topics.checkResponse, response, `check-${checkId}`);

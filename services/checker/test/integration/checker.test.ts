@@ -257,6 +257,12 @@ describe('checker', () => {
     });
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toContain('# TYPE aico_update_checks_total counter');
-    expect(metrics).toMatch(/aico_update_tuf_metadata_expiry_timestamp_seconds\{service="checker"\} \d+/);
+    for (const role of ['root', 'timestamp', 'snapshot', 'targets']) {
+      expect(metrics).toMatch(
+        new RegExp(
+          `aico_update_tuf_metadata_expiry_timestamp_seconds\\{role="${role}",service="checker"\\} \\d+`,
+        ),
+      );
+    }
   });
 });

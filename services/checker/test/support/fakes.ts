@@ -48,8 +48,8 @@ export function fakeSource(
         return options.manifest?.(r) ?? { ...r, schema: 1, artifacts: [], images: [] };
       });
     },
-    async trustedExpiry() {
-      return new Date('2027-01-01T00:00:00Z');
+    async trustedExpiries() {
+      return { timestamp: new Date('2027-01-01T00:00:00Z') };
     },
   };
   return { source: strict('ReleaseSource', source), verified };
