@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
 
 /** Length and sha256 of a file, streamed (memory does not grow with the file). */
 export async function hashFile(path: string): Promise<{ length: number; sha256: string }> {
@@ -69,3 +70,34 @@ export async function readRegularFile(path: string, maxBytes: number): Promise<B
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
+
+/**
+ * A secret kept in a file: the one stored there when it parses, else a new one made, written atomically
+ * with `mode` (its folder created) and returned. `replaced` says a file was there but did not parse.
+ */
+export async function keptSecret<T>(
+  file: string,
+  options: { parse: (text: string) => T | undefined; make: () => { value: T; text: string }; mode?: number },
+): Promise<{ value: T; made: boolean; replaced: boolean }> {
+  let replaced = false;
+  try {
+    const value = options.parse(await readFile(file, 'utf8'));
+    if (value !== undefined) return { value, made: false, replaced };
+    replaced = true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const { value, text } = options.make();
+  await mkdir(dirname(file), { recursive: true });
+  await writeFileAtomic(file, text, options.mode ?? 0o600);
+  return { value, made: true, replaced };
+}
+
+/** 256 random bits as a base64url string, for passwords and tokens; stored files hold it on one line. */
+export const randomSecret = () => {
+  const value = randomBytes(32).toString('base64url');
+  return { value, text: `${value}\n` };
+};
+
+/** A stored random secret (see randomSecret): at least 32 characters on its first line. */
+export const parseSecret = (text: string) => (text.trim().length >= 32 ? text.trim() : undefined);

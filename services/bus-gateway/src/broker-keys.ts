@@ -1,6 +1,6 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hasCode, parseJsonOrUndefined, writeFileAtomic } from '@aico-update/shared';
+import { keptSecret, parseJsonOrUndefined, writeFileAtomic } from '@aico-update/shared';
 import { curveKeyPair } from 'zeromq';
 import { AICO_BROKER_SECRET_KEY } from './config.ts';
 
@@ -18,17 +18,19 @@ export interface KeyPair {
 }
 
 async function storedPair(file: string): Promise<KeyPair> {
-  try {
-    const parsed = parseJsonOrUndefined(await readFile(file, 'utf8')) as Partial<KeyPair> | undefined;
-    if (parsed?.publicKey?.length === 40 && parsed.secretKey?.length === 40) {
-      return { publicKey: parsed.publicKey, secretKey: parsed.secretKey };
-    }
-  } catch (error) {
-    if (!hasCode(error, 'ENOENT')) throw error;
-  }
-  const pair = curveKeyPair();
-  await writeFileAtomic(file, JSON.stringify(pair), 0o600);
-  return pair;
+  const { value } = await keptSecret(file, {
+    parse: (text) => {
+      const pair = parseJsonOrUndefined(text) as Partial<KeyPair> | undefined;
+      return pair?.publicKey?.length === 40 && pair.secretKey?.length === 40
+        ? { publicKey: pair.publicKey, secretKey: pair.secretKey }
+        : undefined;
+    },
+    make: () => {
+      const pair = curveKeyPair();
+      return { value: pair, text: JSON.stringify(pair) };
+    },
+  });
+  return value;
 }
 
 export async function brokerKeys(

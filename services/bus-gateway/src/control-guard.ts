@@ -1,7 +1,6 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { join } from 'node:path';
-import { hasCode, type Logger, writeFileAtomic } from '@aico-update/shared';
+import { keptSecret, type Logger, parseSecret, randomSecret } from '@aico-update/shared';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 
 /*
@@ -27,17 +26,9 @@ export async function controlToken(
 ): Promise<{ token: string; source: 'config' | 'file' | 'generated'; file: string }> {
   const file = join(stateDir, TOKEN_FILE);
   if (configured) return { token: configured, source: 'config', file };
-  try {
-    const token = (await readFile(file, 'utf8')).trim();
-    if (token.length >= 32) return { token, source: 'file', file };
-    logger.warn({ file }, 'the stored control token is too short; making a new one');
-  } catch (error) {
-    if (!hasCode(error, 'ENOENT')) throw error;
-  }
-  await mkdir(stateDir, { recursive: true });
-  const token = randomBytes(32).toString('base64url');
-  await writeFileAtomic(file, `${token}\n`, 0o600);
-  return { token, source: 'generated', file };
+  const kept = await keptSecret(file, { parse: parseSecret, make: randomSecret });
+  if (kept.replaced) logger.warn({ file }, 'the stored control token was too short; made a new one');
+  return { token: kept.value, source: kept.made ? 'generated' : 'file', file };
 }
 
 export interface GuardOptions {

@@ -1,10 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { natsConfig, redisAclFile, SERVICE_USERS, type ServiceUser } from '../access.ts';
-import { hasCode } from '../errors.ts';
-import { writeFileAtomic } from '../files.ts';
+import { keptSecret, parseSecret, randomSecret, writeFileAtomic } from '../files.ts';
 
 /*
  * aico-update-secrets: the one-shot service that runs before everything else on every `docker compose
@@ -18,17 +16,14 @@ import { writeFileAtomic } from '../files.ts';
 
 export const PASSWORD_FILES = { redis: 'redis-password', nats: 'nats-password' } as const;
 
+/** 0644: each folder is a volume only its service (and this one) mounts; the service runs as another user. */
 async function passwordIn(dir: string, file: string): Promise<{ password: string; made: boolean }> {
-  const path = join(dir, file);
-  try {
-    const password = (await readFile(path, 'utf8')).trim();
-    if (password.length >= 32) return { password, made: false };
-  } catch (error) {
-    if (!hasCode(error, 'ENOENT')) throw error;
-  }
-  const password = randomBytes(32).toString('base64url');
-  await writeFileAtomic(path, `${password}\n`, 0o644);
-  return { password, made: true };
+  const { value, made } = await keptSecret(join(dir, file), {
+    parse: parseSecret,
+    make: randomSecret,
+    mode: 0o644,
+  });
+  return { password: value, made };
 }
 
 export async function initSecrets(options: {

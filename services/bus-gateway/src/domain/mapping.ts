@@ -177,11 +177,10 @@ export function parseEvent(topic: string, payload: unknown): unknown {
 }
 
 /**
- * An internal event as the AICO message published for it; undefined for events the bus does not get
+ * An internal event (already checked by parseEvent) as the AICO message published for it; undefined for events the bus does not get
  * (a check response the gateway itself asked for is answered to its requester instead).
  */
-export function eventToBus(topic: string, raw: unknown): BusPayload | undefined {
-  const event = parseEvent(topic, raw);
+export function eventToBus(topic: string, event: unknown): BusPayload | undefined {
   switch (topic) {
     case Topics.checkResponse: {
       const response = event as CheckResponse;

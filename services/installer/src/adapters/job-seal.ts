@@ -1,7 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hasCode, type InstallJob, type RollbackJob, writeFileAtomic } from '@aico-update/shared';
+import { type InstallJob, keptSecret, type RollbackJob } from '@aico-update/shared';
 
 /*
  * The installer's seal on the install jobs it queues for operators. Jobs sit in Redis, which other
@@ -22,17 +21,17 @@ export class JobSeal {
 
   /** The key in `<stateDir>/job-key` (made on first start, mode 0600). */
   static async open(stateDir: string): Promise<JobSeal> {
-    const file = join(stateDir, 'job-key');
-    try {
-      const key = Buffer.from((await readFile(file, 'utf8')).trim(), 'hex');
-      if (key.length === 32) return new JobSeal(key);
-    } catch (error) {
-      if (!hasCode(error, 'ENOENT')) throw error;
-    }
-    await mkdir(stateDir, { recursive: true });
-    const key = randomBytes(32);
-    await writeFileAtomic(file, key.toString('hex'), 0o600);
-    return new JobSeal(key);
+    const { value } = await keptSecret(join(stateDir, 'job-key'), {
+      parse: (text) => {
+        const key = Buffer.from(text.trim(), 'hex');
+        return key.length === 32 ? key : undefined;
+      },
+      make: () => {
+        const key = randomBytes(32);
+        return { value: key, text: key.toString('hex') };
+      },
+    });
+    return new JobSeal(value);
   }
 
   seal(job: InstallJob, now = new Date()): InstallJob {

@@ -38,8 +38,7 @@ export async function record(
     duration_ms: durationMs,
     at: new Date().toISOString(),
   };
-  await deps.redis.lpush(HISTORY_KEY, JSON.stringify(entry));
-  await deps.redis.ltrim(HISTORY_KEY, 0, HISTORY_LENGTH - 1);
+  await pushHistory(deps, entry);
   await deps.events.publish(Topics.installComplete, {
     v: 1,
     release,
@@ -71,8 +70,7 @@ export async function recordRefusal(
     duration_ms: 0,
     at: new Date().toISOString(),
   };
-  await deps.redis.lpush(HISTORY_KEY, JSON.stringify(entry));
-  await deps.redis.ltrim(HISTORY_KEY, 0, HISTORY_LENGTH - 1);
+  await pushHistory(deps, entry);
   await deps.events.publish(Topics.installComplete, {
     v: 1,
     release,
@@ -82,4 +80,10 @@ export async function recordRefusal(
     reason: message,
     duration_ms: 0,
   });
+}
+
+/** Newest first, the newest HISTORY_LENGTH kept. */
+async function pushHistory(deps: HistoryDeps, entry: Record<string, unknown>): Promise<void> {
+  await deps.redis.lpush(HISTORY_KEY, JSON.stringify(entry));
+  await deps.redis.ltrim(HISTORY_KEY, 0, HISTORY_LENGTH - 1);
 }
