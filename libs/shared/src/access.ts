@@ -6,8 +6,9 @@ import { ExtraTopics, Queues, StateKeys, Streams, Subjects, Topics } from './top
  * data, once. `aico-update-secrets` (cli/init-secrets.ts) renders it into Redis's ACL file and the NATS
  * server's configuration, with a password per service it generates on the first `docker compose up`.
  *
- * - Only the gateway sends commands; only the checker serves checks; only the installer serves install
- *   and rollback; each service publishes only its own events; nobody can delete or purge the stream.
+ * - Only the gateway sends commands; only the checker serves checks, the downloader downloads on request,
+ *   the installer the rest (install, schedule, rollback, settings, skips); each service publishes only
+ *   its own events; nobody can delete or purge the stream.
  * - Each service touches only its own queues and state keys in Redis; what it only reads, it reads only.
  * - Anyone without a password may PING Redis (its health check) and nothing else; NATS refuses them.
  */
@@ -32,23 +33,45 @@ export const REDIS_ACCESS: Record<ServiceUser, RedisAccess> = {
       queue(Queues.download),
       StateKeys.installed,
       StateKeys.lastCheck,
+      StateKeys.checkerDecisions,
       'aico-update:announced',
     ],
-    readOnly: [],
+    readOnly: [StateKeys.settings, StateKeys.installerStatus],
   },
   downloader: {
     // Its queue; queues installs (pointers the installer verifies); records what it downloaded.
-    readWrite: [queue(Queues.download), queue(Queues.install), StateKeys.downloaded],
-    readOnly: [StateKeys.installed],
+    readWrite: [
+      queue(Queues.download),
+      queue(Queues.install),
+      StateKeys.downloaded,
+      StateKeys.downloaderDecisions,
+    ],
+    readOnly: [StateKeys.installed, StateKeys.settings, StateKeys.installerStatus],
   },
   installer: {
-    readWrite: [queue(Queues.install), StateKeys.installed, StateKeys.installHistory],
+    // Owns the settings and its holds (on its volume; Redis gets copies for the others to show).
+    readWrite: [
+      queue(Queues.install),
+      StateKeys.installed,
+      StateKeys.installHistory,
+      StateKeys.settings,
+      StateKeys.installerStatus,
+    ],
     readOnly: [StateKeys.downloaded],
   },
   'bus-gateway': {
     // Reads state for status answers; marks the events it published.
     readWrite: ['aico-update:gateway:*'],
-    readOnly: [StateKeys.installed, StateKeys.lastCheck, StateKeys.downloaded, StateKeys.installHistory],
+    readOnly: [
+      StateKeys.installed,
+      StateKeys.lastCheck,
+      StateKeys.downloaded,
+      StateKeys.installHistory,
+      StateKeys.checkerDecisions,
+      StateKeys.downloaderDecisions,
+      StateKeys.settings,
+      StateKeys.installerStatus,
+    ],
   },
 };
 
@@ -96,16 +119,27 @@ export function inboxPrefix(user: string): string {
   return `_INBOX_${user.replace(/-/g, '_')}`;
 }
 
+/** The operator's commands the installer serves (and only the gateway sends). */
+const INSTALLER_COMMANDS = [
+  Topics.installRequest,
+  ExtraTopics.rollbackRequest,
+  ExtraTopics.settings,
+  ExtraTopics.installCancel,
+  ExtraTopics.installPlan,
+  ExtraTopics.releaseSkip,
+  ExtraTopics.installResume,
+];
+
 export const NATS_ACCESS: Record<ServiceUser, NatsAccess> = {
   checker: {
     publish: [...STREAM_SETUP, evt(Topics.checkResponse), evt(Topics.available)],
-    subscribe: [cmd(Topics.checkRequest)],
+    subscribe: [cmd(Topics.checkRequest), evt(ExtraTopics.settings)],
     responds: true,
   },
   downloader: {
     publish: [...STREAM_SETUP, evt(Topics.downloadProgress), evt(Topics.downloadComplete)],
-    subscribe: [],
-    responds: false,
+    subscribe: [cmd(ExtraTopics.downloadRequest), evt(ExtraTopics.settings)],
+    responds: true,
   },
   installer: {
     publish: [
@@ -115,17 +149,18 @@ export const NATS_ACCESS: Record<ServiceUser, NatsAccess> = {
       evt(Topics.restartRequired),
       evt(Topics.restartScheduled),
       evt(ExtraTopics.integrityDrift),
+      evt(ExtraTopics.settings),
       cmd(ExtraTopics.installPrepare),
     ],
-    subscribe: [cmd(Topics.installRequest), cmd(ExtraTopics.rollbackRequest), evt(Topics.checkResponse)],
+    subscribe: [...INSTALLER_COMMANDS.map(cmd), evt(Topics.checkResponse)],
     responds: true,
   },
   'bus-gateway': {
     publish: [
       ...STREAM_SETUP,
       cmd(Topics.checkRequest),
-      cmd(Topics.installRequest),
-      cmd(ExtraTopics.rollbackRequest),
+      cmd(ExtraTopics.downloadRequest),
+      ...INSTALLER_COMMANDS.map(cmd),
       // Its durable consumer of the stream: look up, create, pull, acknowledge. Nothing else of the API.
       `$JS.API.CONSUMER.INFO.${stream}.bus-gateway`,
       `$JS.API.CONSUMER.CREATE.${stream}.bus-gateway`,

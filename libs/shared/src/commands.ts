@@ -3,7 +3,7 @@ import type { Queue } from 'bullmq';
 import type { z } from 'zod';
 import { AppError } from './errors.ts';
 import type { Logger } from './logger.ts';
-import { type InstallJob, installJobId } from './messages.ts';
+import { type DownloadJob, downloadJobId, type InstallJob, installJobId } from './messages.ts';
 import { Subjects, type Topic } from './topics.ts';
 
 /*
@@ -68,27 +68,61 @@ function badRequest(message: string): CommandError {
 
 /**
  * Queues an install job, one per release (idempotent by job id). `retry` replaces a finished job of the
- * same release: an operator may retry a release that failed, automation may not.
+ * same release: an operator may retry a release that failed, automation may not. `replace` also
+ * replaces one still waiting (an operator's new schedule); `delayMs` holds it back until then.
  */
 export async function enqueueInstall(
   queue: Queue,
   job: InstallJob,
-  options: { retry?: boolean } = {},
+  options: { retry?: boolean; replace?: boolean; delayMs?: number } = {},
 ): Promise<string> {
   const jobId = installJobId(job.release);
-  if (options.retry) {
+  if (options.retry || options.replace) {
     const existing = await queue.getJob(jobId);
     const state = await existing?.getState();
-    if (existing && (state === 'completed' || state === 'failed')) await existing.remove();
+    const finished = state === 'completed' || state === 'failed';
+    const waiting = state === 'delayed' || state === 'waiting' || state === 'prioritized';
+    if (existing && (finished || (options.replace && waiting))) await existing.remove();
   }
   await queue.add('install', job, {
     jobId,
+    ...(options.delayMs && options.delayMs > 0 ? { delay: Math.round(options.delayMs) } : {}),
     attempts: 3,
     backoff: { type: 'exponential', delay: 60_000 },
     removeOnComplete: { age: 30 * 24 * 3600 },
     removeOnFail: { age: 30 * 24 * 3600 },
   });
   return jobId;
+}
+
+/**
+ * Queues a download job, one per release (idempotent by job id), five attempts with backoff. `retry`
+ * replaces a finished one of the same release (a download that failed for good, retried on request);
+ * `replaced` says how that one had ended.
+ */
+export async function enqueueDownload(
+  queue: Queue,
+  job: DownloadJob,
+  options: { retry?: boolean } = {},
+): Promise<{ jobId: string; replaced?: 'completed' | 'failed' }> {
+  const jobId = downloadJobId(job.release);
+  let replaced: 'completed' | 'failed' | undefined;
+  if (options.retry) {
+    const existing = await queue.getJob(jobId);
+    const state = await existing?.getState();
+    if (existing && (state === 'completed' || state === 'failed')) {
+      await existing.remove();
+      replaced = state;
+    }
+  }
+  await queue.add('download', job, {
+    jobId,
+    attempts: 5,
+    backoff: { type: 'exponential', delay: 30_000 },
+    removeOnComplete: { age: 7 * 24 * 3600 },
+    removeOnFail: { age: 30 * 24 * 3600 },
+  });
+  return { jobId, ...(replaced ? { replaced } : {}) };
 }
 
 /** Sends an internal command and returns its answer; an `{error}` answer or no responder is an AppError. */

@@ -56,25 +56,31 @@ export function numberSetting(options: NumberSettingOptions) {
 export const CHANNELS = ['stable', 'beta', 'dev'] as const;
 export type Channel = (typeof CHANNELS)[number];
 
-/** The seed's seven `update.*` options, with the seed's defaults. */
-export const updatePolicySchema = z
-  .strictObject({
-    check_interval: numberSetting({ default: 24, above: 0, max: 8760, unit: 'hours' }),
-    auto_download: booleanSetting(true),
-    auto_install: booleanSetting(false),
-    critical_install: booleanSetting(true),
-    notify_available: booleanSetting(true),
-    preferred_time: z
-      .string()
-      .regex(/^([01]\d|2[0-3]):[0-5]\d$/)
-      .default('03:00')
-      .describe('a time of day as HH:MM, 24-hour clock (e.g. 03:00)'),
-    channel: z
-      .enum(CHANNELS)
-      .default('stable')
-      .describe(`one of ${CHANNELS.join(', ')}`),
-  })
-  .prefault({});
+/**
+ * The seed's seven `update.*` options with the seed's defaults, and two of AICO's UpdateSettings:
+ * `auto_check` (scheduled checks on or off) and `allow_restart` (may an automatic install restart the
+ * component, or only stage it). The config file and environment give the defaults; what the user sets
+ * over the bus or the control API wins over them (settings.ts).
+ */
+export const updatePolicyFields = {
+  check_interval: numberSetting({ default: 24, above: 0, max: 8760, unit: 'hours' }),
+  auto_check: booleanSetting(true),
+  auto_download: booleanSetting(true),
+  auto_install: booleanSetting(false),
+  critical_install: booleanSetting(true),
+  allow_restart: booleanSetting(true),
+  notify_available: booleanSetting(true),
+  preferred_time: z
+    .string()
+    .regex(/^([01]\d|2[0-3]):[0-5]\d$/)
+    .default('03:00')
+    .describe('a time of day as HH:MM, 24-hour clock (e.g. 03:00)'),
+  channel: z
+    .enum(CHANNELS)
+    .default('stable')
+    .describe(`one of ${CHANNELS.join(', ')}`),
+};
+export const updatePolicySchema = z.strictObject(updatePolicyFields).prefault({});
 export type UpdatePolicy = z.output<typeof updatePolicySchema>;
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
@@ -289,6 +295,11 @@ function defaultOf(schema: z.ZodType): unknown {
     if ('defaultValue' in def) return def.defaultValue;
   }
   return undefined;
+}
+
+/** Each problem of a failed parse as configuration errors are written: key, value, what is allowed. */
+export function explainIssues(schema: z.ZodType, raw: Record<string, unknown>, error: z.ZodError): string[] {
+  return error.issues.map((issue) => describeIssue(schema, raw, issue, new Map()));
 }
 
 function describeIssue(

@@ -1,6 +1,7 @@
 export * from './access.ts';
 export * from './commands.ts';
 export * from './config.ts';
+export * from './decisions.ts';
 export * from './errors.ts';
 export * from './files.ts';
 export * from './http.ts';
@@ -12,6 +13,7 @@ export * from './nats.ts';
 export * from './redis.ts';
 export * from './release.ts';
 export * from './service.ts';
+export * from './settings.ts';
 export * from './shutdown.ts';
 export * from './state.ts';
 export * from './topics.ts';

@@ -46,6 +46,8 @@ export const componentCheckSchema = z.object({
   update: releaseRefSchema.optional(),
   /** Newest visible release that cannot update from `installed` (min_from_version), if newer than `update`. */
   blocked: z.object({ version: z.string(), min_from_version: z.string() }).optional(),
+  /** Newer releases not offered because they are quarantined (rolled back) or skipped by the user. */
+  held: z.array(z.lazy(() => releaseHoldSchema)).optional(),
 });
 export type ComponentCheck = z.infer<typeof componentCheckSchema>;
 
@@ -145,6 +147,8 @@ export const installJobSchema = z.object({
   auto_restart: z.boolean().optional(),
   /** An operator asked for a release older than the installed one (sealed jobs only). */
   allow_downgrade: z.boolean().optional(),
+  /** An operator's install at a time they picked (sealed jobs only; the queue delays it until then). */
+  scheduled_for: z.iso.datetime().optional(),
   issued_at: z.iso.datetime().optional(),
   mac: z
     .string()
@@ -166,6 +170,12 @@ export const restartScheduledSchema = z.object({
   scheduled_for: z.iso.datetime(),
   /** critical and request installs happen now; auto_install ones in the update.preferred_time window. */
   reason: z.enum(INSTALL_REASONS),
+  /** A new schedule, a schedule moved, or one cancelled (then nothing restarts). */
+  change: z.enum(['scheduled', 'rescheduled', 'cancelled']).default('scheduled'),
+  /** Why, in words (the same reason the history gives). */
+  message: z.string().max(2000).optional(),
+  /** Downtime to expect: the longest health wait of the services it swaps. */
+  expected_downtime_seconds: z.number().nonnegative().optional(),
 });
 export type RestartScheduled = z.infer<typeof restartScheduledSchema>;
 
@@ -179,6 +189,8 @@ export const installRequestSchema = z.object({
   auto_restart: z.boolean().default(true),
   /** Install a release older than the installed one, or one the installed version cannot update from. */
   allow_downgrade: z.boolean().default(false),
+  /** Install at this time instead of now (ISO 8601 with an offset); again for the same release moves it. */
+  at: z.iso.datetime({ offset: true }).optional(),
   source: z.string().max(200).optional(),
 });
 export type InstallRequest = z.infer<typeof installRequestSchema>;
@@ -188,8 +200,13 @@ export const rollbackRequestSchema = z.object({
   v: z.literal(1).default(1),
   request_id: z.string().max(200).optional(),
   component: z.enum(COMPONENTS).default('backend'),
-  /** Restore this data backup too (the id an install reported); without it only containers go back. */
+  /**
+   * The data backup to restore. Without it, the backup the undone install took is restored (when it
+   * took one); another must be a backup of the version the rollback returns to.
+   */
   backup_id: z.string().max(200).optional(),
+  /** Only the containers go back; the data stays as the newer version left it. */
+  keep_data: z.boolean().optional(),
   source: z.string().max(200).optional(),
 });
 export type RollbackRequest = z.infer<typeof rollbackRequestSchema>;
@@ -212,6 +229,8 @@ export const commandReplySchema = z.object({
   message: z.string(),
   job_id: z.string().optional(),
   code: z.string().optional(),
+  /** When the queued install runs (a scheduled one: the time picked). */
+  scheduled_for: z.string().optional(),
 });
 export type CommandReply = z.infer<typeof commandReplySchema>;
 
@@ -285,3 +304,93 @@ export const installCompleteSchema = z.object({
   duration_ms: z.number().nonnegative(),
 });
 export type InstallComplete = z.infer<typeof installCompleteSchema>;
+
+/** A release the installer does not install by itself: rolled back (quarantined) or skipped by the user. */
+export const releaseHoldSchema = z.object({
+  component: z.enum(COMPONENTS),
+  version: z.string().max(100),
+  kind: z.enum(['quarantined', 'skipped']),
+  reason: z.string().max(4000),
+  code: z.string().max(100).optional(),
+  at: z.iso.datetime(),
+});
+export type ReleaseHold = z.infer<typeof releaseHoldSchema>;
+
+/** A component whose automatic installs the circuit breaker paused (until an operator resumes them). */
+export const pausedComponentSchema = z.object({
+  component: z.enum(COMPONENTS),
+  since: z.iso.datetime(),
+  failures: z.number().int().nonnegative(),
+  reason: z.string().max(4000),
+});
+export type PausedComponent = z.infer<typeof pausedComponentSchema>;
+
+/** An install waiting in the queue for its time. */
+export const scheduledInstallSchema = z.object({
+  component: z.enum(COMPONENTS),
+  version: z.string().max(100),
+  scheduled_for: z.iso.datetime(),
+  reason: z.enum(INSTALL_REASONS),
+  job_id: z.string().max(200),
+});
+export type ScheduledInstall = z.infer<typeof scheduledInstallSchema>;
+
+/** The installer's holds and schedule, copied to Redis (StateKeys.installerStatus) for the others to show. */
+export const installerStatusSchema = z.object({
+  v: z.literal(1),
+  updated_at: z.iso.datetime(),
+  holds: z.array(releaseHoldSchema),
+  paused: z.array(pausedComponentSchema),
+  schedule: z.array(scheduledInstallSchema),
+});
+export type InstallerStatus = z.infer<typeof installerStatusSchema>;
+
+/** Internal command `update.download.request`: download a signed release now (the newest when no version). */
+export const downloadRequestSchema = z.object({
+  v: z.literal(1).default(1),
+  request_id: z.string().max(200).optional(),
+  component: z.enum(COMPONENTS).default('backend'),
+  version: z.string().max(100).optional(),
+  source: z.string().max(200).optional(),
+});
+export type DownloadRequest = z.infer<typeof downloadRequestSchema>;
+
+/** Internal command `update.install.cancel`: cancel the scheduled install of a component (or of one release). */
+export const installCancelSchema = z.object({
+  v: z.literal(1).default(1),
+  request_id: z.string().max(200).optional(),
+  component: z.enum(COMPONENTS).default('backend'),
+  version: z.string().max(100).optional(),
+  source: z.string().max(200).optional(),
+});
+export type InstallCancel = z.infer<typeof installCancelSchema>;
+
+/** Internal command `update.install.plan`: what an install would do (the newest downloaded when no version). */
+export const installPlanRequestSchema = z.object({
+  v: z.literal(1).default(1),
+  request_id: z.string().max(200).optional(),
+  component: z.enum(COMPONENTS).default('backend'),
+  version: z.string().max(100).optional(),
+  at: z.iso.datetime({ offset: true }).optional(),
+});
+export type InstallPlanRequest = z.infer<typeof installPlanRequestSchema>;
+
+/** Internal command `update.release.skip`: skip a release (skip: false takes the skip back). */
+export const releaseSkipSchema = z.object({
+  v: z.literal(1).default(1),
+  request_id: z.string().max(200).optional(),
+  component: z.enum(COMPONENTS).default('backend'),
+  version: semverString,
+  skip: z.boolean().default(true),
+  source: z.string().max(200).optional(),
+});
+export type ReleaseSkip = z.infer<typeof releaseSkipSchema>;
+
+/** Internal command `update.install.resume`: automatic installs of a component run again. */
+export const installResumeSchema = z.object({
+  v: z.literal(1).default(1),
+  request_id: z.string().max(200).optional(),
+  component: z.enum(COMPONENTS).default('backend'),
+  source: z.string().max(200).optional(),
+});
+export type InstallResume = z.infer<typeof installResumeSchema>;

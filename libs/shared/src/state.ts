@@ -5,7 +5,10 @@ import {
   checkResponseSchema,
   type DownloadedRecord,
   downloadedRecordSchema,
+  type InstallerStatus,
+  installerStatusSchema,
 } from './messages.ts';
+import { type SettingsState, settingsStateSchema } from './settings.ts';
 import { StateKeys } from './topics.ts';
 
 /*
@@ -31,9 +34,16 @@ export async function readDownloaded(redis: Redis): Promise<Record<string, Downl
   return out;
 }
 
-/** The newest install history entries as stored (objects only), for status pages. */
-export async function readHistory(redis: Redis, limit: number): Promise<Record<string, unknown>[]> {
-  return (await redis.lrange(StateKeys.installHistory, 0, limit - 1))
-    .map((entry) => parseJsonOrUndefined(entry))
-    .filter((entry): entry is Record<string, unknown> => typeof entry === 'object' && entry !== null);
+/** The installer's copy of its holds and schedule (for display and for what the checker offers). */
+export async function readInstallerStatus(redis: Redis): Promise<InstallerStatus | undefined> {
+  const raw = await redis.get(StateKeys.installerStatus);
+  const parsed = installerStatusSchema.safeParse(raw === null ? undefined : parseJsonOrUndefined(raw));
+  return parsed.success ? parsed.data : undefined;
+}
+
+/** The installer's copy of the settings in force. */
+export async function readSettings(redis: Redis): Promise<SettingsState | undefined> {
+  const raw = await redis.get(StateKeys.settings);
+  const parsed = settingsStateSchema.safeParse(raw === null ? undefined : parseJsonOrUndefined(raw));
+  return parsed.success ? parsed.data : undefined;
 }

@@ -20,6 +20,16 @@ export const ExtraTopics = {
   stateSync: 'update.state.sync',
   /** A managed container runs another image than its installed, signed release names. */
   integrityDrift: 'update.integrity.drift',
+  /** Download a release on request (AICO's DownloadUpdateRequest); served by the downloader. */
+  downloadRequest: 'update.download.request',
+  /** Cancel a scheduled install; served by the installer. */
+  installCancel: 'update.install.cancel',
+  /** Dry run: the plan an install would follow, changing nothing; served by the installer. */
+  installPlan: 'update.install.plan',
+  /** Skip a release (or take a skip back); served by the installer. */
+  releaseSkip: 'update.release.skip',
+  /** Resume automatic installs of a component after the circuit breaker paused them. */
+  installResume: 'update.install.resume',
 } as const;
 export type Topic = (typeof Topics)[keyof typeof Topics] | (typeof ExtraTopics)[keyof typeof ExtraTopics];
 
@@ -60,4 +70,11 @@ export const StateKeys = {
   installHistory: 'aico-update:install-history',
   /** Hash: component → JSON of the last install (what it replaced), for a rollback on request. */
   lastInstall: 'aico-update:last-install',
+  /** String: JSON of the user's settings and the effective values. Owned by the installer (a copy). */
+  settings: 'aico-update:settings',
+  /** String: JSON of the installer's holds (quarantined, skipped, paused) and schedule (a copy). */
+  installerStatus: 'aico-update:installer-status',
+  /** Lists, newest first: the checker's and the downloader's decisions (the installer's: installHistory). */
+  checkerDecisions: 'aico-update:decisions:checker',
+  downloaderDecisions: 'aico-update:decisions:downloader',
 } as const;

@@ -2,25 +2,41 @@ import {
   AppError,
   type CheckResponse,
   type CommandReply,
+  DECISION_SERVICES,
   ExtraTopics,
   type NatsConnection,
+  readDecisions,
   readDownloaded,
-  readHistory,
+  readInstallerStatus,
   readLastCheck,
+  readSettings,
+  type SettingsReply,
   StateKeys,
   SUBJECT_ROOT,
   Subjects,
   sendCommand,
+  type Topic,
   Topics,
 } from '@aico-update/shared';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Redis } from 'ioredis';
+import { z } from 'zod';
 import { controlGuard, type GuardOptions } from './control-guard.ts';
 
+/** `/history?component=backend&kind=quarantined,rolled_back&service=installer&since=…&limit=100`. */
+const historyQuerySchema = z.object({
+  component: z.string().max(50).optional(),
+  kind: z.string().max(500).optional(),
+  service: z.enum(DECISION_SERVICES).optional(),
+  since: z.iso.datetime({ offset: true }).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(50),
+});
+
 /*
- * The local control API for operators and frontends on the LAN (`/api/v1`): status, history, check,
- * install, rollback, and a server-sent-events stream of every update event. Install and rollback go
- * through the same commands as the bus: the installer decides what may be installed. Every request
+ * The local control API for operators and frontends on the LAN (`/api/v1`): status, the history of
+ * decisions, settings, check, download, install (now or at a time), cancel, dry run, skip, resume,
+ * rollback, and a server-sent-events stream of every update event. Everything goes through the same
+ * commands as the bus: the installer decides what may be installed, the downloader what is downloaded. Every request
  * passes control-guard.ts first (token, allowed hosts, JSON only, rate limit).
  */
 
@@ -54,10 +70,12 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
     api.get(
       '/status',
       wrap(async (_req, res) => {
-        const [installed, check, downloaded] = await Promise.all([
+        const [installed, check, downloaded, installer, settings] = await Promise.all([
           deps.redis.hgetall(StateKeys.installed),
           readLastCheck(deps.redis),
           readDownloaded(deps.redis),
+          readInstallerStatus(deps.redis),
+          readSettings(deps.redis),
         ]);
         res.json({
           installed,
@@ -68,6 +86,13 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
             ? { checked_at: check.checked_at, outcome: check.outcome, error: check.error ?? null }
             : null,
           downloaded: Object.keys(downloaded).sort(),
+          // Quarantined and skipped releases, paused components, installs waiting for their time.
+          holds: installer?.holds ?? [],
+          paused: installer?.paused ?? [],
+          schedule: installer?.schedule ?? [],
+          settings: settings
+            ? { revision: settings.revision, effective: settings.effective, overrides: settings.overrides }
+            : null,
           progress: deps.progress(),
           bus: deps.bus(),
         });
@@ -77,8 +102,57 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
     api.get(
       '/history',
       wrap(async (req, res) => {
-        const limit = Math.min(1000, Math.max(1, Number(req.query.limit) || 50));
-        res.json({ history: await readHistory(deps.redis, limit) });
+        const query = historyQuerySchema.safeParse(req.query);
+        if (!query.success) {
+          throw new AppError(
+            'BAD_REQUEST',
+            `history filter: ${query.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+          );
+        }
+        const { component, kind, service, since, limit } = query.data;
+        res.json({
+          history: await readDecisions(deps.redis, {
+            component,
+            kinds: kind?.split(',').filter(Boolean),
+            service,
+            since: since ? new Date(since) : undefined,
+            limit,
+          }),
+        });
+      }),
+    );
+
+    api.get(
+      '/schedule',
+      wrap(async (_req, res) => {
+        res.json({ schedule: (await readInstallerStatus(deps.redis))?.schedule ?? [] });
+      }),
+    );
+
+    api.get(
+      '/settings',
+      wrap(async (_req, res) => {
+        res.json(
+          await sendCommand<SettingsReply>(
+            deps.nc,
+            ExtraTopics.settings,
+            { source: 'control-api' },
+            deps.commandTimeoutMs,
+          ),
+        );
+      }),
+    );
+    api.put(
+      '/settings',
+      wrap(async (req, res) => {
+        const body = (req.body ?? {}) as { set?: unknown; reset?: unknown };
+        const reply = await sendCommand<SettingsReply>(
+          deps.nc,
+          ExtraTopics.settings,
+          { set: body.set ?? {}, ...(body.reset ? { reset: body.reset } : {}), source: 'control-api' },
+          deps.commandTimeoutMs,
+        );
+        res.status(reply.accepted ? 200 : 400).json(reply);
       }),
     );
 
@@ -95,7 +169,7 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
       }),
     );
 
-    const command = (topic: typeof Topics.installRequest | typeof ExtraTopics.rollbackRequest) =>
+    const command = (topic: Topic, accepted = 202) =>
       wrap(async (req, res) => {
         const reply = await sendCommand<CommandReply>(
           deps.nc,
@@ -103,10 +177,16 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
           { ...(req.body ?? {}), source: 'control-api' },
           deps.commandTimeoutMs,
         );
-        res.status(reply.accepted ? 202 : 409).json(reply);
+        res.status(reply.accepted ? accepted : 409).json(reply);
       });
     api.post('/install', command(Topics.installRequest));
+    api.post('/install/cancel', command(ExtraTopics.installCancel, 200));
+    // The dry run: what an install would do; it changes nothing.
+    api.post('/install/plan', command(ExtraTopics.installPlan, 200));
+    api.post('/download', command(ExtraTopics.downloadRequest));
     api.post('/rollback', command(ExtraTopics.rollbackRequest));
+    api.post('/skip', command(ExtraTopics.releaseSkip, 200));
+    api.post('/resume', command(ExtraTopics.installResume, 200));
 
     api.get(
       '/events',

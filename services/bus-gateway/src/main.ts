@@ -9,7 +9,6 @@ import {
   PrepareForUpdateResponseSchema,
   spellTopic,
   timestampFromDate,
-  UpdateSettingsSchema,
   UpdateStateSyncSchema,
   unpackPayload,
 } from '@aico-update/aico-bus';
@@ -20,6 +19,7 @@ import {
   createMetricsRegistry,
   createServiceApp,
   ExtraTopics,
+  LiveSettings,
   type Logger,
   listen,
   type PrepareAnswer,
@@ -42,6 +42,7 @@ import {
   eventToBus,
   PoisonEvent,
   parseEvent,
+  settingsToBus,
   updateIdOf,
   updateStatusOf,
 } from './domain/mapping.ts';
@@ -241,6 +242,9 @@ export async function startGateway(
     shutdown.add('prepare bridge', async () => prepareSubscription.unsubscribe());
 
     const progress: Record<string, unknown> = {};
+    // The settings in force (the installer keeps them), for answers when the installer cannot be asked.
+    const userSettings = new LiveSettings(config.update, logger);
+    shutdown.add('settings', await userSettings.follow(redis, nc));
     const requests = new BusRequests({
       nc,
       bus,
@@ -251,18 +255,7 @@ export async function startGateway(
       requestsPerSecond: settings.requests_per_second,
       commandTimeoutMs: COMMAND_TIMEOUT_MS,
       encode,
-      settings: () =>
-        create(UpdateSettingsSchema, {
-          autoCheck: true,
-          checkIntervalHours: Math.round(config.update.check_interval),
-          autoDownload: config.update.auto_download,
-          autoInstall: config.update.auto_install,
-          includeBeta: config.update.channel !== 'stable',
-          preferredInstallTime: config.update.preferred_time,
-          notifyAvailable: config.update.notify_available,
-          allowRestart: true,
-          updateChannel: config.update.channel,
-        }),
+      settings: () => settingsToBus(userSettings.policy),
       stateSync: async (component) => {
         const [installed, check, downloaded] = await Promise.all([
           redis.hget(StateKeys.installed, component),

@@ -6,6 +6,7 @@ import {
   createMetricsRegistry,
   createServiceApp,
   EventPublisher,
+  LiveSettings,
   type Logger,
   listen,
   type RunningHttpService,
@@ -57,8 +58,11 @@ export async function startChecker(
 
     const downloads = new BullDownloadQueue(redis);
     shutdown.add('download queue', () => downloads.close());
+    // The configuration overlaid by the user's settings (the installer keeps them), kept current.
+    const settings = new LiveSettings(config.update, logger);
+    shutdown.add('settings', await settings.follow(redis, nc));
     const deps: CheckDeps = {
-      policy: config.update,
+      policy: settings.policy,
       source: new TufReleaseSource(client, logger),
       installed: state,
       state,
@@ -85,7 +89,20 @@ export async function startChecker(
     shutdown.add('check queue', () => checks.close());
     if (options.schedule !== false) {
       checks.start(redis, (job) => runCheck(deps, job));
-      await checks.schedule(config.update.check_interval);
+      await checks.follow(settings.policy);
+      settings.onChange((policy, previous) => {
+        if (policy.auto_check === previous.auto_check && policy.check_interval === previous.check_interval)
+          return;
+        void checks
+          .follow(policy)
+          .then(() =>
+            logger.info(
+              { auto_check: policy.auto_check, check_interval_hours: policy.check_interval },
+              'check schedule changed',
+            ),
+          )
+          .catch((error: Error) => logger.error({ err: error }, 'could not change the check schedule'));
+      });
       if (config.checker.check_on_start) await checks.checkSoon();
     }
 
@@ -105,8 +122,9 @@ export async function startChecker(
     logger.info(
       {
         port: http.port,
-        channel: config.update.channel,
-        check_interval_hours: config.update.check_interval,
+        channel: settings.policy.channel,
+        check_interval_hours: settings.policy.check_interval,
+        auto_check: settings.policy.auto_check,
         metadata_url: config.update_server.metadata_url,
       },
       'checker started',

@@ -4,17 +4,24 @@ import {
   createLogger,
   createMetricsRegistry,
   createServiceApp,
+  type Decision,
   type DownloadJob,
   downloadJobSchema,
+  downloadRequestSchema,
   EventPublisher,
+  ExtraTopics,
   enqueueInstall,
+  LiveSettings,
   type Logger,
   listen,
   Queues,
   type RunningHttpService,
   readDownloaded,
+  readInstallerStatus,
+  recordDecision,
   runService,
   Shutdown,
+  serveCommand,
 } from '@aico-update/shared';
 import { createTufClient, RateLimiter } from '@aico-update/tuf-client';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
@@ -22,6 +29,7 @@ import { BlobStore } from './adapters/blob-store.ts';
 import { DownloadState } from './adapters/redis-state.ts';
 import { type DownloaderConfig, downloaderConfigSchema } from './config.ts';
 import { type DownloadDeps, downloadRelease, ReleaseRejected } from './handlers/download-release.ts';
+import { requestDownload } from './handlers/download-requests.ts';
 import { createDownloaderMetrics } from './metrics.ts';
 
 export type RunningDownloader = RunningHttpService;
@@ -67,8 +75,17 @@ export async function startDownloader(
     const installs = new Queue(Queues.install, { connection: redis });
     shutdown.add('install queue', () => installs.close());
     const state = new DownloadState(redis);
+    // The configuration overlaid by the user's settings (the installer keeps them), kept current.
+    const settings = new LiveSettings(config.update, logger);
+    shutdown.add('settings', await settings.follow(redis, nc));
+    const decide = async (entry: Omit<Decision, 'at' | 'service'>) => {
+      await recordDecision(redis, 'downloader', entry).catch((error: Error) =>
+        logger.warn({ err: error }, 'could not record a decision'),
+      );
+    };
     const deps: DownloadDeps = {
-      policy: config.update,
+      policy: settings.policy,
+      decide,
       client,
       store,
       state,
@@ -105,7 +122,43 @@ export async function startDownloader(
       },
     );
     worker.on('error', (error) => logger.error({ err: error }, 'download worker error'));
+    worker.on('failed', (job, error) => {
+      const pointer = downloadJobSchema.safeParse(job?.data);
+      if (!job || !pointer.success) return;
+      const attempts = job.opts.attempts ?? 1;
+      const final = error instanceof UnrecoverableError || job.attemptsMade >= attempts;
+      void decide({
+        kind: 'download_failed',
+        ...pointer.data.release,
+        code: (error as { code?: string }).code ?? 'DOWNLOAD_FAILED',
+        reason: `${error.message}; ${final ? `given up after ${job.attemptsMade} attempt(s): retry it with update.download.request` : `attempt ${job.attemptsMade} of ${attempts}, retried automatically`}`,
+      });
+    });
     shutdown.add('download worker', () => worker.close());
+
+    const downloadQueue = new Queue(Queues.download, { connection: redis });
+    shutdown.add('download queue', () => downloadQueue.close());
+    const requests = serveCommand(
+      nc,
+      ExtraTopics.downloadRequest,
+      downloadRequestSchema,
+      (request) =>
+        requestDownload(
+          {
+            client,
+            queue: downloadQueue,
+            state,
+            policy: settings.policy,
+            holds: async () => (await readInstallerStatus(redis))?.holds ?? [],
+            decide,
+            logger,
+          },
+          request,
+        ),
+      { queue: 'aico-update-downloader', logger },
+    );
+    shutdown.add('download requests', async () => requests.unsubscribe());
+    await nc.flush();
 
     const app = createServiceApp({
       registry,

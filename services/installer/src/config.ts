@@ -136,6 +136,22 @@ export const installerConfigSchema = z.strictObject({
             ),
         })
         .prefault({}),
+      circuit_breaker_failures: numberSetting({
+        default: 3,
+        min: 0,
+        max: 100,
+        integer: true,
+        unit: 'failures',
+        allowed:
+          'failed automatic installs of a component within installer.circuit_breaker_hours that pause its automatic installs until an operator resumes them (0: never pause; up to 100)',
+      }),
+      circuit_breaker_hours: numberSetting({
+        default: 24,
+        above: 0,
+        max: 8760,
+        unit: 'hours',
+        allowed: 'the period, in hours, over which failed automatic installs are counted (> 0 and ≤ 8760)',
+      }),
       soak_seconds: numberSetting({
         default: 30,
         min: 0,

@@ -1,5 +1,6 @@
-import { EventPublisher, type Logger } from '@aico-update/shared';
+import { EventPublisher, type Logger, Queues } from '@aico-update/shared';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { BackupStore } from './adapters/backup-store.ts';
@@ -7,7 +8,9 @@ import { InstallerState } from './adapters/installer-state.ts';
 import { JobSeal } from './adapters/job-seal.ts';
 import { JournalStore } from './adapters/journal.ts';
 import { natsPrepareSignal } from './adapters/prepare-signal.ts';
+import { ReleaseHolds } from './adapters/release-holds.ts';
 import { ReleaseTrust } from './adapters/release-trust.ts';
+import { SettingsStore } from './adapters/settings-store.ts';
 import type { InstallerConfig } from './config.ts';
 import type { ContainerRuntime } from './domain/ports.ts';
 import type { InstallDeps } from './handlers/install-release.ts';
@@ -19,6 +22,7 @@ export async function createInstallDeps(
   io: { runtime: ContainerRuntime; redis: Redis; nc: NatsConnection; registry: Registry; logger: Logger },
 ): Promise<InstallDeps> {
   const settings = config.installer;
+  const userSettings = await SettingsStore.open(settings.state_dir, config.update, io.logger);
   return {
     trust: new ReleaseTrust({
       cacheDir: settings.cache_dir,
@@ -28,7 +32,19 @@ export async function createInstallDeps(
     }),
     seal: await JobSeal.open(settings.state_dir),
     state: new InstallerState(settings.state_dir, io.logger),
-    policy: config.update,
+    settings: userSettings,
+    // The object every decision reads: the configuration overlaid by the user's settings, kept current.
+    policy: userSettings.live.policy,
+    holds: new ReleaseHolds(
+      settings.state_dir,
+      {
+        failures: settings.circuit_breaker_failures,
+        periodMs: settings.circuit_breaker_hours * 3_600_000,
+      },
+      io.logger,
+    ),
+    queue: new Queue(Queues.install, { connection: io.redis }),
+    window: { timezone: settings.timezone, minutes: settings.window_minutes },
     installedSeed: config.installed,
     runtime: io.runtime,
     metrics: createInstallerMetrics(io.registry),
@@ -46,6 +62,8 @@ export async function createInstallDeps(
     backups: new BackupStore(settings.backup.dir),
     backupKeep: settings.backup.keep,
     data: { paths: settings.backup.paths, hooks: settings.backup.hooks },
+    prepareTimeoutMs: settings.prepare_timeout_seconds * 1000,
+    prepareMaxDelayMs: settings.prepare_max_delay_seconds * 1000,
     prepare: natsPrepareSignal(io.nc, {
       timeoutMs: settings.prepare_timeout_seconds * 1000,
       maxDelayMs: settings.prepare_max_delay_seconds * 1000,

@@ -4,14 +4,18 @@ import {
   createMetricsRegistry,
   createServiceApp,
   ExtraTopics,
+  installCancelSchema,
   installJobSchema,
+  installPlanRequestSchema,
   installRequestSchema,
+  installResumeSchema,
   type Logger,
   listen,
   parseJsonOrUndefined,
   Queues,
   type RestartScheduled,
   type RunningHttpService,
+  releaseSkipSchema,
   rollbackJobSchema,
   rollbackRequestSchema,
   runService,
@@ -19,13 +23,26 @@ import {
   StateKeys,
   Subjects,
   serveCommand,
+  settingsRequestSchema,
   Topics,
 } from '@aico-update/shared';
-import { DelayedError, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker } from 'bullmq';
 import { DockerRuntime } from './adapters/docker-runtime.ts';
 import { type InstallerConfig, installerConfigSchema } from './config.ts';
 import { installWindow } from './domain/install-window.ts';
-import { requestInstall, requestRollback } from './handlers/commands.ts';
+import {
+  announceSchedule,
+  cancelInstall,
+  changeSettings,
+  publishSettings,
+  requestInstall,
+  requestRollback,
+  resumeInstalls,
+  skipRelease,
+} from './handlers/commands.ts';
+import { previewInstall } from './handlers/dry-run.ts';
+import { decide } from './handlers/history.ts';
+import { publishInstallerStatus } from './handlers/holds.ts';
 import {
   authorizeInstall,
   HISTORY_KEY,
@@ -100,34 +117,50 @@ export async function startInstaller(
         // The job is a pointer: what it may do is decided from the signed release and the policy.
         const authorized = await unrecoverableOnFailure(() => authorizeInstall(deps, parsed.data));
         const { release, reason } = authorized.order;
-        // Critical and requested installs run now; other automatic ones only in the preferred window.
+        // An operator's install waits for the time picked (the queue delays it; this holds it if promoted).
         const now = new Date();
+        const picked = parsed.data.scheduled_for ? new Date(parsed.data.scheduled_for) : undefined;
+        if (reason === 'request' && picked && picked.getTime() > now.getTime() + 1000) {
+          await job.moveToDelayed(picked.getTime(), token);
+          throw new DelayedError();
+        }
+        // Critical and requested installs run now; other automatic ones only in the preferred window.
         const window = installWindow(
           now,
-          config.update.preferred_time,
-          config.installer.timezone,
-          config.installer.window_minutes,
+          deps.policy.preferred_time,
+          deps.window.timezone,
+          deps.window.minutes,
         );
-        const at = reason === 'auto_install' && !window.inWindow ? window.nextStart : now;
-        const scheduled: RestartScheduled = {
-          v: 1,
-          component: release.component,
-          version: release.version,
-          scheduled_for: at.toISOString(),
-          reason,
-        };
-        await events.publish(
-          Topics.restartScheduled,
-          scheduled,
-          `restart-scheduled-${job.id}-${at.getTime()}`,
-        );
-        if (at > now) {
-          logger.info(
-            { ...scheduled },
-            `install of ${release.component} ${release.version} waits for the preferred window`,
-          );
+        if (reason === 'auto_install' && !window.inWindow) {
+          const at = window.nextStart;
+          const message = `${release.component} ${release.version} installs by itself (update.auto_install) in the update.preferred_time window: ${deps.policy.preferred_time} ${deps.window.timezone}, for ${deps.window.minutes} minutes; it waits until ${at.toISOString()}`;
+          logger.info({ component: release.component, version: release.version }, message);
+          // The time goes into the job so that the schedule shows it (an automatic job carries no seal).
+          await job.updateData({ ...parsed.data, scheduled_for: at.toISOString() });
           await job.moveToDelayed(at.getTime(), token);
+          await announceSchedule(deps, release, at, reason, 'scheduled', message);
+          await decide(deps, 'held_for_window', release, {
+            reason: message,
+            scheduled_for: at.toISOString(),
+          });
+          await publishInstallerStatus(deps);
           throw new DelayedError();
+        }
+        if (reason !== 'request') {
+          const scheduled: RestartScheduled = {
+            v: 1,
+            component: release.component,
+            version: release.version,
+            scheduled_for: now.toISOString(),
+            reason,
+            change: 'scheduled',
+            message: `${release.component} ${release.version} installs now (${reason === 'critical' ? 'a critical release, update.critical_install' : 'update.auto_install, inside the window'})`,
+          };
+          await events.publish(
+            Topics.restartScheduled,
+            scheduled,
+            `restart-scheduled-${job.id}-${now.getTime()}`,
+          );
         }
         try {
           return await unrecoverableOnFailure(() => runInstall(deps, authorized));
@@ -148,7 +181,7 @@ export async function startInstaller(
     worker.on('error', (error) => logger.error({ err: error }, 'install worker error'));
     shutdown.add('install worker', () => worker.close());
 
-    const queue = new Queue(Queues.install, { connection: redis });
+    const { queue } = deps;
     shutdown.add('install queue', () => queue.close());
     const commands = { queue, install: deps };
     const commandOptions = { queue: INSTALLER_QUEUE_GROUP, logger };
@@ -167,7 +200,45 @@ export async function startInstaller(
         (r) => requestRollback(commands, r),
         commandOptions,
       ),
+      serveCommand(
+        nc,
+        ExtraTopics.installCancel,
+        installCancelSchema,
+        (r) => cancelInstall(commands, r),
+        commandOptions,
+      ),
+      serveCommand(
+        nc,
+        ExtraTopics.installPlan,
+        installPlanRequestSchema,
+        (r) => previewInstall(deps, r),
+        commandOptions,
+      ),
+      serveCommand(
+        nc,
+        ExtraTopics.releaseSkip,
+        releaseSkipSchema,
+        (r) => skipRelease(commands, r),
+        commandOptions,
+      ),
+      serveCommand(
+        nc,
+        ExtraTopics.installResume,
+        installResumeSchema,
+        (r) => resumeInstalls(commands, r),
+        commandOptions,
+      ),
+      serveCommand(
+        nc,
+        ExtraTopics.settings,
+        settingsRequestSchema,
+        (r) => changeSettings(commands, r),
+        commandOptions,
+      ),
     ];
+    // Every service takes the settings in force from here (the Redis copy, then the announcements).
+    await publishSettings(deps);
+    await publishInstallerStatus(deps);
     shutdown.add('commands', async () => {
       for (const sub of subscriptions) sub.unsubscribe();
     });
@@ -185,6 +256,9 @@ export async function startInstaller(
             res.json({
               installed: await redis.hgetall(StateKeys.installed),
               integrity: integrity.last ?? null,
+              settings: deps.settings.state,
+              holds: await deps.holds.holds(),
+              paused: await deps.holds.paused(),
               trusted_metadata: trusted
                 ? { versions: trusted.versions, expires_at: trusted.expiresAt.toISOString() }
                 : null,

@@ -47,6 +47,18 @@ export function createInstallerMetrics(registry: Registry) {
       labelNames: ['target_service'] as const,
       registers,
     }),
+    paused: new Gauge({
+      name: `${METRIC_PREFIX}auto_install_paused`,
+      help: '1 while the circuit breaker pauses automatic installs of a component (after repeated failures; an operator resumes them).',
+      labelNames: ['component'] as const,
+      registers,
+    }),
+    held: new Gauge({
+      name: `${METRIC_PREFIX}releases_held`,
+      help: 'Releases not installed automatically: quarantined after a rollback, or skipped by the user.',
+      labelNames: ['kind'] as const,
+      registers,
+    }),
     lastSuccess: new Gauge({
       name: `${METRIC_PREFIX}last_successful_install_timestamp_seconds`,
       help: 'Unix time of the last install that completed.',

@@ -6,9 +6,11 @@ import { z } from 'zod';
 import {
   ConfigError,
   describeSettings,
+  effectiveSettings,
   httpSchema,
   installedSeedSchema,
   loadConfig,
+  parseSettingsChange,
   updatePolicySchema,
 } from '../../src/index.ts';
 
@@ -35,9 +37,11 @@ async function yamlFile(text: string): Promise<string> {
 }
 
 describe('loadConfig', () => {
-  it('gives the seed defaults for the seven update options', () => {
+  it('gives the seed defaults for the seven update options, and AICO’s auto_check and allow_restart', () => {
     expect(loadConfig(schema, { env: {} }).update).toEqual({
       check_interval: 24,
+      auto_check: true,
+      allow_restart: true,
       auto_download: true,
       auto_install: false,
       critical_install: true,
@@ -114,7 +118,7 @@ describe('loadConfig', () => {
   it('rejects unknown keys, listing the allowed ones (a typo must not be ignored)', async () => {
     const file = await yamlFile('update:\n  chanel: beta\n');
     expect(problemsOf(() => loadConfig(schema, { file, env: {} }))).toEqual([
-      'update: unknown key "chanel"; allowed: check_interval, auto_download, auto_install, critical_install, notify_available, preferred_time, channel',
+      'update: unknown key "chanel"; allowed: check_interval, auto_check, auto_download, auto_install, critical_install, allow_restart, notify_available, preferred_time, channel',
     ]);
   });
 
@@ -143,5 +147,31 @@ describe('targetsUrlOf', () => {
     expect(
       targetsUrlOf({ metadata_url: 'https://u.example/metadata', targets_url: 'https://cdn.example/t' }),
     ).toBe('https://cdn.example/t');
+  });
+});
+
+describe('settings changes (update.settings from the bus and the control API)', () => {
+  it('validates a change as the config file is validated, naming the key, the value and what is allowed', () => {
+    expect(parseSettingsChange({ preferred_time: '02:30', auto_install: true })).toEqual({
+      ok: true,
+      change: { preferred_time: '02:30', auto_install: true },
+    });
+    expect(parseSettingsChange({ preferred_time: '25:00', channel: 'nightly', nope: 1 })).toEqual({
+      ok: false,
+      problems: [
+        'update.preferred_time = "25:00": allowed is a time of day as HH:MM, 24-hour clock (e.g. 03:00)',
+        'update.channel = "nightly": allowed is one of stable, beta, dev',
+        'update: unknown key "nope"; allowed: check_interval, auto_check, auto_download, auto_install, critical_install, allow_restart, notify_available, preferred_time, channel',
+      ],
+    });
+    expect(parseSettingsChange({ check_interval: 0 })).toMatchObject({
+      ok: false,
+      problems: ['update.check_interval = 0: allowed is a number of hours > 0 and ≤ 8760'],
+    });
+  });
+
+  it('overlays only what the user set on the configuration', () => {
+    const defaults = loadConfig(schema, { env: { AICO_UPDATE_CHANNEL: 'beta' } }).update;
+    expect(effectiveSettings(defaults, { auto_install: true })).toEqual({ ...defaults, auto_install: true });
   });
 });

@@ -1,35 +1,18 @@
 import {
   BusDecodeError,
   canonicalTopic,
-  create,
   type DescMessage,
   decodeEnvelope,
   type Envelope,
-  InstallStatus,
-  InstallUpdateRequestSchema,
-  InstallUpdateResponseSchema,
   type MessageShape,
-  RollbackRequestSchema,
-  RollbackResponseSchema,
-  UpdateCheckRequestSchema,
-  UpdateCheckResponseSchema,
-  UpdateSettingsSchema,
-  UpdateStateSyncSchema,
+  type UpdateSettingsSchema,
+  type UpdateStateSyncSchema,
   unpackPayload,
 } from '@aico-update/aico-bus';
-import {
-  AppError,
-  type CheckResponse,
-  type CommandReply,
-  ExtraTopics,
-  type Logger,
-  type NatsConnection,
-  sendCommand,
-  Topics,
-} from '@aico-update/shared';
-import { checkResponseToBus, componentOf, parseUpdateId } from '../domain/mapping.ts';
+import { AppError, ExtraTopics, type Logger, type NatsConnection, Topics } from '@aico-update/shared';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { BusTransport, InboundMessage } from '../transports/transport.ts';
+import { busRoutes, type Route } from './bus-routes.ts';
 
 /*
  * Requests from AICO's bus. Every message is checked in this order, and anything wrong is counted by
@@ -50,28 +33,11 @@ const OUTBOUND = new Set<string>([
   Topics.restartScheduled,
   ExtraTopics.installPrepare,
   'update.install.response',
+  'update.download.response',
   'update.rollback.response',
   'update.settings.response',
   'update.state.sync.response',
 ]);
-
-export interface RequestContext {
-  envelope: Envelope;
-  correlationId: string;
-}
-
-interface Route<Req extends DescMessage = DescMessage, Res extends DescMessage = DescMessage> {
-  request: Req;
-  response: Res;
-  /** Where the answer goes when the request names no `reply_to`. */
-  responseTopic: string;
-  handle(payload: MessageShape<Req>, context: RequestContext): Promise<MessageShape<Res>>;
-  /** The response message saying a request failed (the reason also goes into its attributes). */
-  failure(message: string): MessageShape<Res>;
-}
-
-const route = <Req extends DescMessage, Res extends DescMessage>(r: Route<Req, Res>): Route =>
-  r as unknown as Route;
 
 export interface BusRequestDeps {
   nc: NatsConnection;
@@ -117,98 +83,7 @@ export class BusRequests {
 
   constructor(deps: BusRequestDeps) {
     this.#deps = deps;
-    const installFailure = (message: string) =>
-      create(InstallUpdateResponseSchema, { success: false, status: InstallStatus.INSTALL_FAILED, message });
-    this.#routes = {
-      [Topics.checkRequest]: route({
-        request: UpdateCheckRequestSchema,
-        response: UpdateCheckResponseSchema,
-        responseTopic: Topics.checkResponse,
-        handle: async (request, { envelope, correlationId }) => {
-          const response = await sendCommand<CheckResponse>(
-            deps.nc,
-            Topics.checkRequest,
-            {
-              request_id: `bus:${correlationId}`,
-              forced: envelope.attributes.forced === 'true',
-              source: envelope.source.slice(0, 200),
-            },
-            deps.commandTimeoutMs,
-          );
-          return checkResponseToBus(response, componentOf(request.componentType));
-        },
-        failure: (message) =>
-          create(UpdateCheckResponseSchema, { updateAvailable: false, updateMessage: message }),
-      }),
-      [Topics.installRequest]: route({
-        request: InstallUpdateRequestSchema,
-        response: InstallUpdateResponseSchema,
-        responseTopic: 'update.install.response',
-        handle: async (request, { envelope, correlationId }) => {
-          const target = request.updateId ? parseUpdateId(request.updateId) : undefined;
-          if (request.updateId && !target) {
-            return installFailure(
-              `update_id "${request.updateId.slice(0, 100)}" is not one the update system announced (<component>-<version>, e.g. backend-1.2.0)`,
-            );
-          }
-          // Only what the installer verified can be installed: it checks the release is downloaded and signed.
-          const reply = await sendCommand<CommandReply>(
-            deps.nc,
-            Topics.installRequest,
-            {
-              request_id: correlationId.slice(0, 200),
-              component: target?.component ?? 'backend',
-              ...(target ? { version: target.version } : {}),
-              auto_restart: request.autoRestart,
-              source: envelope.source.slice(0, 200),
-            },
-            deps.commandTimeoutMs,
-          );
-          return create(InstallUpdateResponseSchema, {
-            success: reply.accepted,
-            message: reply.message,
-            status: reply.accepted ? InstallStatus.INSTALL_PENDING : InstallStatus.INSTALL_FAILED,
-          });
-        },
-        failure: installFailure,
-      }),
-      [ExtraTopics.rollbackRequest]: route({
-        request: RollbackRequestSchema,
-        response: RollbackResponseSchema,
-        responseTopic: 'update.rollback.response',
-        handle: async (request, { envelope, correlationId }) => {
-          const component = /^(backend|frontend|updater)-/.exec(request.backupId)?.[1] ?? 'backend';
-          const reply = await sendCommand<CommandReply>(
-            deps.nc,
-            ExtraTopics.rollbackRequest,
-            {
-              request_id: correlationId.slice(0, 200),
-              component,
-              ...(request.backupId ? { backup_id: request.backupId.slice(0, 200) } : {}),
-              source: envelope.source.slice(0, 200),
-            },
-            deps.commandTimeoutMs,
-          );
-          return create(RollbackResponseSchema, { success: reply.accepted, message: reply.message });
-        },
-        failure: (message) => create(RollbackResponseSchema, { success: false, message }),
-      }),
-      [ExtraTopics.settings]: route({
-        request: UpdateSettingsSchema,
-        response: UpdateSettingsSchema,
-        responseTopic: 'update.settings.response',
-        // Settings live in the deployment's configuration (one source of truth); the bus reads them.
-        handle: async () => deps.settings(),
-        failure: () => deps.settings(),
-      }),
-      [ExtraTopics.stateSync]: route({
-        request: UpdateStateSyncSchema,
-        response: UpdateStateSyncSchema,
-        responseTopic: 'update.state.sync.response',
-        handle: async (request) => deps.stateSync(componentOf(request.componentType)),
-        failure: () => create(UpdateStateSyncSchema),
-      }),
-    };
+    this.#routes = busRoutes(deps);
   }
 
   /** Takes one message off the bus; never throws, never waits for the answer. */
@@ -218,7 +93,9 @@ export class BusRequests {
       metrics.malformed.inc({ reason });
       logger.warn({ reason, topic: message.rawTopic.slice(0, 200) }, `dropped a bus message: ${detail}`);
       if (answer)
-        this.#answer(answer.route, answer.envelope, message, answer.route.failure(detail), reason, true);
+        this.#answer(answer.route, answer.envelope, message, answer.route.failure(detail), reason, true, {
+          errorMessage: detail,
+        });
     };
     if (message.frames !== 2) {
       malformed('frames', `${message.frames} frame(s), AICO messages have 2`);
@@ -304,11 +181,18 @@ export class BusRequests {
     void target
       .handle(payload, { envelope, correlationId })
       .then(
-        (response) => this.#answer(target, envelope, message, response),
+        (answer) =>
+          this.#answer(target, envelope, message, answer.response, answer.refused?.code, false, {
+            ...(answer.refused ? { errorMessage: answer.refused.message } : {}),
+            ...(answer.attributes ? { attributes: answer.attributes } : {}),
+          }),
         (error: unknown) => {
           const code = error instanceof AppError ? error.code : 'FAILED';
           logger.error({ err: error, topic }, `${topic} failed`);
-          this.#answer(target, envelope, message, target.failure((error as Error).message), code);
+          const reason = (error as Error).message;
+          this.#answer(target, envelope, message, target.failure(reason), code, false, {
+            errorMessage: reason,
+          });
           return;
         },
       )
@@ -329,6 +213,7 @@ export class BusRequests {
     response: MessageShape<DescMessage>,
     errorCode?: string,
     onlyToAsker = false,
+    extra: { errorMessage?: string; attributes?: Record<string, string> } = {},
   ): void {
     // reply_to is a peer's word: honoured only for a response topic (or a NATS inbox), never verbatim
     // onto another topic (a peer could otherwise make the gateway publish on update.install.request).
@@ -337,8 +222,10 @@ export class BusRequests {
     if (asked && !replyTo) this.#deps.metrics.malformed.inc({ reason: 'reply_to' });
     if (onlyToAsker && !message.respond && !replyTo) return;
     const attributes: Record<string, string> = {
+      ...extra.attributes,
       correlation_id: envelope.attributes.correlation_id ?? '',
       ...(errorCode ? { error_code: errorCode } : {}),
+      ...(errorCode && extra.errorMessage ? { error_message: extra.errorMessage.slice(0, 2000) } : {}),
     };
     const bytes = this.#deps.encode(route.responseTopic, route.response, response, attributes);
     const sent = message.respond

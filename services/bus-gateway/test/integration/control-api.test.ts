@@ -266,13 +266,24 @@ describe('control API: only the owner drives it', () => {
     const bad = await post('/install', { component: 'toaster' });
     expect(bad.status).toBe(400);
 
-    await redisClient.lpush(
-      StateKeys.installHistory,
-      JSON.stringify({ version: '1.0.0', outcome: 'installed' }),
-    );
-    expect(await (await fetch(`${base}/history`, { headers: auth })).json()).toEqual({
-      history: [{ version: '1.0.0', outcome: 'installed' }],
+    // An install history entry as earlier versions wrote it reads as the installer's decision.
+    const old = { version: '1.0.0', outcome: 'installed', at: '2026-11-01T00:00:00.000Z' };
+    await redisClient.lpush(StateKeys.installHistory, JSON.stringify(old));
+    expect(await (await fetch(`${base}/history?service=installer`, { headers: auth })).json()).toEqual({
+      history: [{ ...old, kind: 'installed', service: 'installer' }],
     });
+    // The check is a decision too, with what it found; the filters narrow the merged history.
+    const all = (await (await fetch(`${base}/history`, { headers: auth })).json()).history;
+    expect(all[0]).toMatchObject({
+      service: 'checker',
+      kind: 'checked',
+      reason: expect.stringContaining('1.1.0 available'),
+    });
+    expect(all.at(-1)).toEqual({ ...old, kind: 'installed', service: 'installer' });
+    expect(
+      (await (await fetch(`${base}/history?kind=installed`, { headers: auth })).json()).history,
+    ).toHaveLength(1);
+    expect((await fetch(`${base}/history?since=yesterday`, { headers: auth })).status).toBe(400);
   });
 
   it('streams update events as server-sent events', async () => {

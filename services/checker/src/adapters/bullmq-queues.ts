@@ -3,7 +3,7 @@ import {
   type CheckResponse,
   checkJobSchema,
   type DownloadJob,
-  downloadJobId,
+  enqueueDownload,
   Queues,
 } from '@aico-update/shared';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
@@ -21,13 +21,7 @@ export class BullDownloadQueue implements DownloadQueue {
   }
 
   async enqueue(job: DownloadJob): Promise<void> {
-    await this.queue.add('download', job, {
-      jobId: downloadJobId(job.release),
-      attempts: 5,
-      backoff: { type: 'exponential', delay: 30_000 },
-      removeOnComplete: { age: 7 * 24 * 3600 },
-      removeOnFail: { age: 30 * 24 * 3600 },
-    });
+    await enqueueDownload(this.queue, job);
   }
 
   close(): Promise<void> {
@@ -57,6 +51,17 @@ export class CheckQueue {
         opts: { removeOnComplete: 100, removeOnFail: 100 },
       },
     );
+  }
+
+  /** Scheduled checks off (update.auto_check false): only requested checks run. */
+  async unschedule(): Promise<void> {
+    await this.queue.removeJobScheduler(SCHEDULER_ID);
+  }
+
+  /** The schedule the settings ask for: every check_interval hours, or none when auto_check is off. */
+  async follow(policy: { auto_check: boolean; check_interval: number }): Promise<void> {
+    if (policy.auto_check) await this.schedule(policy.check_interval);
+    else await this.unschedule();
   }
 
   /** A check right after start, shared by replicas that start together (same job id while it waits). */

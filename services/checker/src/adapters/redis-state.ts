@@ -1,4 +1,13 @@
-import { type CheckResponse, type Component, readLastCheck, StateKeys } from '@aico-update/shared';
+import {
+  type CheckResponse,
+  type Component,
+  type Decision,
+  type ReleaseHold,
+  readInstallerStatus,
+  readLastCheck,
+  recordDecision,
+  StateKeys,
+} from '@aico-update/shared';
 import type { Redis } from 'ioredis';
 import type { CheckState, InstalledVersions } from '../domain/ports.ts';
 
@@ -33,5 +42,13 @@ export class RedisCheckState implements CheckState, InstalledVersions {
 
   lastCheck(): Promise<CheckResponse | undefined> {
     return readLastCheck(this.#redis);
+  }
+
+  async holds(): Promise<ReleaseHold[]> {
+    return (await readInstallerStatus(this.#redis))?.holds ?? [];
+  }
+
+  async decide(entry: Omit<Decision, 'at' | 'service'>): Promise<void> {
+    await recordDecision(this.#redis, 'checker', entry);
   }
 }

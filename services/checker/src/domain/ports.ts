@@ -1,4 +1,12 @@
-import type { CheckResponse, Component, DownloadJob, EventSink, ReleaseManifest } from '@aico-update/shared';
+import type {
+  CheckResponse,
+  Component,
+  Decision,
+  DownloadJob,
+  EventSink,
+  ReleaseHold,
+  ReleaseManifest,
+} from '@aico-update/shared';
 
 export type { EventSink };
 
@@ -25,6 +33,10 @@ export interface CheckState {
   markAnnounced(release: { component: string; version: string }): Promise<boolean>;
   saveLastCheck(response: CheckResponse): Promise<void>;
   lastCheck(): Promise<CheckResponse | undefined>;
+  /** Releases the installer holds back (quarantined, skipped): its copy, shown and not offered. */
+  holds(): Promise<ReleaseHold[]>;
+  /** One of the checker's decisions, into the shared history. */
+  decide(entry: Omit<Decision, 'at' | 'service'>): Promise<void>;
 }
 
 export interface DownloadQueue {

@@ -3,6 +3,7 @@ import {
   type Component,
   type ComponentCheck,
   channelIncludes,
+  type ReleaseHold,
   type ReleaseRef,
   type UpdatePolicy,
 } from '@aico-update/shared';
@@ -13,27 +14,37 @@ export type ReleaseCandidate = ReleaseRef;
 
 /**
  * For each installed component: the newest release visible on the channel that is newer than what is
- * installed and can update from it (its min_from_version allows the installed version). A newer release
- * that cannot be reached directly is reported as `blocked`, so an operator sees why it is not offered.
+ * installed, can update from it (its min_from_version allows the installed version), and is neither
+ * quarantined (rolled back here) nor skipped by the user. A newer release that cannot be reached
+ * directly is reported as `blocked`, held ones as `held` with their reasons, so an operator sees why
+ * they are not offered. A newer good release supersedes a held one.
  */
 export function selectUpdates(
   installed: Readonly<Partial<Record<Component, string>>>,
   releases: readonly ReleaseCandidate[],
   channel: Channel,
+  holds: readonly ReleaseHold[] = [],
 ): ComponentCheck[] {
   const checks: ComponentCheck[] = [];
   for (const [component, version] of Object.entries(installed) as [Component, string][]) {
+    const holdOf = (r: ReleaseCandidate) =>
+      holds.find((h) => h.component === component && h.version === r.version);
     const newer = releases
       .filter((r) => r.component === component && channelIncludes(channel, r.channel))
       .filter((r) => semver.gt(r.version, version))
       .sort((a, b) => semver.rcompare(a.version, b.version));
-    const reachable = newer.find((r) => !r.min_from_version || semver.gte(version, r.min_from_version));
-    const newest = newer[0];
+    const open = newer.filter((r) => !holdOf(r));
+    const reachable = open.find((r) => !r.min_from_version || semver.gte(version, r.min_from_version));
+    const newest = open[0];
     const check: ComponentCheck = { component, installed: version };
     if (reachable) check.update = reachable;
     if (newest && newest !== reachable && newest.min_from_version) {
       check.blocked = { version: newest.version, min_from_version: newest.min_from_version };
     }
+    const held = newer
+      .filter((r) => !reachable || semver.gt(r.version, reachable.version))
+      .flatMap((r) => holdOf(r) ?? []);
+    if (held.length > 0) check.held = held;
     checks.push(check);
   }
   return checks;

@@ -48,8 +48,9 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
   let error: CheckFailure | undefined;
   try {
     const installed = await deps.installed.get();
+    const holds = await deps.state.holds();
     components = await deps.source.withReleases(async (releases, verifyManifest) => {
-      const checks = selectUpdates(installed, releases, policy.channel);
+      const checks = selectUpdates(installed, releases, policy.channel, holds);
       for (const check of checks) {
         if (!check.update) continue;
         const manifest = await verifyManifest(check.update);
@@ -102,6 +103,16 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
 
   await deps.state.saveLastCheck(response);
   await deps.events.publish(Topics.checkResponse, response, `check-${checkId}`);
+  await deps.state.decide(
+    error
+      ? {
+          kind: 'check_failed',
+          code: error.code,
+          reason: `${error.kind}: ${error.message}`,
+          check_id: checkId,
+        }
+      : { kind: 'checked', reason: describeCheck(response), check_id: checkId, trigger: job.reason },
+  );
   for (const check of updates) {
     const release = check.update!;
     const first = await deps.state.markAnnounced(release);
@@ -116,6 +127,14 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
     }
     const reason = downloadReason(release, policy);
     if (reason) await deps.downloads.enqueue({ v: 1, release, reason });
+    else if (first) {
+      await deps.state.decide({
+        kind: 'waiting_for_user',
+        component: release.component,
+        version: release.version,
+        reason: `${release.component} ${release.version} is available and update.auto_download is off: it waits until someone asks for its download (update.download.request)`,
+      });
+    }
     log.info(
       {
         component: release.component,
@@ -129,4 +148,21 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
   }
   if (!error && !updates.length) log.info('up to date');
   return response;
+}
+
+/** A check in one sentence, for the history: what each component has, and what is held back and why. */
+export function describeCheck(response: CheckResponse): string {
+  if (response.components.length === 0) return 'no installed component is known';
+  return response.components
+    .map((c) => {
+      const parts = [
+        c.update
+          ? `${c.component} ${c.installed} → ${c.update.version} available`
+          : `${c.component} ${c.installed} up to date`,
+      ];
+      if (c.blocked) parts.push(`${c.blocked.version} needs ${c.blocked.min_from_version} first`);
+      for (const h of c.held ?? []) parts.push(`${h.version} ${h.kind} (${h.reason})`);
+      return parts.join('; ');
+    })
+    .join('. ');
 }

@@ -1,4 +1,12 @@
-import type { CheckResponse, DownloadJob, ReleaseManifest, ReleaseRef, Topic } from '@aico-update/shared';
+import type {
+  CheckResponse,
+  Decision,
+  DownloadJob,
+  ReleaseHold,
+  ReleaseManifest,
+  ReleaseRef,
+  Topic,
+} from '@aico-update/shared';
 import type {
   CheckState,
   DownloadQueue,
@@ -73,6 +81,14 @@ export class FakeState implements CheckState {
   }
   async lastCheck() {
     return this.last;
+  }
+  heldBack: ReleaseHold[] = [];
+  decisions: Omit<Decision, 'at' | 'service'>[] = [];
+  async holds() {
+    return this.heldBack;
+  }
+  async decide(entry: Omit<Decision, 'at' | 'service'>) {
+    this.decisions.push(entry);
   }
 }
 

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import {
   AppError,
+  type Decision,
   type DownloadComplete,
   type DownloadJob,
   type DownloadProgress,
@@ -38,6 +39,8 @@ export interface DownloadDeps {
   enqueueInstall: (job: InstallJob) => Promise<void>;
   metrics: DownloaderMetrics;
   logger: Logger;
+  /** One of the downloader's decisions, into the shared history. */
+  decide: (entry: Omit<Decision, 'at' | 'service'>) => Promise<void>;
   parallelFiles: number;
   headroomBytes: number;
   progressIntervalMs: number;
@@ -149,6 +152,22 @@ export async function downloadRelease(
       complete,
       `download-complete-${release.component}-${release.version}`,
     );
+    if (result.outcome === 'completed' || reason) {
+      await deps.decide({
+        kind: 'downloaded',
+        component: release.component,
+        version: release.version,
+        reason: `${result.outcome === 'completed' ? `downloaded and verified ${mib(result.bytes_fetched)} (${mib(result.bytes_reused)} already cached)` : 'already downloaded and verified'}; ${reason ? `install queued (${reason === 'critical' ? 'a critical release, update.critical_install' : 'update.auto_install'})` : 'the install waits'}`,
+      });
+    }
+    if (!reason && result.outcome === 'completed') {
+      await deps.decide({
+        kind: 'waiting_for_user',
+        component: release.component,
+        version: release.version,
+        reason: `${release.component} ${release.version} is downloaded; ${release.critical ? 'update.critical_install' : 'update.auto_install'} is off, so it waits until someone asks for its install (update.install.request)`,
+      });
+    }
     deps.metrics.downloads.inc({ outcome: result.outcome });
     if (result.outcome === 'completed') deps.metrics.duration.observe((performance.now() - started) / 1000);
     await refreshCacheGauges(deps);

@@ -16,6 +16,8 @@ export interface BackupEntry {
   /** The tar, relative to the backup folder. */
   file: string;
   bytes: number;
+  /** Of the tar, so a restore refuses one cut short (backups before this was recorded have none). */
+  sha256?: string;
 }
 
 export interface HookEntry {
@@ -25,6 +27,7 @@ export interface HookEntry {
   restore: string[];
   file: string;
   bytes: number;
+  sha256?: string;
 }
 
 export interface Backup {

@@ -1,5 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -263,19 +264,69 @@ export class DockerRuntime implements ContainerRuntime {
     await fsyncFile(file); // on disk before the backup is declared whole
   }
 
+  /**
+   * Restores archived paths into a (stopped) container without ever leaving them half-restored: each
+   * archive is extracted into a staging folder inside its path, and only when every one is complete are
+   * the live contents moved aside and the staged ones moved in (renames on the same volume), then the old
+   * removed. A failing extraction removes the staging folders: the live data stays as it was.
+   */
   async unarchive(container: string, entries: { path: string; file: string }[]): Promise<void> {
     const info = await this.docker.getContainer(container).inspect();
-    // A helper from the container's own image, with its mounts, empties the paths: the archive API
-    // can add and overwrite files but not remove the ones the newer version created.
+    const stamp = randomBytes(4).toString('hex');
+    const staging = (path: string) => `${path.replace(/\/+$/, '')}/.aico-restore-${stamp}`;
+    const paths = entries.map((e) => e.path);
+    await this.#helper(
+      info,
+      'mkdir',
+      `for p do mkdir -p -- "$p/.aico-restore-${stamp}" || exit 1; done`,
+      paths,
+    );
+    try {
+      for (const entry of entries) {
+        await this.docker
+          .getContainer(info.Id)
+          .putArchive(entry.file, { path: staging(entry.path), noOverwriteDirNonDir: 'false' });
+      }
+    } catch (error) {
+      await this.#helper(info, 'clean', `for p do rm -rf -- "$p/.aico-restore-${stamp}"; done`, paths).catch(
+        () => undefined,
+      );
+      throw new AppError(
+        'RESTORE_FAILED',
+        `extracting the backup into ${container} failed (${(error as Error).message}); its data was not touched`,
+        { cause: error },
+      );
+    }
+    // The archive of /var/lib/aico holds `aico/…`: its top folder's contents are what goes back.
+    const swapIn = [
+      'set -e',
+      'while [ $# -gt 0 ]; do',
+      `  p=$1; b=$2; shift 2; s="$p/.aico-restore-${stamp}"; o="$p/.aico-old-${stamp}"`,
+      '  mkdir -p -- "$o"',
+      `  find "$p" -mindepth 1 -maxdepth 1 ! -name ".aico-restore-${stamp}" ! -name ".aico-old-${stamp}" -exec mv -- {} "$o"/ \\;`,
+      '  find "$s/$b" -mindepth 1 -maxdepth 1 -exec mv -- {} "$p"/ \\;',
+      '  rm -rf -- "$o" "$s"',
+      'done',
+    ].join('\n');
+    await this.#helper(
+      info,
+      'swap-in',
+      swapIn,
+      entries.flatMap((e) => [e.path, basename(e.path.replace(/\/+$/, ''))]),
+    );
+  }
+
+  /** Runs a shell script in a throwaway container of the container's own image, with its volumes. */
+  async #helper(
+    info: Docker.ContainerInspectInfo,
+    what: string,
+    script: string,
+    args: string[],
+  ): Promise<void> {
     const helper = await this.docker.createContainer({
       Image: info.Image,
-      Entrypoint: [
-        '/bin/sh',
-        '-c',
-        'for p do rm -rf -- "$p"/* "$p"/.[!.]* "$p"/..?* || exit 1; done',
-        'clear',
-      ],
-      Cmd: entries.map((e) => e.path),
+      Entrypoint: ['/bin/sh', '-c', script, what],
+      Cmd: args,
       User: '0:0',
       NetworkDisabled: true,
       Tty: true,
@@ -289,16 +340,11 @@ export class DockerRuntime implements ContainerRuntime {
         const logs = (await helper.logs({ stdout: true, stderr: true })).toString().trim();
         throw new AppError(
           'RESTORE_FAILED',
-          `could not empty ${entries.map((e) => e.path).join(', ')} in ${container} before the restore (exit ${StatusCode}: ${logs.slice(-300)}); its image needs /bin/sh and rm`,
+          `the restore helper (${what}) in ${info.Name.replace(/^\//, '')} exited with ${StatusCode}: ${logs.slice(-300)} (its image needs /bin/sh, find, mv and rm)`,
         );
       }
     } finally {
       await helper.remove({ force: true }).catch(() => undefined);
-    }
-    for (const entry of entries) {
-      await this.docker
-        .getContainer(info.Id)
-        .putArchive(entry.file, { path: dirname(entry.path), noOverwriteDirNonDir: 'false' });
     }
   }
 

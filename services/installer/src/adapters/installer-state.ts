@@ -41,6 +41,8 @@ const stateSchema = z.object({
   v: z.literal(1),
   installed: z.partialRecord(z.enum(COMPONENTS), installedSchema).default({}),
   last_install: z.partialRecord(z.enum(COMPONENTS), lastInstallSchema).default({}),
+  /** Per service, the downtimes of its last swaps in seconds (newest last): what a dry run expects. */
+  downtime: z.record(serviceName, z.array(z.number().nonnegative())).default({}),
 });
 type State = z.infer<typeof stateSchema>;
 type Component = (typeof COMPONENTS)[number];
@@ -78,12 +80,23 @@ export class InstallerState {
     await this.#write(state);
   }
 
+  /** Remembers how long a swap of a service took from stop to healthy (the last 5 are kept). */
+  async recordDowntime(service: string, seconds: number): Promise<void> {
+    const state = await this.#read();
+    state.downtime[service] = [...(state.downtime[service] ?? []), seconds].slice(-5);
+    await this.#write(state);
+  }
+
+  async downtimes(): Promise<Record<string, number[]>> {
+    return (await this.#read()).downtime;
+  }
+
   async #read(): Promise<State> {
     let text: string;
     try {
       text = await readFile(this.#file, 'utf8');
     } catch (error) {
-      if (hasCode(error, 'ENOENT')) return { v: 1, installed: {}, last_install: {} };
+      if (hasCode(error, 'ENOENT')) return { v: 1, installed: {}, last_install: {}, downtime: {} };
       throw error;
     }
     const parsed = stateSchema.safeParse(parseJsonOrUndefined(text));
@@ -93,7 +106,7 @@ export class InstallerState {
         { file: this.#file, issues: parsed.error.issues },
         'the installer state is not valid; ignoring it',
       );
-      return { v: 1, installed: {}, last_install: {} };
+      return { v: 1, installed: {}, last_install: {}, downtime: {} };
     }
     return parsed.data;
   }

@@ -57,11 +57,13 @@ export class JobSeal {
 
   #check(
     fields: unknown[],
-    job: { mac?: string | undefined; issued_at?: string | undefined },
+    job: { mac?: string | undefined; issued_at?: string | undefined; scheduled_for?: string | undefined },
     now: Date,
   ): boolean {
     if (!job.mac || !job.issued_at) return false;
-    const age = now.getTime() - Date.parse(job.issued_at);
+    // A scheduled install is honoured from its time on: its seal ages from then.
+    const from = Math.max(Date.parse(job.issued_at), Date.parse(job.scheduled_for ?? '') || 0);
+    const age = now.getTime() - from;
     if (!(age >= -60_000 && age <= SEAL_LIFETIME_MS)) return false;
     const expected = Buffer.from(this.#mac(fields), 'hex');
     const given = Buffer.from(job.mac, 'hex');
@@ -81,6 +83,7 @@ const installFields = (job: InstallJob) => [
   job.reason,
   job.auto_restart ?? null,
   job.allow_downgrade ?? false,
+  job.scheduled_for ?? null,
   job.issued_at ?? null,
 ];
 
@@ -88,6 +91,7 @@ const rollbackFields = (job: RollbackJob) => [
   'rollback',
   job.component,
   job.backup_id ?? null,
+  job.keep_data ?? false,
   job.source ?? null,
   job.issued_at ?? null,
 ];

@@ -64,7 +64,7 @@ export class PlanError extends Error {
 
 /**
  * Services whose image changes get: a disk check, a health check of what runs now, load (all before
- * anything stops), the data backup, the prepare signal, then per service swap → health gate, and
+ * anything stops), the prepare signal, the data backup, then per service swap → health gate, and
  * commits only once every service passed (a later failure can still roll back the earlier ones).
  * Services already on the target image are left alone.
  */
@@ -103,12 +103,13 @@ export function planInstall(
   ];
   if (options.stageOnly) return staging;
   const backedUp = services.filter((s) => options.backupServices?.includes(s));
+  // The backup comes after the prepare signal: what a component writes while it delays the update is in it.
   return [
     ...staging,
+    { kind: 'prepare', service: ALL_SERVICES, services },
     ...(backedUp.length > 0 || options.backupHooks
       ? [{ kind: 'backup', service: ALL_SERVICES, services: backedUp } as const]
       : []),
-    { kind: 'prepare', service: ALL_SERVICES, services },
     ...todo.flatMap(({ image, current }): InstallStep[] => [
       {
         kind: 'swap',

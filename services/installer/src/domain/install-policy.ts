@@ -2,6 +2,8 @@ import {
   type Channel,
   channelIncludes,
   type InstallReason,
+  type PausedComponent,
+  type ReleaseHold,
   type ReleaseRef,
   type UpdatePolicy,
 } from '@aico-update/shared';
@@ -36,6 +38,10 @@ export interface DecisionInput {
   /** The operator asked explicitly for a release older than (or not reachable from) the installed one. */
   allowDowngrade: boolean;
   policy: Pick<UpdatePolicy, 'auto_install' | 'critical_install'> & { channel: Channel };
+  /** The release is quarantined or skipped (only an operator's request installs it). */
+  hold?: ReleaseHold | undefined;
+  /** The circuit breaker paused automatic installs of the component. */
+  paused?: PausedComponent | undefined;
 }
 
 export function decideInstall(input: DecisionInput): InstallDecision {
@@ -53,6 +59,22 @@ export function decideInstall(input: DecisionInput): InstallDecision {
       allowed: false,
       code: 'NOT_AUTHORIZED',
       message: `an install of ${name} that no operator asked for, and the policy does not install it by itself (${release.critical ? 'update.critical_install' : 'update.auto_install'} is false; the signed release is ${release.critical ? '' : 'not '}critical). Ask with update.install.request. Nothing was changed`,
+    };
+  }
+  if (!operator && input.hold) {
+    const { hold } = input;
+    return {
+      allowed: false,
+      code: hold.kind === 'quarantined' ? 'QUARANTINED' : 'SKIPPED',
+      message: `${name} is ${hold.kind === 'quarantined' ? `quarantined since ${hold.at}: ${hold.reason}` : `skipped (${hold.reason})`}; it is not installed automatically. An operator's install request naming ${release.version} installs it. Nothing was changed`,
+    };
+  }
+  if (!operator && input.paused) {
+    const { paused } = input;
+    return {
+      allowed: false,
+      code: 'CIRCUIT_OPEN',
+      message: `automatic installs of ${release.component} are paused since ${paused.since} after ${paused.failures} failed automatic installs (${paused.reason}); resume them (update.install.resume) or install ${release.version} on request. Nothing was changed`,
     };
   }
   if (!operator && !channelIncludes(policy.channel, release.channel)) {

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { AppError } from '@aico-update/shared';
+import { AppError, hashFile } from '@aico-update/shared';
 import type { Backup, BackupEntry, BackupStore, HookEntry } from '../adapters/backup-store.ts';
 import type { ContainerRuntime } from '../domain/ports.ts';
 
@@ -51,7 +51,15 @@ export async function takeBackup(
           }
           const file = `hook-${index}.tar`;
           await runtime.archive(hook.container, hook.file, join(folder, file));
-          hooks.push({ container: hook.container, path: hook.file, restore: hook.restore, file, bytes: 0 });
+          const { length, sha256 } = await hashFile(join(folder, file));
+          hooks.push({
+            container: hook.container,
+            path: hook.file,
+            restore: hook.restore,
+            file,
+            bytes: length,
+            sha256,
+          });
         }
         const entries: BackupEntry[] = [];
         for (const [service, container] of Object.entries(what.containers)) {
@@ -65,7 +73,8 @@ export async function takeBackup(
             }
             const file = `${service}-${index}.tar`;
             await runtime.archive(container, path, join(folder, file));
-            entries.push({ service, path, file, bytes: 0 });
+            const { length, sha256 } = await hashFile(join(folder, file));
+            entries.push({ service, path, file, bytes: length, sha256 });
           }
         }
         return { entries, hooks };
@@ -86,7 +95,11 @@ export async function takeBackup(
   }
 }
 
-/** Puts a service's backed-up paths back into its (stopped) container: emptied first, then extracted. */
+/**
+ * Puts a service's backed-up paths back into its (stopped) container. Each archive must hash to what
+ * the backup recorded (a file cut short or changed is refused before anything is touched); the runtime
+ * extracts into a staging folder and swaps it in whole.
+ */
 export async function restoreServiceData(
   runtime: ContainerRuntime,
   store: BackupStore,
@@ -94,12 +107,31 @@ export async function restoreServiceData(
   service: string,
   container: string,
 ): Promise<boolean> {
-  const entries = backup.entries
-    .filter((e) => e.service === service)
-    .map((e) => ({ path: e.path, file: join(store.folder(backup.id), e.file) }));
+  const entries = backup.entries.filter((e) => e.service === service);
   if (entries.length === 0) return false;
-  await runtime.unarchive(container, entries);
+  for (const entry of entries) await verifyArchive(store, backup, entry);
+  await runtime.unarchive(
+    container,
+    entries.map((e) => ({ path: e.path, file: join(store.folder(backup.id), e.file) })),
+  );
   return true;
+}
+
+/** A backup's archive is whole: its length and sha256 are the ones recorded when it was taken. */
+async function verifyArchive(
+  store: BackupStore,
+  backup: Backup,
+  entry: BackupEntry | HookEntry,
+): Promise<void> {
+  if (!entry.sha256) return; // backups taken before archives were hashed
+  const file = join(store.folder(backup.id), entry.file);
+  const found = await hashFile(file).catch((error: Error) => ({ length: -1, sha256: error.message }));
+  if (found.length !== entry.bytes || found.sha256 !== entry.sha256) {
+    throw new AppError(
+      'BACKUP_DAMAGED',
+      `${file} of backup ${backup.id} is not the archive that was taken (${found.length < 0 ? found.sha256 : `${found.length} bytes, ${entry.bytes} recorded`}): cut short or changed. Nothing was restored from it`,
+    );
+  }
 }
 
 /** Runs the hooks' restores (after the services are back): the dump file first, then its command. */
@@ -108,6 +140,7 @@ export async function restoreHooks(
   store: BackupStore,
   backup: Backup,
 ): Promise<void> {
+  for (const hook of backup.hooks) await verifyArchive(store, backup, hook);
   for (const hook of backup.hooks) {
     await runtime.putFile(hook.container, hook.path, join(store.folder(backup.id), hook.file));
     const result = await runtime.exec(hook.container, hook.restore);

@@ -1,15 +1,21 @@
-import { type EventSink, type ReleasePointer, StateKeys, Topics } from '@aico-update/shared';
+import {
+  type DecisionKind,
+  type EventSink,
+  type ReleasePointer,
+  recordDecision,
+  StateKeys,
+  Topics,
+} from '@aico-update/shared';
 import type { Redis } from 'ioredis';
 import type { InstallOrder } from '../domain/install-policy.ts';
 import { type InstallerMetrics, showInstalledVersion } from '../metrics.ts';
 
 /*
- * The install history (Redis, newest first, for status pages and the control API) and the events and
+ * The installer's decisions (the shared history of decisions, see decisions.ts) and the events and
  * metrics every finished install, rollback or refusal produces.
  */
 
 export const HISTORY_KEY = StateKeys.installHistory;
-const HISTORY_LENGTH = 1000;
 
 type HistoryDeps = { redis: Redis; events: EventSink; metrics: InstallerMetrics };
 
@@ -29,16 +35,12 @@ export async function record(
     await deps.redis.hset(StateKeys.installed, release.component, release.version);
     showInstalledVersion(deps.metrics, release.component, release.version);
   }
-  const entry = {
-    component: release.component,
-    version: release.version,
+  await decide(deps, outcome as DecisionKind, release, {
     outcome,
-    reason,
-    backup_id: backupId,
+    ...(reason ? { reason } : {}),
+    ...(backupId ? { backup_id: backupId } : {}),
     duration_ms: durationMs,
-    at: new Date().toISOString(),
-  };
-  await pushHistory(deps, entry);
+  });
   await deps.events.publish(Topics.installComplete, {
     v: 1,
     release,
@@ -61,16 +63,7 @@ export async function recordRefusal(
   message: string,
 ): Promise<void> {
   deps.metrics.installs.inc({ component: release.component, outcome: 'refused' });
-  const entry = {
-    component: release.component,
-    version: release.version,
-    outcome: 'refused',
-    code,
-    reason: message,
-    duration_ms: 0,
-    at: new Date().toISOString(),
-  };
-  await pushHistory(deps, entry);
+  await decide(deps, 'refused', release, { outcome: 'refused', code, reason: message, duration_ms: 0 });
   await deps.events.publish(Topics.installComplete, {
     v: 1,
     release,
@@ -82,8 +75,17 @@ export async function recordRefusal(
   });
 }
 
-/** Newest first, the newest HISTORY_LENGTH kept. */
-async function pushHistory(deps: HistoryDeps, entry: Record<string, unknown>): Promise<void> {
-  await deps.redis.lpush(HISTORY_KEY, JSON.stringify(entry));
-  await deps.redis.ltrim(HISTORY_KEY, 0, HISTORY_LENGTH - 1);
+/** One of the installer's decisions about a release, in the shared history. */
+export async function decide(
+  deps: Pick<HistoryDeps, 'redis'>,
+  kind: DecisionKind,
+  release: { component: string; version?: string },
+  details: { reason?: string; code?: string } & Record<string, unknown> = {},
+): Promise<void> {
+  await recordDecision(deps.redis, 'installer', {
+    kind,
+    component: release.component,
+    ...(release.version ? { version: release.version } : {}),
+    ...details,
+  });
 }

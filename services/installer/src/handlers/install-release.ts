@@ -10,13 +10,16 @@ import {
   Topics,
   type UpdatePolicy,
 } from '@aico-update/shared';
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BackupStore } from '../adapters/backup-store.ts';
 import type { InstallerState } from '../adapters/installer-state.ts';
 import type { JobSeal } from '../adapters/job-seal.ts';
 import type { Journal, JournalStore } from '../adapters/journal.ts';
 import type { PrepareSignal } from '../adapters/prepare-signal.ts';
+import type { ReleaseHolds } from '../adapters/release-holds.ts';
 import type { ReleaseTrust } from '../adapters/release-trust.ts';
+import type { SettingsStore } from '../adapters/settings-store.ts';
 import { InstallFailed } from '../domain/install-failed.ts';
 import { planInstall, type RunningService } from '../domain/install-plan.ts';
 import { decideInstall, type InstallOrder } from '../domain/install-policy.ts';
@@ -51,13 +54,23 @@ export interface InstallDeps {
   backupKeep: number;
   data: DataDeclaration;
   prepare: PrepareSignal;
+  prepareTimeoutMs: number;
+  prepareMaxDelayMs: number;
   /** The installer's own verification of releases (its own TUF state, the mirror in the cache). */
   trust: ReleaseTrust;
   /** Seals the jobs an operator's request queues, and tells them from anything else in the queue. */
   seal: JobSeal;
   /** What the installer installed, on its own volume. */
   state: InstallerState;
+  /** The policy in force: the configuration overlaid by the user's settings (`settings.live.policy`). */
   policy: UpdatePolicy;
+  settings: SettingsStore;
+  /** Quarantined and skipped releases, and the circuit breaker. */
+  holds: ReleaseHolds;
+  /** The install queue (schedules live there). */
+  queue: Queue;
+  /** Where update.preferred_time is, and how long automatic installs may start after it. */
+  window: { timezone: string; minutes: number };
   /** Installed versions from the configuration, for components the installer has not installed yet. */
   installedSeed: Readonly<Record<string, string>>;
 }
@@ -101,13 +114,17 @@ export async function authorizeInstall(deps: InstallDeps, job: InstallJob): Prom
       operator,
       allowDowngrade: operator && job.allow_downgrade === true,
       policy: deps.policy,
+      hold: await deps.holds.holdOf(release),
+      paused: await deps.holds.pausedOf(release.component),
     });
     if (!decision.allowed) throw new InstallFailed(decision.code, decision.message, false);
+    // update.allow_restart off: what installs by itself is only staged; an operator applies it.
+    const stageOnly = job.auto_restart === false || (!operator && !deps.policy.allow_restart);
     const order: InstallOrder = {
       v: 1,
       release,
       reason: decision.reason,
-      ...(job.auto_restart === false ? { auto_restart: false } : {}),
+      ...(stageOnly ? { auto_restart: false } : {}),
     };
     return { order, manifest, installed };
   } catch (error) {
@@ -187,7 +204,7 @@ export async function runInstall(deps: InstallDeps, authorized: AuthorizedInstal
   };
 }
 
-async function runningServices(
+export async function runningServices(
   deps: InstallDeps,
   manifest: ReleaseManifest,
   release: ReleaseRef,

@@ -10,6 +10,7 @@ import { type InstallStep, previousName, type StepKind } from '../domain/install
 import { showInstalledVersion } from '../metrics.ts';
 import { restoreHooks, restoreServiceData, takeBackup } from './data-backup.ts';
 import { record } from './history.ts';
+import { countAutomaticFailure, publishInstallerStatus, quarantine } from './holds.ts';
 import type { InstallDeps } from './install-release.ts';
 
 /*
@@ -51,6 +52,11 @@ export async function execute(deps: InstallDeps, journal: Journal, what: string)
     await record(deps, journal.job, outcome, Date.now() - started, reason);
     await deps.journal.clear();
     log.error({ err: error, rolled_back: restored }, `${what} failed: ${reason}`);
+    if (journal.kind === 'install') {
+      // The release ran here and failed: it is not offered or installed by itself again.
+      if (journal.swaps.length > 0) await quarantine(deps, release, code, reason);
+      if (journal.job.reason !== 'request') await countAutomaticFailure(deps, release, reason);
+    }
     throw new InstallFailed(code, reason, journal.swaps.length > 0, { cause: error });
   }
   if (journal.job.auto_restart === false) return;
@@ -103,6 +109,9 @@ export async function finish(
     last,
   );
   await record(deps, journal.job, 'installed', durationMs, reason, journal.backup_id);
+  // A quarantined release retried by an operator, and older holds of the component, are settled.
+  await deps.holds.installed(journal.job.release);
+  await publishInstallerStatus(deps);
 }
 
 type Executors = { [K in StepKind]: (step: Extract<InstallStep, { kind: K }>) => Promise<void> };
@@ -176,14 +185,19 @@ function executorsFor(deps: InstallDeps, journal: Journal, log: Logger): Executo
       log.info({ ...outcome }, 'components prepared');
     },
     'restore-data': async (step) => {
+      const backup = await backupOf(step.backupId);
       await deps.runtime.stop(step.container);
-      await restoreServiceData(
-        deps.runtime,
-        deps.backups,
-        await backupOf(step.backupId),
-        step.service,
-        step.container,
-      );
+      try {
+        await restoreServiceData(deps.runtime, deps.backups, backup, step.service, step.container);
+      } catch (error) {
+        // The restore extracts into a staging folder first: the live data is untouched. Run on it again.
+        await deps.runtime.ensureRunning(step.container);
+        throw new AppError(
+          'RESTORE_FAILED',
+          `restoring the data of ${step.container} from backup ${backup.id} failed: ${(error as Error).message}. Its data was left as it was and it runs again on it`,
+          { cause: error },
+        );
+      }
     },
     'restore-hooks': async (step) => restoreHooks(deps.runtime, deps.backups, await backupOf(step.backupId)),
     swap: async (step) => {
@@ -226,11 +240,11 @@ function executorsFor(deps: InstallDeps, journal: Journal, log: Logger): Executo
         );
       }
       const stoppedAt = stoppedAtByService.get(step.service);
-      if (stoppedAt && verdict.healthyAt)
-        deps.metrics.downtime.observe(
-          { target_service: step.service },
-          Math.max(0, verdict.healthyAt - stoppedAt) / 1000,
-        );
+      if (stoppedAt && verdict.healthyAt) {
+        const seconds = Math.max(0, verdict.healthyAt - stoppedAt) / 1000;
+        deps.metrics.downtime.observe({ target_service: step.service }, seconds);
+        await deps.state.recordDowntime(step.service, seconds);
+      }
     },
     commit: (step) => deps.runtime.remove(previousName(step.container)),
   };

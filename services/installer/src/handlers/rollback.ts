@@ -28,18 +28,7 @@ export async function rollbackLastInstall(
       false,
     );
   }
-  let backup: Backup | undefined;
-  if (request.backup_id) {
-    backup = await deps.backups.read(request.backup_id);
-    if (!backup || backup.component !== request.component) {
-      const known = (await deps.backups.list()).map((b) => b.id);
-      throw new InstallFailed(
-        'BACKUP_NOT_FOUND',
-        `backup ${request.backup_id} of ${request.component} does not exist; known backups: ${known.join(', ') || 'none'}`,
-        false,
-      );
-    }
-  }
+  const backup = await backupToRestore(deps, request, last);
   const running: RunningService[] = [];
   for (const previous of last.services) {
     if (deps.services[previous.service] !== previous.container) {
@@ -81,7 +70,7 @@ export async function rollbackLastInstall(
     from_version: last.release.version,
     target_version: last.from_version,
     images: Object.fromEntries(last.services.map((s) => [s.service, s.imageId])),
-    reason: `operator request${request.source ? ` from ${request.source}` : ''}${backup ? `, data restored from ${backup.id}` : ''}`,
+    reason: `operator request${request.source ? ` from ${request.source}` : ''}${backup ? `, data restored from ${backup.id}` : ', data kept as it was'}`,
     started_at: new Date(started).toISOString(),
     steps: plan.map((step) => ({ ...step, status: 'pending' as const })),
     swaps: [],
@@ -91,7 +80,47 @@ export async function rollbackLastInstall(
     journal,
     `rolling back ${last.release.component} ${last.release.version} to ${last.from_version}`,
   );
-  return { outcome: 'rolled_back', services: journal.swaps.map((s) => s.service) };
+  return {
+    outcome: 'rolled_back',
+    services: journal.swaps.map((s) => s.service),
+    ...(backup ? { backup_id: backup.id } : {}),
+  };
+}
+
+/**
+ * The backup a rollback restores: the one named, else the one the undone install took; none with
+ * keep_data. A named backup must be of the component and of the version the rollback returns to (data
+ * of another version would be a downgrade the old version cannot read).
+ */
+async function backupToRestore(
+  deps: InstallDeps,
+  request: RollbackRequest,
+  last: NonNullable<Awaited<ReturnType<InstallDeps['state']['lastInstall']>>>,
+): Promise<Backup | undefined> {
+  if (request.keep_data) return undefined;
+  const id = request.backup_id ?? last.backup_id;
+  if (!id) return undefined;
+  const backup = await deps.backups.read(id);
+  const listKnown = async () =>
+    (await deps.backups.list())
+      .filter((b) => b.component === request.component)
+      .map((b) => `${b.id} (of ${b.from_version})`)
+      .join(', ') || 'none';
+  if (!backup || backup.component !== request.component) {
+    throw new InstallFailed(
+      'BACKUP_NOT_FOUND',
+      `backup ${id} of ${request.component} does not exist${request.backup_id ? '' : ' (the one the last install took)'}; known backups: ${await listKnown()}. Roll back with keep_data to restore only the containers. Nothing was changed`,
+      false,
+    );
+  }
+  if (last.from_version && backup.from_version !== last.from_version) {
+    throw new InstallFailed(
+      'BACKUP_NOT_FOR_VERSION',
+      `backup ${id} holds the data of ${request.component} ${backup.from_version}, and the rollback returns to ${last.from_version}; name a backup of ${last.from_version} (known: ${await listKnown()}). Nothing was changed`,
+      false,
+    );
+  }
+  return backup;
 }
 
 /**

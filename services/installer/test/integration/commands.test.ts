@@ -27,7 +27,7 @@ import { HISTORY_KEY, installRelease } from '../../src/handlers/install-release.
 import { type RunningInstaller, startInstaller } from '../../src/main.ts';
 import { SampleDeployment } from '../support/deployment.ts';
 import { testInstallDeps } from '../support/deps.ts';
-import { markDownloaded, publisherFor, stageRelease } from '../support/stage.ts';
+import { lastOutcome, markDownloaded, publisherFor, stageRelease } from '../support/stage.ts';
 
 /*
  * The installer as operators drive it: install and rollback commands over NATS (what the bus gateway
@@ -146,7 +146,7 @@ describe('installer commands over NATS', () => {
       expect(await deployment.version()).toBe('1.0.0');
       expect(await deployment.exec(deployment.name, 'ls /data')).not.toContain('written-by-1.1.0');
       expect(await redisClient.hget(StateKeys.installed, 'backend')).toBe('1.0.0');
-      expect(JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string)).toMatchObject({
+      expect(await lastOutcome(redisClient)).toMatchObject({
         version: '1.1.0',
         outcome: 'rolled_back',
         reason: expect.stringMatching(/operator request from test, data restored from backend-1\.0\.0-/),

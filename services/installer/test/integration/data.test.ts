@@ -15,7 +15,7 @@ import { DockerRuntime } from '../../src/adapters/docker-runtime.ts';
 import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
 import { SampleDeployment } from '../support/deployment.ts';
 import { testInstallDeps } from '../support/deps.ts';
-import { stageRelease } from '../support/stage.ts';
+import { lastOutcome, stageRelease } from '../support/stage.ts';
 
 /*
  * Data backups on the real Docker Engine: the declared volume path and a hook (a "database dump" run
@@ -108,7 +108,7 @@ describe('data backup and restore', () => {
     expect(await deployment.exec(deployment.name, 'cat /data/user.db')).toBe('precious');
     expect(await deployment.exec(deployment.name, 'cat /data/log')).toBe('started 1.0.0\nstarted 1.0.0');
     expect(await deployment.exec(db, 'cat /var/db/state')).toBe('schema-1');
-    const entry = JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string);
+    const entry = await lastOutcome(redisClient);
     expect(entry).toMatchObject({ version: '1.1.0', outcome: 'rolled_back' });
     const backups = await deps.backups.list();
     expect(backups).toHaveLength(1);

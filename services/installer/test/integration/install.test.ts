@@ -19,7 +19,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { DockerRuntime, PREVIOUS_SUFFIX } from '../../src/adapters/docker-runtime.ts';
 import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
 import { testInstallDeps } from '../support/deps.ts';
-import { publisherFor, stageRelease } from '../support/stage.ts';
+import { lastOutcome, publisherFor, stageRelease } from '../support/stage.ts';
 
 /* The installer against the real Docker Engine, with sample busybox "AICO backend" images. */
 
@@ -170,7 +170,7 @@ describe('installer on the real Docker Engine', () => {
     const events = (id: string, event: string) => engineEventTime(id, event, since);
     expect(await events(before.Id, 'die')).toBeLessThan(await events(after.Id, 'start'));
     expect(await docker('ps', '-aq', '--filter', `id=${before.Id}`)).toBe('');
-    const installs = JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string);
+    const installs = await lastOutcome(redisClient);
     expect(installs).toMatchObject({ version: '1.1.0', outcome: 'installed' });
     expect(await health(name)).toMatchObject({ version: '1.1.0' });
     expect(after.State.Health.Status).toBe('healthy');
@@ -231,7 +231,7 @@ describe('installer on the real Docker Engine', () => {
       expect(await registry.metrics()).toMatch(
         /aico_update_rollbacks_total\{component="backend",reason="HEALTH_GATE_FAILED",service="installer-test"\} 1/,
       );
-      expect(JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string)).toMatchObject({
+      expect(await lastOutcome(redisClient)).toMatchObject({
         version: '1.2.0',
         outcome: 'rolled_back',
       });
@@ -288,9 +288,12 @@ describe('installer on the real Docker Engine', () => {
       expect((await queue.getJob(second.id as string))?.attemptsMade).toBe(1);
       expect((await inspect(name)).Image).toBe(good.id);
       const status = await (await fetch(`http://127.0.0.1:${installer.port}/status`)).json();
+      // The rolled-back release is quarantined: not installed by itself again, reported with its reason.
       expect(status).toMatchObject({
         installed: { backend: '1.1.0' },
+        holds: [{ version: '1.2.0', kind: 'quarantined', code: 'HEALTH_GATE_FAILED' }],
         history: [
+          { version: '1.2.0', kind: 'quarantined', code: 'HEALTH_GATE_FAILED' },
           { version: '1.2.0', outcome: 'rolled_back' },
           { version: '1.1.0', outcome: 'installed' },
         ],

@@ -27,7 +27,14 @@ import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/i
 import { IntegrityWatch } from '../../src/handlers/integrity.ts';
 import { SampleDeployment } from '../support/deployment.ts';
 import { testInstallDeps } from '../support/deps.ts';
-import { markDownloaded, publisherFor, type StagedJob, stageRelease, syncCache } from '../support/stage.ts';
+import {
+  lastOutcome,
+  markDownloaded,
+  publisherFor,
+  type StagedJob,
+  stageRelease,
+  syncCache,
+} from '../support/stage.ts';
 
 /*
  * The installer keeps its own trust: a compromised downloader (or anything that can write Redis or the
@@ -145,7 +152,7 @@ describe('a compromised downloader cannot get anything installed', () => {
     expect(error).toMatchObject({ code: 'MANIFEST_NOT_SIGNED', rolledBack: false });
     expect(await engineState()).toEqual(before);
     expect(await imageLoaded(imageId)).toBe(false);
-    expect(JSON.parse((await redisClient.lindex(HISTORY_KEY, 0)) as string)).toMatchObject({
+    expect(await lastOutcome(redisClient)).toMatchObject({
       version: '1.1.0',
       outcome: 'refused',
       code: 'MANIFEST_NOT_SIGNED',

@@ -117,3 +117,12 @@ export async function markDownloaded(redis: Redis, job: StagedJob): Promise<void
   };
   await redis.hset(StateKeys.downloaded, `${job.ref.component}@${job.ref.version}`, JSON.stringify(record));
 }
+
+/** The newest install, rollback or refusal in the installer's history (other decisions are skipped). */
+export async function lastOutcome(redis: Redis): Promise<Record<string, unknown>> {
+  for (const raw of await redis.lrange(StateKeys.installHistory, 0, 50)) {
+    const entry = JSON.parse(raw) as Record<string, unknown>;
+    if (entry.outcome) return entry;
+  }
+  throw new Error('no install outcome in the history');
+}
