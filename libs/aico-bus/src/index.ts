@@ -1,4 +1,10 @@
-export { create, type DescMessage, type MessageShape, toJson } from '@bufbuild/protobuf';
+export {
+  create,
+  type DescMessage,
+  type MessageInitShape,
+  type MessageShape,
+  toJson,
+} from '@bufbuild/protobuf';
 export { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
 export * from './codec.ts';
 export * from './gen/aico/core/envelope_pb.js';

@@ -103,7 +103,7 @@ export async function enqueueInstall(
 export async function enqueueDownload(
   queue: Queue,
   job: DownloadJob,
-  options: { retry?: boolean } = {},
+  options: { retry?: boolean; backoffMs?: number } = {},
 ): Promise<{ jobId: string; replaced?: 'completed' | 'failed' }> {
   const jobId = downloadJobId(job.release);
   let replaced: 'completed' | 'failed' | undefined;
@@ -118,7 +118,7 @@ export async function enqueueDownload(
   await queue.add('download', job, {
     jobId,
     attempts: 5,
-    backoff: { type: 'exponential', delay: 30_000 },
+    backoff: { type: 'exponential', delay: options.backoffMs ?? 30_000 },
     removeOnComplete: { age: 7 * 24 * 3600 },
     removeOnFail: { age: 30 * 24 * 3600 },
   });

@@ -60,6 +60,14 @@ export const downloaderConfigSchema = z.strictObject({
         allowed:
           'minutes between refreshes of the TUF metadata mirror the installer verifies releases with (0 to 1440; 0: only when downloading)',
       }),
+      retry_delay_seconds: numberSetting({
+        default: 30,
+        min: 0.1,
+        max: 3600,
+        unit: 'seconds',
+        allowed:
+          'seconds before the first retry of a failed download it queues on request (doubling for each of the 5 attempts; 0.1 to 3600)',
+      }),
       lock_seconds: numberSetting({
         default: 30,
         min: 2,

@@ -147,6 +147,7 @@ export async function startDownloader(
           {
             client,
             queue: downloadQueue,
+            retryDelayMs: config.downloader.retry_delay_seconds * 1000,
             state,
             policy: settings.policy,
             holds: async () => (await readInstallerStatus(redis))?.holds ?? [],

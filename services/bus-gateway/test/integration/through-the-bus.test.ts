@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
 import {
   create,
   DownloadProgressSchema,
@@ -13,26 +12,8 @@ import {
   UpdateNotificationSchema,
   unpackPayload,
 } from '@aico-update/aico-bus';
-import { startTestChecker } from '@aico-update/checker/testing';
-import { startTestDownloader } from '@aico-update/downloader/testing';
-import { installerConfigSchema, startInstaller } from '@aico-update/installer';
-import { SampleDeployment } from '@aico-update/installer/testing';
-import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
-import { loadConfig } from '@aico-update/shared';
-import {
-  docker,
-  freePort,
-  makeTempDir,
-  type SpawnedServer,
-  spawnNats,
-  spawnRedis,
-} from '@aico-update/shared/testing';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { curveKeyPair } from 'zeromq';
-import { gatewayConfigSchema } from '../../src/config.ts';
-import { startGateway } from '../../src/main.ts';
-import { ZmqPeer } from '../support/peer.ts';
+import { type BusStack, startBusStack } from '../support/stack.ts';
 
 /*
  * A frontend that speaks AICO's ZeroMQ bus updates the backend through the gateway: check, watch the
@@ -40,91 +21,18 @@ import { ZmqPeer } from '../support/peer.ts';
  * TUF repository over HTTPS, and the real Docker Engine running the sample backend.
  */
 
-let redis: SpawnedServer;
-let nats: SpawnedServer;
-let repo: TestRepository;
-let deployment: SampleDeployment;
-let frontend: ZmqPeer;
-const running: { stop(): Promise<unknown> }[] = [];
-const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+let stack: BusStack;
+let deployment: BusStack['deployment'];
+let frontend: BusStack['frontend'];
 
 beforeAll(async () => {
-  [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
-  repo = await startTestRepository();
-  deployment = await new SampleDeployment().start();
-  await repo.publish({ component: 'backend', version: '1.0.0', channel: 'stable' });
-  const next = await deployment.image('1.1.0');
-  const archive = join(await makeTempDir('e2e-image'), 'backend.tar');
-  await docker('save', '-o', archive, next);
-  await docker('rmi', '-f', next); // the installer must load it from the verified blobs
-  await repo.repo.addRelease({
-    component: 'backend',
-    version: '1.1.0',
-    channel: 'stable',
-    notes: 'Remembers more',
-    artifacts: [],
-    images: [{ service: 'backend', archive }],
-  });
-
-  const [pubPort, subPort] = [await freePort(), await freePort()];
-  const common = {
-    AICO_REDIS_URL: redis.url,
-    AICO_NATS_SERVERS: nats.url,
-    AICO_HTTP_HOST: '127.0.0.1',
-    AICO_HTTP_PORT: '0',
-    // A configured token: the gateway writes no token file on this machine.
-    AICO_CONTROL_TOKEN: 'test-control-token-0123456789',
-  };
-  // The gateway first: its durable consumer takes every event from here on.
-  const frontendKeys = curveKeyPair();
-  const gateway = await startGateway(
-    loadConfig(gatewayConfigSchema, {
-      env: {
-        ...common,
-        AICO_BUS_ZEROMQ_BIND_BROKER: 'true',
-        AICO_BUS_ZEROMQ_BIND_HOST: '127.0.0.1',
-        AICO_BUS_ZEROMQ_HOST: '127.0.0.1',
-        AICO_BUS_ZEROMQ_PUB_PORT: String(pubPort),
-        AICO_BUS_ZEROMQ_SUB_PORT: String(subPort),
-        AICO_BUS_ZEROMQ_HEARTBEAT_SECONDS: '0.2',
-        AICO_BUS_ZEROMQ_CLIENT_KEYS: frontendKeys.publicKey,
-        AICO_CONTROL_STATE_DIR: join(repo.workDir, 'gateway'),
-      },
-    }),
-    { logger },
-  );
-  running.push(gateway);
-  // The broker's own key pair, and a frontend key its allow-list names.
-  frontend = new ZmqPeer('127.0.0.1', pubPort, subPort, gateway.brokerPublicKey, frontendKeys);
-  await frontend.settle();
-  running.push(await startTestDownloader(repo, redis, nats));
-  running.push(
-    await startInstaller(
-      loadConfig(installerConfigSchema, {
-        env: {
-          ...common,
-          AICO_INSTALLER_CACHE_DIR: join(repo.workDir, 'cache'),
-          AICO_INSTALLER_STATE_DIR: join(repo.workDir, 'installer'),
-          // Its own trust, from the publisher's root; metadata from the downloader's mirror in the cache.
-          AICO_TUF_STATE_DIR: join(repo.workDir, 'installer', 'tuf'),
-          AICO_TUF_TRUSTED_ROOT: repo.repo.trustedRootPath,
-          AICO_INSTALLER_SERVICES: `backend=${deployment.name}`,
-          AICO_INSTALLER_SOAK_SECONDS: '1',
-          AICO_INSTALLER_PREPARE_TIMEOUT_SECONDS: '0.3',
-        },
-      }),
-      { logger },
-    ),
-  );
-  running.push(await startTestChecker(repo, redis, nats, { AICO_CHECKER_CHECK_ON_START: 'false' }));
+  stack = await startBusStack();
+  ({ deployment, frontend } = stack);
+  await stack.publishBackend('1.1.0', { notes: 'Remembers more' });
 }, 120_000);
 
 afterAll(async () => {
-  frontend?.close();
-  for (const service of running.reverse()) await service.stop();
-  await deployment?.remove();
-  await repo?.close();
-  await Promise.all([redis?.stop(), nats?.stop()]);
+  await stack?.stop();
 });
 
 const on = (topic: string) => (m: { topic: string }) => m.topic === topic;

@@ -25,6 +25,8 @@ import type { DownloadState } from '../adapters/redis-state.ts';
 export interface DownloadRequestDeps {
   client: TufClient;
   queue: Queue;
+  /** Before the first retry of a failed attempt (doubling after). */
+  retryDelayMs: number;
   state: DownloadState;
   policy: UpdatePolicy;
   holds: () => Promise<ReleaseHold[]>;
@@ -88,7 +90,7 @@ export async function requestDownload(
   const { jobId, replaced } = await enqueueDownload(
     deps.queue,
     { v: 1, release: pointer, reason: 'request' },
-    { retry: true },
+    { retry: true, backoffMs: deps.retryDelayMs },
   );
   const message = replaced
     ? `retrying the download of ${component} ${release.version} (the last attempt ${replaced})`

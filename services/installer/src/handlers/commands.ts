@@ -101,9 +101,12 @@ export async function requestInstall(deps: CommandDeps, request: InstallRequest)
     ...(later ? { scheduled_for: new Date(at).toISOString() } : {}),
   });
   await enqueueInstall(deps.queue, job, { retry: true, replace: true, delayMs: later ? at - now : 0 });
-  const when = later ? `at ${new Date(at).toISOString()}` : 'now';
+  const iso = new Date(at).toISOString();
   const change = moved ? 'rescheduled' : 'scheduled';
-  const message = `${moved ? 'moved the install' : 'install'} of ${component} ${version} ${moved ? 'to' : 'queued'} ${when}${request.source ? ` (asked by ${request.source})` : ''}${installed ? `; installed: ${installed}` : ''}`;
+  const asked = request.source ? ` (asked by ${request.source})` : '';
+  const message = moved
+    ? `moved the install of ${component} ${version} to ${later ? iso : 'now'}${asked}`
+    : `install of ${component} ${version} queued ${later ? `for ${iso}` : 'to run now'}${asked}${installed ? `; installed: ${installed}` : ''}`;
   await announceSchedule(deps.install, release, new Date(at), 'request', change, message);
   await publishInstallerStatus(deps.install);
   return {

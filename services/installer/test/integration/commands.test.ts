@@ -23,7 +23,7 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DockerRuntime } from '../../src/adapters/docker-runtime.ts';
 import { installerConfigSchema } from '../../src/config.ts';
-import { HISTORY_KEY, installRelease } from '../../src/handlers/install-release.ts';
+import { installRelease } from '../../src/handlers/install-release.ts';
 import { type RunningInstaller, startInstaller } from '../../src/main.ts';
 import { SampleDeployment } from '../support/deployment.ts';
 import { testInstallDeps } from '../support/deps.ts';

@@ -12,7 +12,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DockerRuntime } from '../../src/adapters/docker-runtime.ts';
-import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
+import { InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
 import { SampleDeployment } from '../support/deployment.ts';
 import { testInstallDeps } from '../support/deps.ts';
 import { lastOutcome, stageRelease } from '../support/stage.ts';

@@ -17,7 +17,7 @@ import { pino } from 'pino';
 import type { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DockerRuntime, PREVIOUS_SUFFIX } from '../../src/adapters/docker-runtime.ts';
-import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
+import { InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
 import { testInstallDeps } from '../support/deps.ts';
 import { lastOutcome, publisherFor, stageRelease } from '../support/stage.ts';
 

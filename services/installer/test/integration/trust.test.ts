@@ -23,7 +23,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DockerRuntime } from '../../src/adapters/docker-runtime.ts';
 import { requestInstall } from '../../src/handlers/commands.ts';
-import { HISTORY_KEY, InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
+import { InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
 import { IntegrityWatch } from '../../src/handlers/integrity.ts';
 import { SampleDeployment } from '../support/deployment.ts';
 import { testInstallDeps } from '../support/deps.ts';
