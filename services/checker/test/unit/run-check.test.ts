@@ -102,4 +102,29 @@ describe('runCheck', () => {
     expect(events.of(Topics.available)).toEqual([]);
     expect(downloads.jobs).toEqual([]);
   });
+
+  it('leaves out a release the installer quarantined (no offer, no download) and writes the check into the history', async () => {
+    const { source } = fakeSource([release({ version: '1.1.0' })]);
+    const { all, downloads, state } = deps({ source });
+    const hold = {
+      component: 'backend' as const,
+      version: '1.1.0',
+      kind: 'quarantined' as const,
+      reason: 'rolled back: health gate failed',
+      at: '2026-11-27T00:00:00.000Z',
+    };
+    state.heldBack = [hold];
+    const response = await runCheck(all, job);
+    expect(response.outcome).toBe('up_to_date');
+    expect(response.components).toEqual([{ component: 'backend', installed: '1.0.0', held: [hold] }]);
+    expect(downloads.jobs).toEqual([]);
+    expect(state.decisions).toEqual([
+      {
+        kind: 'checked',
+        check_id: response.check_id,
+        trigger: 'schedule',
+        reason: 'backend 1.0.0 up to date; 1.1.0 quarantined (rolled back: health gate failed)',
+      },
+    ]);
+  });
 });

@@ -73,3 +73,33 @@ describe('downloadReason', () => {
     expect(downloadReason(release({ version: '1.1.0', critical }), policy(overrides))).toBe(expected);
   });
 });
+
+describe('selectUpdates with releases the installer holds back', () => {
+  const releases = [
+    release({ version: '1.1.0' }),
+    release({ version: '1.2.0' }),
+    release({ version: '1.3.0' }),
+  ];
+  const hold = (version: string, kind: 'quarantined' | 'skipped' = 'quarantined') => ({
+    component: 'backend' as const,
+    version,
+    kind,
+    reason: 'rolled back: health gate failed',
+    at: '2026-12-01T00:00:00.000Z',
+  });
+
+  it('never offers a held release; reports it with its reason; offers the newest one not held', () => {
+    expect(selectUpdates({ backend: '1.0.0' }, releases, 'stable', [hold('1.3.0')])).toEqual([
+      { component: 'backend', installed: '1.0.0', update: releases[1], held: [hold('1.3.0')] },
+    ]);
+    expect(selectUpdates({ backend: '1.2.0' }, releases, 'stable', [hold('1.3.0', 'skipped')])).toEqual([
+      { component: 'backend', installed: '1.2.0', held: [hold('1.3.0', 'skipped')] },
+    ]);
+  });
+
+  it('a newer good release supersedes a held one (no longer reported)', () => {
+    expect(selectUpdates({ backend: '1.0.0' }, releases, 'stable', [hold('1.2.0')])).toEqual([
+      { component: 'backend', installed: '1.0.0', update: releases[2] },
+    ]);
+  });
+});

@@ -192,9 +192,14 @@ function executorsFor(deps: InstallDeps, journal: Journal, log: Logger): Executo
       } catch (error) {
         // The restore extracts into a staging folder first: the live data is untouched. Run on it again.
         await deps.runtime.ensureRunning(step.container);
+        const back = await deps.runtime.waitHealthy(step.container, {
+          timeoutMs: deps.healthTimeoutMs,
+          soakMs: 0,
+          probeUrl: deps.probes[step.service],
+        });
         throw new AppError(
           'RESTORE_FAILED',
-          `restoring the data of ${step.container} from backup ${backup.id} failed: ${(error as Error).message}. Its data was left as it was and it runs again on it`,
+          `restoring the data of ${step.container} from backup ${backup.id} failed: ${(error as Error).message}. Its data was left as it was and it runs again on it${back.healthy ? ', healthy' : ` but is not healthy (${back.reason})`}`,
           { cause: error },
         );
       }

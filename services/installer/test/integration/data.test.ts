@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { cp, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureEventStream, StateKeys, Subjects, Topics } from '@aico-update/shared';
 import {
@@ -11,8 +11,9 @@ import {
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Backup } from '../../src/adapters/backup-store.ts';
 import { DockerRuntime } from '../../src/adapters/docker-runtime.ts';
-import { InstallFailed, installRelease } from '../../src/handlers/install-release.ts';
+import { InstallFailed, installRelease, rollbackLastInstall } from '../../src/handlers/install-release.ts';
 import { SampleDeployment } from '../support/deployment.ts';
 import { testInstallDeps } from '../support/deps.ts';
 import { lastOutcome, stageRelease } from '../support/stage.ts';
@@ -55,6 +56,39 @@ afterEach(async () => {
   await deployment.remove();
   for (const unmount of mounts.splice(0)) await unmount().catch(() => undefined);
 });
+
+/** Install deps with /data of the backend backed up, and a file in it worth keeping. */
+async function backedUpDeps() {
+  await deployment.exec(deployment.name, 'echo precious > /data/user.db');
+  return testInstallDeps(
+    { runtime, redis: redisClient, nc },
+    {
+      cache_dir: join(dir, 'cache'),
+      state_dir: join(dir, 'state'),
+      services: { backend: deployment.name },
+      health_timeout_seconds: 8,
+      soak_seconds: 1,
+      prepare_timeout_seconds: 0.2,
+      backup: { dir: join(dir, 'backups'), paths: { backend: '/data' } },
+    },
+  );
+}
+
+/** A copy of a backup under another id, with some of its description changed. */
+async function copyBackup(
+  deps: Awaited<ReturnType<typeof testInstallDeps>>,
+  id: string,
+  newId: string,
+  change: Partial<Backup>,
+): Promise<string> {
+  await cp(deps.backups.folder(id), deps.backups.folder(newId), { recursive: true });
+  const backup = (await deps.backups.read(id)) as Backup;
+  await writeFile(
+    join(deps.backups.folder(newId), 'backup.json'),
+    JSON.stringify({ ...backup, ...change, id: newId }),
+  );
+  return newId;
+}
 
 describe('data backup and restore', () => {
   it('a failed release that changed the data is rolled back with the volume and the hooked database restored', async () => {
@@ -115,6 +149,78 @@ describe('data backup and restore', () => {
     expect(backups[0]).toMatchObject({ component: 'backend', from_version: '1.0.0', to_version: '1.1.0' });
     expect(backups[0]?.entries.map((e) => e.path)).toEqual(['/data']);
   });
+
+  it("an operator's rollback restores the backup this install took; a backup of another version is refused", async () => {
+    const deps = await backedUpDeps();
+    const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
+      { service: 'backend', tag: await deployment.image('1.1.0') },
+    ]);
+    const installed = await installRelease(deps, deps.seal.seal(job));
+    expect(installed.backup_id).toMatch(/^backend-1\.0\.0-/);
+    await deployment.exec(deployment.name, 'echo later > /data/written-after-the-install');
+
+    // A backup of another version is not restored into 1.0.0 (its data may be newer than it reads).
+    const foreign = await copyBackup(deps, installed.backup_id as string, 'backend-0.9.0-foreign', {
+      from_version: '0.9.0',
+    });
+    await expect(
+      rollbackLastInstall(deps, deps.seal.sealRollback({ v: 1, component: 'backend', backup_id: foreign })),
+    ).rejects.toMatchObject({ code: 'BACKUP_NOT_FOR_VERSION' });
+    expect(await deployment.version()).toBe('1.1.0');
+
+    // Without a backup named: the one the install took.
+    const rolledBack = await rollbackLastInstall(
+      deps,
+      deps.seal.sealRollback({ v: 1, component: 'backend' }),
+    );
+    expect(rolledBack).toMatchObject({ outcome: 'rolled_back', backup_id: installed.backup_id });
+    expect(await deployment.version()).toBe('1.0.0');
+    const files = (await deployment.exec(deployment.name, 'ls -a /data')).split('\n');
+    expect(files).not.toContain('written-by-1.1.0');
+    expect(files).not.toContain('written-after-the-install');
+    expect(files.filter((f) => f.startsWith('.aico-'))).toEqual([]); // no staging left behind
+    expect(await deployment.exec(deployment.name, 'cat /data/user.db')).toBe('precious');
+  });
+
+  it.each([
+    ['whose hash no longer matches (refused before anything is touched)', true],
+    ['of a backup taken before archives were hashed (the extraction fails in its staging folder)', false],
+  ])(
+    'a restore from an archive cut short, %s, leaves the data in place and the service running on it',
+    async (_what, hashed) => {
+      const deps = await backedUpDeps();
+      const job = await stageRelease(join(dir, 'cache'), 'backend', '1.1.0', [
+        { service: 'backend', tag: await deployment.image('1.1.0') },
+      ]);
+      const { backup_id } = await installRelease(deps, deps.seal.seal(job));
+      const backup = (await deps.backups.read(backup_id as string)) as Backup;
+      const tar = join(deps.backups.folder(backup.id), backup.entries[0]?.file as string);
+      await truncate(tar, Math.floor((await stat(tar)).size / 2));
+      if (!hashed) {
+        const meta = join(deps.backups.folder(backup.id), 'backup.json');
+        await writeFile(
+          meta,
+          JSON.stringify({ ...backup, entries: backup.entries.map(({ sha256: _s, ...e }) => e) }),
+        );
+      }
+      const error = await rollbackLastInstall(
+        deps,
+        deps.seal.sealRollback({ v: 1, component: 'backend' }),
+      ).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'RESTORE_FAILED' });
+      expect((error as Error).message).toMatch(hashed ? /cut short or changed/ : /its data was not touched/);
+      // The newer version runs, healthy, on its own data, untouched.
+      expect(await deployment.version()).toBe('1.1.0');
+      expect((await deployment.inspect()).State).toMatchObject({
+        Running: true,
+        Health: { Status: 'healthy' },
+      });
+      const files = (await deployment.exec(deployment.name, 'ls -a /data')).split('\n');
+      expect(files).toContain('written-by-1.1.0');
+      expect(await deployment.exec(deployment.name, 'cat /data/user.db')).toBe('precious');
+      expect(files.filter((f) => f.startsWith('.aico-'))).toEqual([]);
+    },
+  );
 
   it.each([
     // Less free than the headroom: the disk check refuses before any work.

@@ -67,4 +67,38 @@ describe('decideInstall: from the signed release, the recorded version and the p
       allowed: true,
     });
   });
+
+  it('a quarantined or skipped release, or a paused component, is never installed by itself; an operator may', () => {
+    const hold = (kind: 'quarantined' | 'skipped') => ({
+      component: 'backend' as const,
+      version: '1.2.0',
+      kind,
+      reason: kind === 'quarantined' ? 'rolled back: health gate failed' : 'skipped by the user',
+      at: '2026-12-01T00:00:00.000Z',
+    });
+    const critical = release('1.2.0', { critical: true });
+    expect(decideInstall({ ...base, release: critical, hold: hold('quarantined') })).toMatchObject({
+      allowed: false,
+      code: 'QUARANTINED',
+      message: expect.stringContaining('health gate failed'),
+    });
+    expect(decideInstall({ ...base, release: critical, hold: hold('skipped') })).toMatchObject({
+      allowed: false,
+      code: 'SKIPPED',
+    });
+    const paused = {
+      component: 'backend' as const,
+      since: '2026-12-01T00:00:00.000Z',
+      failures: 3,
+      reason: 'x',
+    };
+    expect(decideInstall({ ...base, release: critical, paused })).toMatchObject({
+      allowed: false,
+      code: 'CIRCUIT_OPEN',
+      message: expect.stringContaining('after 3 failed automatic installs'),
+    });
+    expect(
+      decideInstall({ ...base, release: critical, operator: true, hold: hold('quarantined'), paused }),
+    ).toEqual({ allowed: true, reason: 'request' });
+  });
 });
