@@ -44,6 +44,19 @@ with_users_stopped() {
   return $status
 }
 
+# In the helper: /volume/.aico-restore (the archive, extracted) replaces the volume's contents.
+# shellcheck disable=SC2016 # expanded by the helper's shell
+restore_script='set -e
+s=/volume/.aico-restore; o=/volume/.aico-old
+rm -rf "$s" "$o"
+mkdir "$s"
+tar -C "$s" --numeric-owner -xpf "/backup/$1.tar" || { rm -rf "$s"; exit 1; }
+mkdir "$o"
+find /volume -mindepth 1 -maxdepth 1 ! -name .aico-restore ! -name .aico-old -exec mv -- {} "$o"/ \;
+find "$s" -mindepth 1 -maxdepth 1 -exec mv -- {} /volume/ \;
+chown "$(stat -c %u:%g "$s")" /volume && chmod "$(stat -c %a "$s")" /volume
+rm -rf "$s" "$o"'
+
 case $action in
   backup)
     volumes=$(docker volume ls -q --filter "label=com.docker.compose.project=$project")
@@ -64,8 +77,12 @@ case $action in
       docker volume inspect "$volume" >/dev/null 2>&1 ||
         docker volume create --label "com.docker.compose.project=$project" \
           --label "com.docker.compose.volume=$name" "$volume" >/dev/null
-      with_users_stopped "$volume" in_volume "$volume" sh -c \
-        "find /volume -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -C /volume --numeric-owner -xpf '/backup/$name.tar'"
+      # Extracted into a staging folder first: a damaged or cut archive fails there and the volume keeps
+      # its data. Only a whole extraction is swapped in (renames on the volume), the old contents removed.
+      if ! with_users_stopped "$volume" in_volume "$volume" sh -c "$restore_script" restore "$name"; then
+        echo "restoring $archive failed: $volume was left as it was" >&2
+        exit 1
+      fi
       say "$archive → $volume"
     done
     ;;

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, stat, truncate } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { docker, makeTempDir } from '@aico-update/shared/testing';
@@ -95,6 +95,18 @@ describe('infra/state-backup.sh', () => {
       'com.docker.compose.project': project,
       'com.docker.compose.volume': 'redis-data',
     });
+  });
+
+  it('leaves a volume as it was when its archive is cut short', { timeout: 60_000 }, async () => {
+    const dir = await makeTempDir('state-backup');
+    await stateBackup('backup', dir, project);
+    await inVolume('checker-state', 'echo newer > /v/tuf/root.json');
+    const tar = `${dir}/checker-state.tar`;
+    await truncate(tar, Math.floor((await stat(tar)).size / 2));
+    const failure = await stateBackup('restore', dir, project).catch((e) => e);
+    expect(failure.stderr).toMatch(/restoring .*checker-state\.tar failed: .* was left as it was/);
+    expect(await inVolume('checker-state', 'cat /v/tuf/root.json; ls -A /v')).toBe('newer\ntuf');
+    expect(await docker('inspect', '--format', '{{.State.Running}}', user)).toBe('true');
   });
 
   it('says what is wrong for a project without volumes, and writes nothing', async () => {

@@ -75,6 +75,7 @@ describe('infra/prometheus', () => {
       annotations: Record<string, string>;
     }[];
     expect(rules.map((r) => r.alert).sort()).toEqual([
+      'AicoUpdateAutoInstallPaused',
       'AicoUpdateBusDisconnected',
       'AicoUpdateCacheDiskLow',
       'AicoUpdateCheckOverdue',
@@ -97,7 +98,7 @@ describe('infra/prometheus', () => {
 
   it('is a valid configuration whose rules pass promtool', async () => {
     const checked = await promtool('check', 'config', join(infraDir, 'prometheus/prometheus.yml'));
-    expect(checked).toMatch(/SUCCESS: 9 rules found/);
+    expect(checked).toMatch(/SUCCESS: 10 rules found/);
   });
 
   it('alerts when it should and stays quiet when it should (promtool test rules)', async () => {

@@ -10,7 +10,7 @@ export function createInstallerMetrics(registry: Registry) {
     installedVersions: new Map<string, string>(),
     installs: new Counter({
       name: `${METRIC_PREFIX}installs_total`,
-      help: 'Installs by component and outcome (installed, already_installed, rolled_back, failed).',
+      help: 'Installs by component and outcome (installed, already_installed, rolled_back, failed, refused; held: not installed by itself because quarantined, skipped or paused).',
       labelNames: ['component', 'outcome'] as const,
       registers,
     }),

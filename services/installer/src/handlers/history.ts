@@ -62,7 +62,9 @@ export async function recordRefusal(
   code: string,
   message: string,
 ): Promise<void> {
-  deps.metrics.installs.inc({ component: release.component, outcome: 'refused' });
+  // Held back by the user's or the breaker's choice is not a verification failure (no alert for it).
+  const held = ['QUARANTINED', 'SKIPPED', 'CIRCUIT_OPEN'].includes(code);
+  deps.metrics.installs.inc({ component: release.component, outcome: held ? 'held' : 'refused' });
   await decide(deps, 'refused', release, { outcome: 'refused', code, reason: message, duration_ms: 0 });
   await deps.events.publish(Topics.installComplete, {
     v: 1,
