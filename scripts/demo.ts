@@ -165,6 +165,17 @@ await waitUntil(() => count('update.install.complete') >= 2, 'the install', 120_
 await new Promise((r) => setTimeout(r, 300));
 flush();
 say(`      rolled back: the sample AICO backend answers ${await stack.backendVersion()}`);
+say('      the rolled-back release is quarantined: the next check does not offer it');
+await check();
+say('      every decision, with its reason (GET /api/v1/history):');
+const { history } = (await (
+  await fetch(`${stack.controlUrl}/api/v1/history?limit=6`, { headers: await stack.controlHeaders() })
+).json()) as { history: { service: string; kind: string; version?: string; reason?: string }[] };
+for (const d of history.reverse()) {
+  say(
+    `        ${d.service.padEnd(10)} ${`${d.kind} ${d.version ?? ''}`.padEnd(24)} ${(d.reason ?? '').slice(0, 110)}`,
+  );
+}
 say('      waiting for Prometheus to scrape the installer and evaluate its alert rules (up to a minute)');
 const alert = await waitUntil(
   async () => (await stack.firingAlerts()).find((a) => a.labels.alertname === 'AicoUpdateRolledBack'),
@@ -184,7 +195,7 @@ const files =
   '-f docker-compose.yml -f infra/compose/broker.yml -f examples/aico-stack/docker-compose.yml --profile dev --profile monitoring';
 step(6, `Done in ${((performance.now() - started) / 1000).toFixed(0)} s. The stack keeps running:`);
 say(
-  `      control API       ${stack.controlUrl}/api/v1/status   (history, check, install, rollback: README)`,
+  `      control API       ${stack.controlUrl}/api/v1/status   (history, settings, check, download, install now or at a time, dry run, skip, rollback: README)`,
 );
 say(
   `      its token         ${await stack.controlToken()}   (made on first start; shown by: docker exec ${stack.container('bus-gateway')} cat ${CONTROL_TOKEN_FILE})`,

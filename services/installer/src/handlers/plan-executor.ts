@@ -49,12 +49,16 @@ export async function execute(deps: InstallDeps, journal: Journal, what: string)
     const reason = `${(error as Error).message}${journal.swaps.length > 0 ? (restored ? '; the previous state was restored' : '; restoring the previous state FAILED, see the installer log') : ''}`;
     const outcome =
       journal.swaps.length > 0 && restored && journal.kind === 'install' ? 'rolled_back' : 'failed';
-    await record(deps, journal.job, outcome, Date.now() - started, reason);
+    // The release ran here and failed: it is not offered or installed by itself again (the event says so).
+    const quarantined = journal.kind === 'install' && journal.swaps.length > 0;
+    const told = quarantined
+      ? `${reason}. ${release.version} is quarantined: not offered or installed by itself again; an install request naming it retries it`
+      : reason;
+    await record(deps, journal.job, outcome, Date.now() - started, told);
     await deps.journal.clear();
     log.error({ err: error, rolled_back: restored }, `${what} failed: ${reason}`);
     if (journal.kind === 'install') {
-      // The release ran here and failed: it is not offered or installed by itself again.
-      if (journal.swaps.length > 0) await quarantine(deps, release, code, reason);
+      if (quarantined) await quarantine(deps, release, code, reason);
       if (journal.job.reason !== 'request') await countAutomaticFailure(deps, release, reason);
     }
     throw new InstallFailed(code, reason, journal.swaps.length > 0, { cause: error });
