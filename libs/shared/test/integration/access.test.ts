@@ -9,7 +9,7 @@ import { inboxPrefix, natsConfig, SERVICE_USERS, type ServiceUser } from '../../
 import { initSecrets } from '../../src/cli/init-secrets.ts';
 import { EventPublisher, ensureEventStream } from '../../src/nats.ts';
 import { makeTempDir, type SpawnedServer, spawnNats, spawnRedis } from '../../src/testing/index.ts';
-import { Queues, StateKeys, Subjects, Topics } from '../../src/topics.ts';
+import { ExtraTopics, Queues, StateKeys, Subjects, Topics } from '../../src/topics.ts';
 
 /*
  * Least privilege, on a real Redis and a real NATS configured exactly as the deployment's secrets service
@@ -127,6 +127,23 @@ describe('Redis: an ACL user per service', () => {
     await installer.lpush(StateKeys.installHistory, '{}');
     expect(await refused(installer.hset(StateKeys.downloaded, 'backend@6.6.6', '{}'))).toMatch(/NOPERM/);
   });
+
+  it('only the installer writes the settings and its holds; each service writes only its own decisions', async () => {
+    const installer = redisAs('installer');
+    await installer.set(StateKeys.settings, '{}');
+    await installer.set(StateKeys.installerStatus, '{}');
+    for (const user of ['checker', 'downloader', 'bus-gateway'] as const) {
+      const other = redisAs(user);
+      expect(await other.get(StateKeys.settings)).toBe('{}');
+      expect(await refused(other.set(StateKeys.settings, '{"forged":1}')), user).toMatch(/NOPERM/);
+      expect(await refused(other.set(StateKeys.installerStatus, '{}')), user).toMatch(/NOPERM/);
+      expect(await refused(other.lpush(StateKeys.installHistory, '{}')), user).toMatch(/NOPERM/);
+    }
+    await redisAs('checker').lpush(StateKeys.checkerDecisions, '{}');
+    expect(await refused(redisAs('checker').lpush(StateKeys.downloaderDecisions, '{}'))).toMatch(/NOPERM/);
+    await redisAs('downloader').lpush(StateKeys.downloaderDecisions, '{}');
+    expect(await refused(redisAs('bus-gateway').lpush(StateKeys.checkerDecisions, '{}'))).toMatch(/NOPERM/);
+  });
 });
 
 describe('NATS: a user per service, with its subjects', () => {
@@ -167,6 +184,42 @@ describe('NATS: a user per service, with its subjects', () => {
     const gateway = await natsAs('bus-gateway');
     expect(
       (await gateway.request(Subjects.command(Topics.installRequest), '{}', { timeout: 2000 })).string(),
+    ).toBe('queued');
+  });
+
+  it('only the installer announces settings and serves them; only the gateway asks; the downloader serves downloads', async () => {
+    for (const user of ['checker', 'downloader', 'bus-gateway'] as const) {
+      const other = await natsAs(user);
+      const forged = await refused(new EventPublisher(other).publish(ExtraTopics.settings, { v: 1 }));
+      expect(forged, user).toMatch(/Permissions Violation|timeout/i);
+    }
+    for (const user of ['checker', 'downloader'] as const) {
+      const other = await natsAs(user);
+      const asked = await refused(
+        other.request(Subjects.command(ExtraTopics.settings), '{}', { timeout: 1000 }),
+      );
+      expect(asked, user).toMatch(/Permissions Violation/);
+    }
+    const checker = await natsAs('checker');
+    const errors: string[] = [];
+    checker.subscribe(Subjects.command(ExtraTopics.downloadRequest), {
+      callback: (error) => {
+        if (error) errors.push(error.message);
+      },
+    });
+    await checker.flush();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(errors.join()).toMatch(/Permissions Violation/);
+    const downloader = await natsAs('downloader');
+    downloader.subscribe(Subjects.command(ExtraTopics.downloadRequest), {
+      callback: (_e, m) => void m.respond('queued'),
+    });
+    await downloader.flush();
+    const gateway = await natsAs('bus-gateway');
+    expect(
+      (
+        await gateway.request(Subjects.command(ExtraTopics.downloadRequest), '{}', { timeout: 2000 })
+      ).string(),
     ).toBe('queued');
   });
 
