@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { DEVICES_KEY } from './devices.ts';
 import { ExtraTopics, Queues, StateKeys, Streams, Subjects, Topics } from './topics.ts';
 
 /*
@@ -36,7 +37,7 @@ export const REDIS_ACCESS: Record<ServiceUser, RedisAccess> = {
       StateKeys.checkerDecisions,
       'aico-update:announced',
     ],
-    readOnly: [StateKeys.settings, StateKeys.installerStatus],
+    readOnly: [StateKeys.settings, StateKeys.installerStatus, DEVICES_KEY],
   },
   downloader: {
     // Its queue; queues installs (pointers the installer verifies); records what it downloaded.
@@ -46,7 +47,7 @@ export const REDIS_ACCESS: Record<ServiceUser, RedisAccess> = {
       StateKeys.downloaded,
       StateKeys.downloaderDecisions,
     ],
-    readOnly: [StateKeys.installed, StateKeys.settings, StateKeys.installerStatus],
+    readOnly: [StateKeys.installed, StateKeys.settings, StateKeys.installerStatus, DEVICES_KEY],
   },
   installer: {
     // Owns the settings and its holds (on its volume; Redis gets copies for the others to show).
@@ -60,8 +61,8 @@ export const REDIS_ACCESS: Record<ServiceUser, RedisAccess> = {
     readOnly: [StateKeys.downloaded],
   },
   'bus-gateway': {
-    // Reads state for status answers; marks the events it published.
-    readWrite: ['aico-update:gateway:*'],
+    // Reads state for status answers; marks the events it published; records the frontend devices it hears.
+    readWrite: ['aico-update:gateway:*', DEVICES_KEY],
     readOnly: [
       StateKeys.installed,
       StateKeys.lastCheck,

@@ -2,6 +2,7 @@ export * from './access.ts';
 export * from './commands.ts';
 export * from './config.ts';
 export * from './decisions.ts';
+export * from './devices.ts';
 export * from './errors.ts';
 export * from './files.ts';
 export * from './http.ts';

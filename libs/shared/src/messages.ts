@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { CHANNELS } from './config.ts';
-import { COMPONENTS, releaseCustomSchema, semverString } from './release.ts';
+import { deviceReportSchema } from './devices.ts';
+import { artifactSchema, COMPONENTS, PLATFORMS, releaseCustomSchema, semverString } from './release.ts';
 
 /*
  * Payloads of internal events, commands and jobs. Each carries `v` (its schema version); consumers
@@ -36,6 +37,8 @@ export const checkRequestSchema = z.object({
   /** Critical/forced: run now, bypassing the recent-result cache and queue order. */
   forced: z.boolean().default(false),
   source: z.string().max(200).optional(),
+  /** A frontend device asking for itself: the answer says what it should run (`device_answer`). */
+  device: deviceReportSchema.optional(),
 });
 export type CheckRequest = z.infer<typeof checkRequestSchema>;
 
@@ -48,6 +51,8 @@ export const componentCheckSchema = z.object({
   blocked: z.object({ version: z.string(), min_from_version: z.string() }).optional(),
   /** Newer releases not offered because they are quarantined (rolled back) or skipped by the user. */
   held: z.array(z.lazy(() => releaseHoldSchema)).optional(),
+  /** For frontends: what each registered device is offered, or what it waits for. */
+  devices: z.array(z.lazy(() => deviceAnswerSchema)).optional(),
 });
 export type ComponentCheck = z.infer<typeof componentCheckSchema>;
 
@@ -65,6 +70,8 @@ export const checkResponseSchema = z.object({
   error: checkFailureSchema.optional(),
   /** True when this answer is a recent result served again (non-forced request within the cache window). */
   cached: z.boolean().default(false),
+  /** The answer for the device that asked (a request with `device`). */
+  device_answer: z.lazy(() => deviceAnswerSchema).optional(),
 });
 export type CheckResponse = z.infer<typeof checkResponseSchema>;
 
@@ -309,7 +316,8 @@ export type InstallComplete = z.infer<typeof installCompleteSchema>;
 export const releaseHoldSchema = z.object({
   component: z.enum(COMPONENTS),
   version: z.string().max(100),
-  kind: z.enum(['quarantined', 'skipped']),
+  /** quarantined, skipped: the installer's; strands_devices: the checker's (it would strand frontends). */
+  kind: z.enum(['quarantined', 'skipped', 'strands_devices']),
   reason: z.string().max(4000),
   code: z.string().max(100).optional(),
   at: z.iso.datetime(),
@@ -394,3 +402,21 @@ export const installResumeSchema = z.object({
   source: z.string().max(200).optional(),
 });
 export type InstallResume = z.infer<typeof installResumeSchema>;
+
+/**
+ * What a frontend device should run: a package from the home server, an update through the app store,
+ * a release that waits for a newer backend, or nothing newer.
+ */
+export const deviceAnswerSchema = z.object({
+  device_id: z.string().max(128),
+  platform: z.enum(PLATFORMS),
+  installed: z.string().max(100),
+  answer: z.enum(['update', 'store', 'waits_for_backend', 'up_to_date']),
+  release: releaseRefSchema.optional(),
+  /** The package for its platform (a TUF target the home server mirrors). */
+  package: artifactSchema.optional(),
+  /** waits_for_backend: what the release needs. */
+  needs_backend: z.string().max(200).optional(),
+  reason: z.string().max(2000),
+});
+export type DeviceAnswer = z.infer<typeof deviceAnswerSchema>;

@@ -1,4 +1,4 @@
-import { valid as validSemver } from 'semver';
+import { satisfies, validRange, valid as validSemver } from 'semver';
 import { z } from 'zod';
 import { CHANNELS, type Channel } from './config.ts';
 
@@ -16,6 +16,18 @@ export const semverString = z
   .string()
   .refine((value) => validSemver(value) === value, { message: 'expected a semver version such as 1.2.3' });
 
+/** Where AICO's frontends run. Android and iOS builds usually come from the app stores. */
+export const PLATFORMS = ['windows', 'macos', 'linux', 'android', 'ios'] as const;
+export type Platform = (typeof PLATFORMS)[number];
+
+/** An API version a frontend speaks (e.g. "2"): a short name, compared as written. */
+const apiVersion = z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.-]{0,19}$/);
+
+export const semverRange = z
+  .string()
+  .max(200)
+  .refine((value) => validRange(value) !== null, { message: 'expected a semver range such as >=2.0.0' });
+
 export const releaseCustomSchema = z.object({
   component: z.enum(COMPONENTS),
   version: semverString,
@@ -26,6 +38,13 @@ export const releaseCustomSchema = z.object({
   released_at: z.iso.datetime(),
   /** Sum of the artifact lengths: what a download of this release moves at most. */
   size_bytes: z.number().int().nonnegative(),
+  /** A backend release: the frontend API versions it serves (absent: any). */
+  frontend_apis: z.array(apiVersion).max(20).optional(),
+  /** A frontend release: the API version it speaks, and the backend versions it needs (a semver range). */
+  frontend_api: apiVersion.optional(),
+  needs_backend: semverRange.optional(),
+  /** A frontend release: platforms it reaches through the app stores (no package from the home server). */
+  store_platforms: z.array(z.enum(PLATFORMS)).optional(),
 });
 export type ReleaseCustom = z.infer<typeof releaseCustomSchema>;
 
@@ -35,6 +54,8 @@ export const artifactSchema = z.object({
   target: z.string().min(1),
   length: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** A frontend's package for this platform (absent: for every platform, e.g. release notes). */
+  platform: z.enum(PLATFORMS).optional(),
 });
 export type Artifact = z.infer<typeof artifactSchema>;
 
@@ -95,4 +116,27 @@ export function artifactTargetPath(component: string, version: string, name: str
 /** Channels are nested: stable sees stable; beta sees beta and stable; dev sees everything. */
 export function channelIncludes(subscribed: Channel, releaseChannel: Channel): boolean {
   return CHANNELS.indexOf(releaseChannel) <= CHANNELS.indexOf(subscribed);
+}
+
+/**
+ * Can a frontend release run against a backend release? Its `needs_backend` range must hold the
+ * backend's version, and the backend must serve its `frontend_api` (a backend that lists none serves
+ * any, a frontend that names none fits any). Both come from signed metadata only.
+ */
+export function frontendFits(
+  frontend: Pick<ReleaseCustom, 'needs_backend' | 'frontend_api'>,
+  backend: Pick<ReleaseCustom, 'version' | 'frontend_apis'>,
+): boolean {
+  if (
+    frontend.needs_backend &&
+    !satisfies(backend.version, frontend.needs_backend, { includePrerelease: true })
+  )
+    return false;
+  if (
+    frontend.frontend_api &&
+    backend.frontend_apis &&
+    !backend.frontend_apis.includes(frontend.frontend_api)
+  )
+    return false;
+  return true;
 }

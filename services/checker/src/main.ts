@@ -10,6 +10,7 @@ import {
   type Logger,
   listen,
   type RunningHttpService,
+  readDevices,
   runService,
   Shutdown,
 } from '@aico-update/shared';
@@ -63,6 +64,8 @@ export async function startChecker(
     shutdown.add('settings', await settings.follow(redis, nc));
     const deps: CheckDeps = {
       policy: settings.policy,
+      devices: () => readDevices(redis),
+      catalog: {},
       source: new TufReleaseSource(client, logger),
       installed: state,
       state,
@@ -106,7 +109,7 @@ export async function startChecker(
       if (config.checker.check_on_start) await checks.checkSoon();
     }
 
-    const subscription = serveCheckRequests(nc, requests, metrics, logger);
+    const subscription = serveCheckRequests(nc, requests, deps.catalog, metrics, logger);
     shutdown.add('check requests', () => subscription.drain());
     // Started means answering: make sure the server has the subscription before saying so.
     await nc.flush();

@@ -11,7 +11,9 @@ usage:
       another folder (keep them offline); online keys (targets, snapshot, timestamp) to REPO/keys/online.
   aico-release add REPO --component C --version V [--channel stable|beta|dev] [--critical]
                    [--notes TEXT | --notes-file F] [--min-from V] [--force] [--keys DIR]
-                   [--image SERVICE=ARCHIVE]... [FILE...]
+                   [--image SERVICE=ARCHIVE]... [--package PLATFORM=FILE]... [FILE...]
+                   [--frontend-apis A,B] (backend: the frontend API versions it serves)
+                   [--frontend-api A] [--needs-backend RANGE] [--store PLATFORM]... (frontend)
       Publish a release of component C (backend, frontend, updater) with its artifact files and, for
       each --image, a service's container image from a docker save archive, published as
       content-addressed layer blobs (a layer already published is reused: clients fetch only new ones).
@@ -70,6 +72,11 @@ export async function main(argv: string[]): Promise<number> {
       'min-from': { type: 'string' },
       force: { type: 'boolean', default: false },
       image: { type: 'string', multiple: true },
+      package: { type: 'string', multiple: true },
+      'frontend-apis': { type: 'string' },
+      'frontend-api': { type: 'string' },
+      'needs-backend': { type: 'string' },
+      store: { type: 'string', multiple: true },
       targets: { type: 'boolean', default: false },
       role: { type: 'string' },
       count: { type: 'string' },
@@ -121,6 +128,19 @@ export async function main(argv: string[]): Promise<number> {
         minFromVersion: values['min-from'],
         force: values.force ?? false,
         artifacts: files,
+        packages: (values.package ?? []).map((spec) => {
+          const match = /^([^=]+)=(.+)$/.exec(spec);
+          if (!match)
+            throw new ReleaseToolError('INVALID_ARGUMENT', `--package ${spec}: expected PLATFORM=FILE`);
+          return { platform: match[1] as string, file: match[2] as string };
+        }),
+        frontendApis: values['frontend-apis']
+          ?.split(',')
+          .map((a) => a.trim())
+          .filter(Boolean),
+        frontendApi: values['frontend-api'],
+        needsBackend: values['needs-backend'],
+        storePlatforms: values.store,
         images: (values.image ?? []).map((spec) => {
           const match = /^([^=]+)=(.+)$/.exec(spec);
           if (!match)

@@ -13,6 +13,8 @@ import {
   COMPONENTS,
   type Component,
   hashFile,
+  PLATFORMS,
+  type Platform,
   type ReleaseCustom,
   type ReleaseImage,
   type ReleaseManifest,
@@ -80,6 +82,14 @@ export interface AddReleaseInput extends WriteOptions {
   notes?: string;
   minFromVersion?: string | undefined;
   artifacts: string[];
+  /** A frontend's packages, one per platform (served from the home server to that platform's devices). */
+  packages?: { platform: string; file: string }[];
+  /** A backend: the frontend API versions it serves. A frontend: the one it speaks, the backend it needs. */
+  frontendApis?: string[] | undefined;
+  frontendApi?: string | undefined;
+  needsBackend?: string | undefined;
+  /** A frontend: platforms that update through the app stores. */
+  storePlatforms?: string[] | undefined;
   /** Container images, one `docker save` archive per service: published as content-addressed blobs. */
   images?: { service: string; archive: string }[];
   /** Publish even when the version is not above the latest on its channel. */
@@ -334,7 +344,14 @@ export class Repository {
     }
 
     const artifacts: Artifact[] = [];
-    for (const file of input.artifacts) {
+    const files = [
+      ...input.artifacts.map((file) => ({ file, platform: undefined })),
+      ...(input.packages ?? []).map(({ platform, file }) => ({
+        file,
+        platform: parseChoice('platform', platform, PLATFORMS) as Platform,
+      })),
+    ];
+    for (const { file, platform } of files) {
       const name = basename(file);
       if (artifacts.some((a) => a.name === name)) {
         throw new ReleaseToolError(
@@ -351,7 +368,7 @@ export class Repository {
       const target = artifactTargetPath(component, input.version, name);
       await this.#storeTarget(target, info.sha256, (dest) => copyFile(file, dest));
       targets.targets[target] = { length: info.length, hashes: { sha256: info.sha256 } };
-      artifacts.push({ name, target, ...info });
+      artifacts.push({ name, target, ...info, ...(platform ? { platform } : {}) });
     }
     const images: ReleaseImage[] = [];
     for (const { service, archive } of input.images ?? []) {
@@ -366,6 +383,7 @@ export class Repository {
       critical: input.critical ?? false,
       notes: input.notes ?? '',
       ...(input.minFromVersion ? { min_from_version: input.minFromVersion } : {}),
+      ...compatibility(component, input),
       released_at: isoSeconds(input.releasedAt ?? new Date()),
       size_bytes: artifacts.reduce((sum, a) => sum + a.length, 0) + blobBytes,
       artifacts,
@@ -617,4 +635,47 @@ function parseChoice(name: string, value: string, allowed: readonly string[]): s
     );
   }
   return value;
+}
+
+/** The compatibility a release declares, checked: what a backend serves, what a frontend needs. */
+function compatibility(
+  component: Component,
+  input: Pick<AddReleaseInput, 'frontendApis' | 'frontendApi' | 'needsBackend' | 'storePlatforms'>,
+): Partial<ReleaseCustom> {
+  const frontendOnly = {
+    frontendApi: '--frontend-api',
+    needsBackend: '--needs-backend',
+    storePlatforms: '--store',
+  };
+  for (const [key, flag] of Object.entries(frontendOnly)) {
+    if (input[key as keyof typeof frontendOnly] !== undefined && component !== 'frontend') {
+      throw new ReleaseToolError(
+        'INVALID_ARGUMENT',
+        `${flag} is for frontend releases; this is a ${component} release`,
+      );
+    }
+  }
+  if (input.frontendApis !== undefined && component !== 'backend') {
+    throw new ReleaseToolError(
+      'INVALID_ARGUMENT',
+      `--frontend-apis is for backend releases; this is a ${component} release`,
+    );
+  }
+  const custom = {
+    ...(input.frontendApis ? { frontend_apis: input.frontendApis } : {}),
+    ...(input.frontendApi ? { frontend_api: input.frontendApi } : {}),
+    ...(input.needsBackend ? { needs_backend: input.needsBackend } : {}),
+    ...(input.storePlatforms ? { store_platforms: input.storePlatforms } : {}),
+  };
+  const parsed = releaseCustomSchema
+    .pick({ frontend_apis: true, frontend_api: true, needs_backend: true, store_platforms: true })
+    .safeParse(custom);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ReleaseToolError(
+      'INVALID_ARGUMENT',
+      `${issue?.path.join('.')}: ${issue?.message} (API versions are short names such as 2; --needs-backend takes a semver range such as ">=2.0.0"; platforms are ${PLATFORMS.join(', ')})`,
+    );
+  }
+  return parsed.data;
 }

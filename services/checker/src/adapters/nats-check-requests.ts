@@ -1,4 +1,5 @@
 import {
+  type CheckRequest,
   checkRequestSchema,
   type Logger,
   type NatsConnection,
@@ -6,6 +7,7 @@ import {
   Topics,
 } from '@aico-update/shared';
 import type { Subscription } from '@nats-io/transport-node';
+import { answerDevice, type FrontendCatalog } from '../domain/frontends.ts';
 import type { CheckRequests } from '../handlers/check-requests.ts';
 import type { CheckerMetrics } from '../metrics.ts';
 
@@ -18,10 +20,20 @@ export const CHECKER_QUEUE_GROUP = 'aico-update-checker';
 export function serveCheckRequests(
   nc: NatsConnection,
   requests: CheckRequests,
+  catalog: { latest?: FrontendCatalog },
   metrics: CheckerMetrics,
   logger: Logger,
 ): Subscription {
-  return serveCommand(nc, Topics.checkRequest, checkRequestSchema, (request) => requests.handle(request), {
+  const handle = async (request: CheckRequest) => {
+    // A device asking for itself: answered from the same verified view as the check it gets (a fresh
+    // one when this checker has none yet, e.g. right after a restart with a cached result in Redis).
+    let response = await requests.handle(request);
+    if (!request.device) return response;
+    if (!catalog.latest) response = await requests.fresh(request);
+    if (!catalog.latest) return response;
+    return { ...response, device_answer: answerDevice(request.device, catalog.latest) };
+  };
+  return serveCommand(nc, Topics.checkRequest, checkRequestSchema, handle, {
     queue: CHECKER_QUEUE_GROUP,
     logger,
     onMalformed: (reason) => metrics.badRequests.inc({ reason }),

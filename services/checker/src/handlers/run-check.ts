@@ -4,13 +4,19 @@ import {
   type CheckJob,
   type CheckResponse,
   type ComponentCheck,
+  channelIncludes,
+  type Device,
   downloadJobId,
   type Logger,
+  type ReleaseHold,
+  type ReleaseManifest,
   Topics,
   type UpdateAvailable,
   type UpdatePolicy,
 } from '@aico-update/shared';
 import { TufError } from '@aico-update/tuf-client';
+import semver from 'semver';
+import { answerDevice, type FrontendCatalog, strandedBy, strandHold } from '../domain/frontends.ts';
 import type {
   CheckState,
   Clock,
@@ -19,11 +25,15 @@ import type {
   InstalledVersions,
   ReleaseSource,
 } from '../domain/ports.ts';
-import { downloadReason, selectUpdates } from '../domain/select-release.ts';
+import { downloadReason, type ReleaseCandidate, selectUpdates } from '../domain/select-release.ts';
 import type { CheckerMetrics } from '../metrics.ts';
 
 export interface CheckDeps {
   policy: UpdatePolicy;
+  /** The frontend devices the gateway registered (their claims: what they run, on which platform). */
+  devices: () => Promise<Device[]>;
+  /** The last check's verified view of frontends, for answering devices between checks. */
+  catalog: { latest?: FrontendCatalog };
   source: ReleaseSource;
   installed: InstalledVersions;
   state: CheckState;
@@ -49,8 +59,19 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
   try {
     const installed = await deps.installed.get();
     const holds = await deps.state.holds();
+    const devices = await deps.devices();
     components = await deps.source.withReleases(async (releases, verifyManifest) => {
       const checks = selectUpdates(installed, releases, policy.channel, holds);
+      const catalog = await frontendCatalog(
+        releases,
+        installed.backend,
+        policy.channel,
+        holds,
+        devices,
+        verifyManifest,
+      );
+      deps.catalog.latest = catalog;
+      coordinateFrontends(checks, catalog, devices, started);
       for (const check of checks) {
         if (!check.update) continue;
         const manifest = await verifyManifest(check.update);
@@ -165,4 +186,66 @@ export function describeCheck(response: CheckResponse): string {
       return parts.join('; ');
     })
     .join('. ');
+}
+
+/** Frontend manifests worth knowing (the newest on the channel), the installed backend as signed. */
+async function frontendCatalog(
+  releases: readonly ReleaseCandidate[],
+  installedBackend: string | undefined,
+  channel: FrontendCatalog['channel'],
+  holds: readonly ReleaseHold[],
+  devices: readonly Device[],
+  verifyManifest: (release: ReleaseCandidate) => Promise<ReleaseManifest>,
+): Promise<FrontendCatalog> {
+  const manifests = new Map<string, ReleaseManifest>();
+  if (devices.length > 0) {
+    const frontends = releases
+      .filter((r) => r.component === 'frontend' && channelIncludes(channel, r.channel))
+      .sort((a, b) => semver.rcompare(a.version, b.version))
+      .slice(0, MANIFESTS_KEPT);
+    for (const release of frontends) manifests.set(release.version, await verifyManifest(release));
+  }
+  const signed = releases.find((r) => r.component === 'backend' && r.version === installedBackend);
+  return {
+    releases,
+    manifests,
+    backend: signed ?? (installedBackend ? { version: installedBackend } : undefined),
+    channel,
+    holds,
+  };
+}
+
+/** Frontend releases whose packages a check looks at: the newest few are all a device can be offered. */
+const MANIFESTS_KEPT = 10;
+
+/**
+ * Backend first, frontends after: a backend release that would strand registered devices is held; the
+ * frontend entry answers each device (the newest release it can run with the backend installed now).
+ */
+function coordinateFrontends(
+  checks: ComponentCheck[],
+  catalog: FrontendCatalog,
+  devices: readonly Device[],
+  now: Date,
+): void {
+  const backend = checks.find((c) => c.component === 'backend');
+  if (backend?.update && devices.length > 0) {
+    const stranded = strandedBy(backend.update, devices, catalog);
+    if (stranded.length > 0) {
+      backend.held = [...(backend.held ?? []), strandHold(backend.update, stranded, now)];
+      delete backend.update;
+    }
+  }
+  if (devices.length === 0) return;
+  const answers = devices.map((d) => answerDevice(d, catalog));
+  const offered = answers
+    .flatMap((a) => (a.answer === 'update' && a.release ? [a.release] : []))
+    .sort((a, b) => semver.rcompare(a.version, b.version));
+  const lowest = [...devices].sort((a, b) => semver.compare(a.version, b.version))[0]?.version as string;
+  const existing = checks.find((c) => c.component === 'frontend');
+  const entry: ComponentCheck = existing ?? { component: 'frontend', installed: lowest };
+  if (offered[0]) entry.update = offered[0];
+  else delete entry.update;
+  entry.devices = answers;
+  if (!existing) checks.push(entry);
 }

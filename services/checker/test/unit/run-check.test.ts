@@ -20,6 +20,8 @@ function deps(overrides: Partial<CheckDeps> & Pick<CheckDeps, 'source'>) {
   const registry = createMetricsRegistry('checker-test');
   const all: CheckDeps = {
     policy: updatePolicySchema.parse({}),
+    devices: async () => [],
+    catalog: {},
     installed: fakeInstalled({ backend: '1.0.0' }),
     state,
     events,
