@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
+import semver from 'semver';
 import { z } from 'zod';
 import { parseJsonOrUndefined } from './files.ts';
-import { PLATFORMS, semverString } from './release.ts';
+import { type Artifact, PLATFORMS, type ReleaseCustom, semverString } from './release.ts';
 
 /*
  * Frontend devices: every AICO frontend that checks for updates or syncs its state over the bus. The
@@ -45,4 +46,23 @@ export async function readDevices(redis: Redis): Promise<Device[]> {
     if (parsed.success) devices.push(parsed.data);
   }
   return devices.sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/**
+ * The devices a frontend release concerns: on a platform it reaches (a package for it, or the store)
+ * and running an older frontend. Empty for other components.
+ */
+export function devicesConcerned(
+  devices: readonly Device[],
+  release: Pick<ReleaseCustom, 'component' | 'version' | 'store_platforms'>,
+  artifacts: readonly Pick<Artifact, 'platform'>[],
+): string[] {
+  if (release.component !== 'frontend') return [];
+  const platforms = new Set<string>([
+    ...artifacts.flatMap((a) => (a.platform ? [a.platform] : [])),
+    ...(release.store_platforms ?? []),
+  ]);
+  return devices
+    .filter((d) => platforms.has(d.platform) && semver.lt(d.version, release.version))
+    .map((d) => d.id);
 }

@@ -80,6 +80,8 @@ export const updateAvailableSchema = z.object({
   release: releaseRefSchema,
   installed: z.string(),
   detected_at: z.iso.datetime(),
+  /** A frontend release: the registered devices it is for. */
+  devices: z.array(z.string().max(128)).optional(),
 });
 export type UpdateAvailable = z.infer<typeof updateAvailableSchema>;
 
@@ -132,6 +134,8 @@ export const downloadCompleteSchema = z.object({
   duration_ms: z.number().nonnegative(),
   /** Whether an install job was queued, and why; otherwise the release waits for update.install.request. */
   install: z.enum(['critical', 'auto_install', 'waits']),
+  /** A frontend release: the registered devices its packages are for. */
+  devices: z.array(z.string().max(128)).optional(),
 });
 export type DownloadComplete = z.infer<typeof downloadCompleteSchema>;
 
@@ -270,6 +274,8 @@ export const restartRequiredSchema = z.object({
   version: z.string(),
   services: z.array(z.string()),
   message: z.string(),
+  /** A frontend release: the registered devices that apply it when they restart. */
+  devices: z.array(z.string().max(128)).optional(),
 });
 export type RestartRequired = z.infer<typeof restartRequiredSchema>;
 
@@ -309,6 +315,8 @@ export const installCompleteSchema = z.object({
   code: z.string().max(100).optional(),
   backup_id: z.string().max(200).optional(),
   duration_ms: z.number().nonnegative(),
+  /** The version the component runs now (after a commit, the new one; after a rollback, the old one). */
+  running_version: z.string().max(100).optional(),
 });
 export type InstallComplete = z.infer<typeof installCompleteSchema>;
 

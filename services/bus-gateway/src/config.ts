@@ -140,6 +140,31 @@ export const gatewayConfigSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  devices: z
+    .strictObject({
+      max: numberSetting({
+        default: 500,
+        min: 1,
+        max: 100_000,
+        integer: true,
+        unit: 'devices',
+        allowed:
+          'how many frontend devices are registered at most; a new one beyond is refused (1 to 100000)',
+      }),
+    })
+    .prefault({}),
+  /** The downloader's cache, read-only: the frontends' packages and the TUF metadata mirror are served from it. */
+  packages: z
+    .strictObject({
+      cache_dir: z
+        .string()
+        .min(1)
+        .default('/var/lib/aico-update/cache')
+        .describe(
+          'the downloader’s verified cache (mounted read-only): frontend packages and TUF metadata are served from it',
+        ),
+    })
+    .prefault({}),
   control: z
     .strictObject({
       token: z

@@ -1,3 +1,5 @@
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   AppError,
   type CheckResponse,
@@ -22,6 +24,7 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { controlGuard, type GuardOptions } from './control-guard.ts';
+import type { DeviceRegistry } from './devices.ts';
 
 /** `/history?component=backend&kind=quarantined,rolled_back&service=installer&since=…&limit=100`. */
 const historyQuerySchema = z.object({
@@ -46,6 +49,9 @@ export interface ControlApiDeps {
   guard: GuardOptions;
   maxEventStreams: number;
   commandTimeoutMs: number;
+  devices: DeviceRegistry;
+  /** The downloader's verified cache: packages (blobs/) and the TUF metadata mirror (metadata/). */
+  packagesDir: string;
   /** The newest progress events seen (download and install), for status. */
   progress: () => Record<string, unknown>;
   bus: () => { mode: string; connected: boolean; problem: string | undefined };
@@ -62,7 +68,14 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
       (req: Request, res: Response, next: NextFunction) =>
         void handler(req, res).catch((error: unknown) => {
           if (error instanceof AppError) {
-            const status = error.code === 'BAD_REQUEST' ? 400 : error.code === 'NO_RESPONDER' ? 503 : 502;
+            const status =
+              error.code === 'BAD_REQUEST'
+                ? 400
+                : error.code === 'NOT_FOUND'
+                  ? 404
+                  : error.code === 'NO_RESPONDER'
+                    ? 503
+                    : 502;
             res.status(status).json({ error: { code: error.code, message: error.message } });
           } else next(error);
         });
@@ -118,6 +131,41 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
             since: since ? new Date(since) : undefined,
             limit,
           }),
+        });
+      }),
+    );
+
+    api.get(
+      '/devices',
+      wrap(async (_req, res) => {
+        res.json({ devices: await deps.devices.list() });
+      }),
+    );
+    api.delete(
+      '/devices/:id',
+      wrap(async (req, res) => {
+        const removed = await deps.devices.remove(String(req.params.id).slice(0, 200));
+        res.status(removed ? 200 : 404).json({ removed });
+      }),
+    );
+
+    // The home server as a TUF mirror for frontends: the verified metadata and the packages, by hash.
+    api.get(
+      '/packages/metadata/:file',
+      wrap(async (req, res) => {
+        const file = String(req.params.file);
+        if (!/^(\d+\.)?[a-z][a-z0-9_-]*\.json$/.test(file))
+          throw notFound(`no metadata file ${file.slice(0, 100)}`);
+        await sendVerified(res, join(deps.packagesDir, 'metadata', file), { cache: 'no-cache' });
+      }),
+    );
+    api.get(
+      /^\/packages\/targets\/(?:[A-Za-z0-9._-]+\/)*([0-9a-f]{64})\.[^/]+$/,
+      wrap(async (req, res) => {
+        const sha256 = String((req.params as Record<string, string>)[0]);
+        await sendVerified(res, join(deps.packagesDir, 'blobs', sha256), {
+          etag: sha256,
+          cache: 'public, max-age=31536000, immutable',
         });
       }),
     );
@@ -228,4 +276,36 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
 
     app.use('/api/v1', api);
   };
+}
+
+const notFound = (message: string) => new AppError('NOT_FOUND', message);
+
+/**
+ * Sends a file of the verified cache: only a regular file (no link followed), with Range (resumable),
+ * Content-Length and, for a package, ETag = its sha256. A Range beyond the file is answered 416.
+ */
+async function sendVerified(
+  res: Response,
+  file: string,
+  options: { etag?: string; cache: string },
+): Promise<void> {
+  const info = await lstat(file).catch(() => undefined);
+  if (!info?.isFile())
+    throw notFound("not in the home server's verified cache (not downloaded for any registered device yet?)");
+  await new Promise<void>((resolve, reject) => {
+    res.sendFile(
+      file,
+      {
+        etag: false,
+        lastModified: false,
+        dotfiles: 'deny',
+        headers: {
+          'cache-control': options.cache,
+          ...(options.etag ? { etag: `"${options.etag}"` } : {}),
+          'content-type': file.endsWith('.json') ? 'application/json' : 'application/octet-stream',
+        },
+      },
+      (error) => (error && !res.headersSent ? reject(error) : resolve()),
+    );
+  });
 }

@@ -37,6 +37,7 @@ import { brokerKeys, type KeyPair } from './broker-keys.ts';
 import { type GatewayConfig, gatewayConfigSchema } from './config.ts';
 import { controlApi } from './control-api.ts';
 import { controlToken } from './control-guard.ts';
+import { DeviceRegistry } from './devices.ts';
 import {
   componentTypeOf,
   eventToBus,
@@ -245,7 +246,11 @@ export async function startGateway(
     // The settings in force (the installer keeps them), for answers when the installer cannot be asked.
     const userSettings = new LiveSettings(config.update, logger);
     shutdown.add('settings', await userSettings.follow(redis, nc));
+    const devices = new DeviceRegistry(redis, { max: config.devices.max, metrics });
+    await devices.refreshGauge();
     const requests = new BusRequests({
+      devices,
+      via: settings.mode,
       nc,
       bus,
       metrics,
@@ -343,6 +348,8 @@ export async function startGateway(
           onRefused: (reason) => metrics.controlRefused.inc({ reason }),
         },
         maxEventStreams: config.control.max_event_streams,
+        devices,
+        packagesDir: config.packages.cache_dir,
         commandTimeoutMs: COMMAND_TIMEOUT_MS,
         progress: () => ({ ...progress }),
         bus: () => ({

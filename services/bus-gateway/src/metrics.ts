@@ -7,6 +7,12 @@ export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
 export function createGatewayMetrics(registry: Registry, busConnected: () => boolean) {
   const registers = [registry];
   return {
+    devices: new Gauge({
+      name: `${METRIC_PREFIX}devices`,
+      help: 'Registered frontend devices by platform and the frontend version they reported.',
+      labelNames: ['platform', 'version'] as const,
+      registers,
+    }),
     messagesIn: new Counter({
       name: `${METRIC_PREFIX}bus_messages_in_total`,
       help: 'Well-formed messages received from the AICO bus, by canonical topic.',

@@ -3,6 +3,7 @@ import {
   logSchema,
   natsSchema,
   numberSetting,
+  PLATFORMS,
   redisSchema,
   tufStateSchema,
   updatePolicySchema,
@@ -22,6 +23,19 @@ export const downloaderConfigSchema = z.strictObject({
         .default('/var/lib/aico-update/cache')
         .describe(
           'a writable folder on a persistent volume: the verified blob cache (shared with the installer)',
+        ),
+      frontend_platforms: z
+        .string()
+        .default('')
+        .transform((value) =>
+          value
+            .split(',')
+            .map((p) => p.trim())
+            .filter(Boolean),
+        )
+        .pipe(z.array(z.enum(PLATFORMS)))
+        .describe(
+          `frontend platforms whose packages are always fetched, beside those registered devices use (comma-separated: ${PLATFORMS.join(', ')})`,
         ),
       concurrency: numberSetting({
         default: 1,

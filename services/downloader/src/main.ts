@@ -16,6 +16,7 @@ import {
   listen,
   Queues,
   type RunningHttpService,
+  readDevices,
   readDownloaded,
   readInstallerStatus,
   recordDecision,
@@ -86,6 +87,12 @@ export async function startDownloader(
     const deps: DownloadDeps = {
       policy: settings.policy,
       decide,
+      devices: () => readDevices(redis),
+      platforms: async () =>
+        new Set([
+          ...config.downloader.frontend_platforms,
+          ...(await readDevices(redis)).map((d) => d.platform),
+        ]),
       client,
       store,
       state,

@@ -23,6 +23,7 @@ import {
   type CheckResponse,
   type Component,
   checkResponseSchema,
+  type DeviceAnswer,
   type DownloadComplete,
   type DownloadProgress,
   downloadCompleteSchema,
@@ -57,6 +58,11 @@ export interface BusPayload<Desc extends DescMessage = DescMessage> {
 
 const payload = <Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): BusPayload =>
   ({ schema, message }) as unknown as BusPayload;
+
+/** A frontend event's devices, as words after its message. */
+function forDevices(devices: readonly string[] | undefined): string {
+  return devices && devices.length > 0 ? ` (for devices ${devices.join(', ')})` : '';
+}
 
 /** `update_id` on the bus: `<component>-<version>`, what an install request names. */
 export function updateIdOf(release: { component: string; version: string }): string {
@@ -129,6 +135,61 @@ export function checkResponseToBus(response: CheckResponse, component: Component
     forceUpdate: update?.critical ?? false,
     updateMessage: `${message}${held.join('')}`,
   });
+}
+
+/** Where a device fetches packages and the TUF metadata that proves them (the control API's base). */
+export const PACKAGES_PATH = '/api/v1/packages';
+
+/**
+ * A device's answer as AICO's UpdateCheckResponse: an update (its package on the home server, named in
+ * the attributes `package_target`, `package_url`, `package_sha256` and `metadata_url`: a TUF mirror),
+ * an update through the app store (`delivery=store`), or none (`waits_for_backend` says for what).
+ */
+export function deviceAnswerToBus(answer: DeviceAnswer): {
+  response: MessageShape<typeof UpdateCheckResponseSchema>;
+  attributes: Record<string, string>;
+} {
+  const release = answer.release;
+  const offered = (answer.answer === 'update' || answer.answer === 'store') && release ? release : undefined;
+  const attributes: Record<string, string> = { device_answer: answer.answer };
+  if (answer.answer === 'update' && answer.package) {
+    const pkg = answer.package;
+    const slash = pkg.target.lastIndexOf('/') + 1;
+    Object.assign(attributes, {
+      package_target: pkg.target,
+      package_url: `${PACKAGES_PATH}/targets/${pkg.target.slice(0, slash)}${pkg.sha256}.${pkg.target.slice(slash)}`,
+      package_sha256: pkg.sha256,
+      metadata_url: `${PACKAGES_PATH}/metadata/`,
+    });
+  }
+  if (answer.answer === 'store') attributes.delivery = 'store';
+  if (answer.answer === 'waits_for_backend' && answer.needs_backend)
+    attributes.waits_for_backend = answer.needs_backend;
+  return {
+    response: create(UpdateCheckResponseSchema, {
+      updateAvailable: Boolean(offered),
+      latestVersion: versionInfo(offered ?? { version: answer.installed }),
+      ...(offered
+        ? {
+            updateInfo: {
+              updateId: updateIdOf(offered),
+              targetVersion: versionInfo(offered),
+              componentType: ComponentType.COMPONENT_FRONTEND,
+              componentId: `frontend-${answer.platform}`,
+              sizeBytes: BigInt(answer.package?.length ?? 0),
+              changelog: offered.notes,
+              releaseDate: timestampFromDate(new Date(offered.released_at)),
+              requiresRestart: true,
+              updateType: updateType(answer.installed, offered),
+              securityImpact: offered.critical ? SecurityImpact.CRITICAL : SecurityImpact.UNKNOWN,
+            },
+          }
+        : {}),
+      forceUpdate: offered?.critical ?? false,
+      updateMessage: answer.reason,
+    }),
+    attributes,
+  };
 }
 
 /** AICO's UpdateSettings for the settings in force. */
@@ -272,13 +333,13 @@ export function eventToBus(topic: string, event: unknown): BusPayload | undefine
       return payload(UpdateCheckResponseSchema, checkResponseToBus(response, 'backend'));
     }
     case Topics.available: {
-      const { release, installed } = event as UpdateAvailable;
+      const { release, installed, devices } = event as UpdateAvailable;
       return payload(
         UpdateNotificationSchema,
         notification(
           NotificationType.NOTIFICATION_AVAILABLE,
           release,
-          `${release.component} ${release.version} is available (installed: ${installed})${release.notes ? `: ${release.notes}` : ''}`,
+          `${release.component} ${release.version} is available (installed: ${installed})${release.notes ? `: ${release.notes}` : ''}${forDevices(devices)}`,
           { actions: ['install'] },
         ),
       );
@@ -299,13 +360,13 @@ export function eventToBus(topic: string, event: unknown): BusPayload | undefine
       );
     }
     case Topics.downloadComplete: {
-      const { release, install } = event as DownloadComplete;
+      const { release, install, devices } = event as DownloadComplete;
       return payload(
         UpdateNotificationSchema,
         notification(
           NotificationType.NOTIFICATION_DOWNLOADED,
           release,
-          `${release.component} ${release.version} is downloaded and verified; ${install === 'waits' ? 'it waits for an install request' : `it will be installed (${install})`}`,
+          `${release.component} ${release.version} is downloaded and verified; ${install === 'waits' ? 'it waits for an install request' : `it will be installed (${install})`}${forDevices(devices)}`,
           install === 'waits' ? { actions: ['install'] } : {},
         ),
       );
@@ -333,7 +394,7 @@ export function eventToBus(topic: string, event: unknown): BusPayload | undefine
         create(InstallUpdateResponseSchema, {
           success: c.success,
           status,
-          message: `${c.release.component} ${c.release.version}: ${c.outcome}${c.reason ? ` (${c.reason})` : ''}`,
+          message: `${c.release.component} ${c.release.version}: ${c.outcome}${c.reason ? ` (${c.reason})` : ''}${c.running_version ? `; ${c.release.component} is back and runs ${c.running_version}` : ''}`,
           backupId: c.backup_id ?? '',
         }),
       );
@@ -342,7 +403,14 @@ export function eventToBus(topic: string, event: unknown): BusPayload | undefine
       const r = event as RestartRequired;
       return payload(
         UpdateNotificationSchema,
-        notification(NotificationType.NOTIFICATION_RESTART_REQUIRED, r, r.message, { actions: ['restart'] }),
+        notification(
+          NotificationType.NOTIFICATION_RESTART_REQUIRED,
+          r,
+          `${r.message}${forDevices(r.devices)}`,
+          {
+            actions: ['restart'],
+          },
+        ),
       );
     }
     case Topics.restartScheduled: {

@@ -10,6 +10,7 @@ import {
   unpackPayload,
 } from '@aico-update/aico-bus';
 import { AppError, ExtraTopics, type Logger, type NatsConnection, Topics } from '@aico-update/shared';
+import type { DeviceRegistry } from '../devices.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { BusTransport, InboundMessage } from '../transports/transport.ts';
 import { busRoutes, type Route } from './bus-routes.ts';
@@ -58,6 +59,9 @@ export interface BusRequestDeps {
   /** The current settings and state, for `update.settings` and `update.state.sync`. */
   settings: () => MessageShape<typeof UpdateSettingsSchema>;
   stateSync: (component: string) => Promise<MessageShape<typeof UpdateStateSyncSchema>>;
+  /** The frontend devices heard on the bus, and over which transport. */
+  devices: DeviceRegistry;
+  via: 'zeromq' | 'nats';
   /** Answers to the gateway's own prepare requests, by correlation id. */
   onPrepareAnswer: (envelope: Envelope) => void;
 }

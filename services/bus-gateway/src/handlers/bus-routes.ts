@@ -1,4 +1,5 @@
 import {
+  ComponentType,
   create,
   type DescMessage,
   DownloadProgressSchema,
@@ -26,9 +27,11 @@ import {
   sendCommand,
   Topics,
 } from '@aico-update/shared';
+import type { DeviceRegistry } from '../devices.ts';
 import {
   checkResponseToBus,
   componentOf,
+  deviceAnswerToBus,
   parseUpdateId,
   settingsFromBus,
   settingsToBus,
@@ -72,6 +75,9 @@ const route = <Req extends DescMessage, Res extends DescMessage>(r: Route<Req, R
 export interface RouteDeps {
   nc: NatsConnection;
   commandTimeoutMs: number;
+  /** The frontend devices heard on the bus, and the transport they come over. */
+  devices: DeviceRegistry;
+  via: 'zeromq' | 'nats';
   /** The settings in force, for answers when the installer cannot be asked. */
   settings: () => MessageShape<typeof UpdateSettingsSchema>;
   stateSync: (component: string) => Promise<MessageShape<typeof UpdateStateSyncSchema>>;
@@ -100,11 +106,24 @@ export function busRoutes(deps: RouteDeps): Record<string, Route> {
       response: UpdateCheckResponseSchema,
       responseTopic: Topics.checkResponse,
       handle: async (request, { envelope, correlationId }) => {
+        // A frontend that names itself is a device: registered, and answered for its platform and version.
+        const device =
+          request.componentType === ComponentType.COMPONENT_FRONTEND && request.deviceId
+            ? await registered(deps, {
+                id: request.deviceId,
+                platform: request.systemInfo.platform ?? request.systemInfo.os,
+                version: request.currentVersion?.version ?? '',
+              })
+            : undefined;
         const response = await command<CheckResponse>(Topics.checkRequest, {
           request_id: `bus:${correlationId}`,
           forced: envelope.attributes.forced === 'true',
           source: sourceOf(envelope),
+          ...(device
+            ? { device: { id: device.id, platform: device.platform, version: device.version } }
+            : {}),
         });
+        if (device && response.device_answer) return deviceAnswerToBus(response.device_answer);
         return { response: checkResponseToBus(response, componentOf(request.componentType)) };
       },
       failure: (message) =>
@@ -245,8 +264,27 @@ export function busRoutes(deps: RouteDeps): Record<string, Route> {
       request: UpdateStateSyncSchema,
       response: UpdateStateSyncSchema,
       responseTopic: 'update.state.sync.response',
-      handle: async (request) => ({ response: await deps.stateSync(componentOf(request.componentType)) }),
+      handle: async (request) => {
+        if (request.componentType === ComponentType.COMPONENT_FRONTEND && request.deviceId) {
+          await registered(deps, {
+            id: request.deviceId,
+            platform: request.currentVersion?.attributes.platform,
+            version: request.currentVersion?.version ?? '',
+          });
+        }
+        return { response: await deps.stateSync(componentOf(request.componentType)) };
+      },
       failure: () => create(UpdateStateSyncSchema),
     }),
   };
+}
+
+/** Records a device, or refuses the request naming what is wrong (nothing is stored then). */
+async function registered(
+  deps: RouteDeps,
+  report: { id: string; platform: string | undefined; version: string },
+) {
+  const seen = await deps.devices.seen(report, deps.via);
+  if (!seen.ok) throw new AppError(seen.code, seen.message);
+  return seen.device;
 }

@@ -138,11 +138,15 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
     const release = check.update!;
     const first = await deps.state.markAnnounced(release);
     if (first && policy.notify_available) {
+      const forDevices = (check.devices ?? [])
+        .filter((d) => d.answer === 'update' && d.release?.version === release.version)
+        .map((d) => d.device_id);
       const event: UpdateAvailable = {
         v: 1,
         release,
         installed: check.installed,
         detected_at: finished.toISOString(),
+        ...(forDevices.length > 0 ? { devices: forDevices } : {}),
       };
       await deps.events.publish(Topics.available, event, `available-${release.component}-${release.version}`);
     }

@@ -22,11 +22,21 @@ export interface DownloadPlan {
   all: NeededFile[];
 }
 
-/** Everything a release needs (artifacts and image blobs, each once), split into cached and missing. */
-export function planDownload(manifest: ReleaseManifest, isCached: (sha256: string) => boolean): DownloadPlan {
+/**
+ * Everything a release needs (artifacts and image blobs, each once), split into cached and missing. A
+ * frontend's packages are needed only for `platforms` (the ones devices use, or the operator lists);
+ * without the option, all of them.
+ */
+export function planDownload(
+  manifest: ReleaseManifest,
+  isCached: (sha256: string) => boolean,
+  options: { platforms?: ReadonlySet<string> } = {},
+): DownloadPlan {
   const bySha = new Map<string, NeededFile>();
-  for (const a of manifest.artifacts as Artifact[])
+  for (const a of manifest.artifacts as Artifact[]) {
+    if (a.platform && options.platforms && !options.platforms.has(a.platform)) continue;
     bySha.set(a.sha256, { target: a.target, length: a.length, sha256: a.sha256 });
+  }
   for (const b of releaseBlobs(manifest) as BlobRef[]) {
     const sha256 = b.digest.slice('sha256:'.length);
     bySha.set(sha256, { target: b.target, length: b.length, sha256 });

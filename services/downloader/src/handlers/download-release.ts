@@ -2,9 +2,11 @@ import { readFile } from 'node:fs/promises';
 import {
   AppError,
   type Decision,
+  type Device,
   type DownloadComplete,
   type DownloadJob,
   type DownloadProgress,
+  devicesConcerned,
   type EventSink,
   type InstallJob,
   type Logger,
@@ -39,6 +41,10 @@ export interface DownloadDeps {
   enqueueInstall: (job: InstallJob) => Promise<void>;
   metrics: DownloaderMetrics;
   logger: Logger;
+  /** Platforms whose frontend packages are fetched: those registered devices use, and the configured ones. */
+  platforms: () => Promise<ReadonlySet<string>>;
+  /** The registered frontend devices (which a frontend release's packages are for). */
+  devices: () => Promise<Device[]>;
   /** One of the downloader's decisions, into the shared history. */
   decide: (entry: Omit<Decision, 'at' | 'service'>) => Promise<void>;
   parallelFiles: number;
@@ -78,15 +84,22 @@ export async function downloadRelease(
     const { release, ...result } = await deps.client.session(async (session) => {
       const { release, manifest, bytes: manifestBytes } = await verifiedManifest(session, job);
       const cached = await deps.store.cached();
+      const platforms = { platforms: await deps.platforms() };
       if (
         (await deps.state.isDownloaded(release)) &&
-        planDownload(manifest, (sha) => cached.has(sha)).missing.length === 0
+        planDownload(manifest, (sha) => cached.has(sha), platforms).missing.length === 0
       ) {
-        return { release, outcome: 'already_present' as const, bytes_fetched: 0, bytes_reused: 0 };
+        return {
+          release,
+          outcome: 'already_present' as const,
+          bytes_fetched: 0,
+          bytes_reused: 0,
+          artifacts: manifest.artifacts,
+        };
       }
       await collectGarbage(deps, log);
       const present = await deps.store.cached();
-      const plan = planDownload(manifest, (sha) => present.has(sha));
+      const plan = planDownload(manifest, (sha) => present.has(sha), platforms);
       const free = await deps.store.freeBytes();
       const shortfall = diskShortfall(plan, await deps.store.partialBytes(), free, deps.headroomBytes);
       tracker = new ProgressTracker({
@@ -125,6 +138,7 @@ export async function downloadRelease(
         outcome: 'completed' as const,
         bytes_fetched: fetched,
         bytes_reused: plan.reusedBytes,
+        artifacts: manifest.artifacts,
       };
     });
 
@@ -139,6 +153,7 @@ export async function downloadRelease(
       now: () => 0,
     });
     await publishProgress('completed');
+    const forDevices = devicesConcerned(await deps.devices(), release, result.artifacts);
     const complete: DownloadComplete = {
       v: 1,
       release,
@@ -146,6 +161,7 @@ export async function downloadRelease(
       bytes_reused: result.bytes_reused,
       duration_ms: Math.round(performance.now() - started),
       install: reason ?? 'waits',
+      ...(forDevices.length > 0 ? { devices: forDevices } : {}),
     };
     await deps.events.publish(
       Topics.downloadComplete,

@@ -41,9 +41,12 @@ export async function record(
     ...(backupId ? { backup_id: backupId } : {}),
     duration_ms: durationMs,
   });
+  // What runs now (frontends reconnect to it): the installer's own copy of the installed version.
+  const running = await deps.redis.hget(StateKeys.installed, release.component);
   await deps.events.publish(Topics.installComplete, {
     v: 1,
     release,
+    ...(running ? { running_version: running } : {}),
     success: ['installed', 'already_installed', 'restart_required'].includes(outcome),
     outcome,
     ...(reason ? { reason } : {}),

@@ -1,11 +1,13 @@
 import {
   type Component,
+  devicesConcerned,
   type EventSink,
   type InstallJob,
   type Logger,
   type ReleaseManifest,
   type ReleaseRef,
   type RestartRequired,
+  readDevices,
   StateKeys,
   Topics,
   type UpdatePolicy,
@@ -289,6 +291,7 @@ async function announceArtifacts(
     job,
     manifest.artifacts.map((a) => a.name),
     started,
+    manifest.artifacts,
   );
   return { outcome: 'restart_required', services: [] };
 }
@@ -298,18 +301,21 @@ async function announceRestart(
   job: InstallOrder,
   services: string[],
   started: number,
+  artifacts: ReleaseManifest['artifacts'] = [],
 ): Promise<void> {
   const { release } = job;
   const message =
     services.length > 0 && job.auto_restart === false
       ? `${release.component} ${release.version} is loaded and verified; it is applied when ${release.component} restarts (an install request with auto_restart)`
       : `${release.component} ${release.version} is downloaded and verified; ${release.component} applies it when it restarts`;
+  const forDevices = devicesConcerned(await readDevices(deps.redis), release, artifacts);
   const required: RestartRequired = {
     v: 1,
     component: release.component,
     version: release.version,
     services,
     message,
+    ...(forDevices.length > 0 ? { devices: forDevices } : {}),
   };
   await deps.events.publish(
     Topics.restartRequired,
