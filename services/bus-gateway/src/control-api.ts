@@ -305,7 +305,22 @@ async function sendVerified(
           'content-type': file.endsWith('.json') ? 'application/json' : 'application/octet-stream',
         },
       },
-      (error) => (error && !res.headersSent ? reject(error) : resolve()),
+      (error?: Error & { status?: number }) => {
+        if (!error || res.headersSent) return resolve();
+        if (error.status === 416) {
+          res
+            .status(416)
+            .set('content-range', `bytes */${info.size}`)
+            .json({
+              error: {
+                code: 'RANGE_NOT_SATISFIABLE',
+                message: `the range asked for is beyond the file (${info.size} bytes); ask from 0 to ${info.size - 1}`,
+              },
+            });
+          return resolve();
+        }
+        reject(error);
+      },
     );
   });
 }

@@ -109,7 +109,14 @@ export async function startChecker(
       if (config.checker.check_on_start) await checks.checkSoon();
     }
 
-    const subscription = serveCheckRequests(nc, requests, deps.catalog, metrics, logger);
+    const subscription = serveCheckRequests(
+      nc,
+      requests,
+      deps.catalog,
+      async () => (await state.get()).backend,
+      metrics,
+      logger,
+    );
     shutdown.add('check requests', () => subscription.drain());
     // Started means answering: make sure the server has the subscription before saying so.
     await nc.flush();

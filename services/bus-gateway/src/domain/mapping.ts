@@ -59,6 +59,12 @@ export interface BusPayload<Desc extends DescMessage = DescMessage> {
 const payload = <Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): BusPayload =>
   ({ schema, message }) as unknown as BusPayload;
 
+const HELD_WORDS = {
+  quarantined: 'is quarantined (rolled back here, not offered)',
+  skipped: 'is skipped',
+  strands_devices: 'is held back',
+} as const;
+
 /** A frontend event's devices, as words after its message. */
 function forDevices(devices: readonly string[] | undefined): string {
   return devices && devices.length > 0 ? ` (for devices ${devices.join(', ')})` : '';
@@ -109,10 +115,7 @@ export function checkResponseToBus(response: CheckResponse, component: Component
         : entry
           ? `${component} ${entry.installed} is up to date${entry.blocked ? `; ${entry.blocked.version} needs ${entry.blocked.min_from_version} first` : ''}`
           : `no ${component} is known to the update system`;
-  const held = (entry?.held ?? []).map(
-    (h) =>
-      `; ${h.version} is ${h.kind}${h.kind === 'quarantined' ? ' (rolled back here, not offered)' : ''}: ${h.reason}`,
-  );
+  const held = (entry?.held ?? []).map((h) => `; ${h.version} ${HELD_WORDS[h.kind]}: ${h.reason}`);
   return create(UpdateCheckResponseSchema, {
     updateAvailable: Boolean(update),
     ...(update || entry ? { latestVersion: versionInfo(update ?? { version: entry?.installed ?? '' }) } : {}),

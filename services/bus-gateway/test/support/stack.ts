@@ -41,7 +41,12 @@ export interface BusStack {
   /** Publishes a backend release whose image is the sample backend at `version`. */
   publishBackend(
     version: string,
-    options?: { behaviour?: 'healthy' | 'unhealthy'; critical?: boolean; notes?: string },
+    options?: {
+      behaviour?: 'healthy' | 'unhealthy';
+      critical?: boolean;
+      notes?: string;
+      frontendApis?: string[];
+    },
   ): Promise<void>;
   stop(): Promise<void>;
 }
@@ -87,6 +92,8 @@ export async function startBusStack(
           AICO_BUS_ZEROMQ_HEARTBEAT_SECONDS: '0.2',
           AICO_BUS_ZEROMQ_CLIENT_KEYS: frontendKeys.publicKey,
           AICO_CONTROL_STATE_DIR: join(repo.workDir, 'gateway'),
+          // The downloader's cache: packages and the TUF metadata mirror are served from it.
+          AICO_PACKAGES_CACHE_DIR: join(repo.workDir, 'cache'),
         },
       }),
       { logger },
@@ -128,7 +135,10 @@ export async function startBusStack(
       api: `http://127.0.0.1:${gateway.port}/api/v1`,
       headers: { authorization: `Bearer ${CONTROL_TOKEN}`, 'content-type': 'application/json' },
       installerDir,
-      async publishBackend(version, { behaviour = 'healthy', critical = false, notes = '' } = {}) {
+      async publishBackend(
+        version,
+        { behaviour = 'healthy', critical = false, notes = '', frontendApis } = {},
+      ) {
         const tag = await deployment.image(version, behaviour);
         const archive = join(await makeTempDir('stack-image'), 'backend.tar');
         await docker('save', '-o', archive, tag);
@@ -140,6 +150,7 @@ export async function startBusStack(
           critical,
           notes,
           artifacts: [],
+          frontendApis,
           images: [{ service: 'backend', archive }],
         });
       },

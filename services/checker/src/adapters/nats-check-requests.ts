@@ -21,6 +21,7 @@ export function serveCheckRequests(
   nc: NatsConnection,
   requests: CheckRequests,
   catalog: { latest?: FrontendCatalog },
+  installedBackend: () => Promise<string | undefined>,
   metrics: CheckerMetrics,
   logger: Logger,
 ): Subscription {
@@ -30,8 +31,14 @@ export function serveCheckRequests(
     let response = await requests.handle(request);
     if (!request.device) return response;
     if (!catalog.latest) response = await requests.fresh(request);
-    if (!catalog.latest) return response;
-    return { ...response, device_answer: answerDevice(request.device, catalog.latest) };
+    const latest = catalog.latest;
+    if (!latest) return response;
+    // Against the backend installed now (it may have changed since that check): backend first.
+    const version = await installedBackend();
+    const backend =
+      latest.releases.find((r) => r.component === 'backend' && r.version === version) ??
+      (version ? { version } : latest.backend);
+    return { ...response, device_answer: answerDevice(request.device, { ...latest, backend }) };
   };
   return serveCommand(nc, Topics.checkRequest, checkRequestSchema, handle, {
     queue: CHECKER_QUEUE_GROUP,
