@@ -14,6 +14,8 @@ export const DECISION_KINDS = [
   // the checker
   'checked',
   'check_failed',
+  'waits_for_backend',
+  'strands_devices',
   // the downloader
   'downloaded',
   'download_failed',

@@ -99,6 +99,8 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
             ? { checked_at: check.checked_at, outcome: check.outcome, error: check.error ?? null }
             : null,
           downloaded: Object.keys(downloaded).sort(),
+          // What each registered frontend device is offered, or waits for (the last check's view).
+          frontends: check?.components.find((c) => c.component === 'frontend')?.devices ?? [],
           // Quarantined and skipped releases, paused components, installs waiting for their time.
           holds: installer?.holds ?? [],
           paused: installer?.paused ?? [],

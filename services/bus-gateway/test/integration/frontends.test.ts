@@ -195,6 +195,22 @@ describe('frontends on other devices', () => {
     expect(waits.payload.updateMessage).toMatch(
       /frontend 2\.0\.0 waits for backend >=2\.0\.0: backend 1\.0\.0 is installed/,
     );
+    // Both holds are in the history, once each, and the status shows what each device waits for.
+    const history = (await (await api('/history?kind=waits_for_backend,strands_devices')).json()) as {
+      history: { kind: string; version: string; reason: string }[];
+    };
+    expect(history.history.map((d) => `${d.kind} ${d.version}`).sort()).toEqual([
+      'strands_devices 2.0.0',
+      'waits_for_backend 2.0.0',
+    ]);
+    expect(history.history.find((d) => d.kind === 'strands_devices')?.reason).toMatch(/2 registered device/);
+    const status = (await (await api('/status')).json()) as {
+      frontends: { device_id: string; answer: string }[];
+    };
+    expect(status.frontends.map((f) => `${f.device_id} ${f.answer}`).sort()).toEqual([
+      'mac-1 waits_for_backend',
+      'pc-1 waits_for_backend',
+    ]);
   });
 
   it('the backend goes first: frontends hear when and for how long, then that it is back; then each device gets its own package from the home server, resumed, verified with stock tuf-js', async () => {

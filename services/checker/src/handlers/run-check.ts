@@ -171,6 +171,7 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
       `update available: ${release.component} ${check.installed} → ${release.version}`,
     );
   }
+  await recordHolds(deps, components);
   if (!error && !updates.length) log.info('up to date');
   return response;
 }
@@ -252,4 +253,31 @@ function coordinateFrontends(
   else delete entry.update;
   entry.devices = answers;
   if (!existing) checks.push(entry);
+}
+
+/**
+ * The coordination holds, once each into the history: a frontend release waiting for a newer backend,
+ * and a backend release held because it would strand devices (with how many).
+ */
+async function recordHolds(deps: CheckDeps, components: readonly ComponentCheck[]): Promise<void> {
+  const waiting = new Map<string, string>();
+  for (const answer of components.flatMap((c) => c.devices ?? [])) {
+    if (answer.answer === 'waits_for_backend' && answer.release)
+      waiting.set(answer.release.version, answer.reason);
+  }
+  for (const [version, reason] of waiting) {
+    if (await deps.state.markAnnounced({ component: 'frontend', version: `${version}+waits` })) {
+      await deps.state.decide({ kind: 'waits_for_backend', component: 'frontend', version, reason });
+    }
+  }
+  for (const hold of components.flatMap((c) => c.held ?? []).filter((h) => h.kind === 'strands_devices')) {
+    if (await deps.state.markAnnounced({ component: hold.component, version: `${hold.version}+strands` })) {
+      await deps.state.decide({
+        kind: 'strands_devices',
+        component: hold.component,
+        version: hold.version,
+        reason: hold.reason,
+      });
+    }
+  }
 }
