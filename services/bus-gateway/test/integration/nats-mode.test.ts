@@ -1,4 +1,7 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
+  ComponentType,
   create,
   decodeEnvelope,
   encodeEnvelope,
@@ -39,6 +42,17 @@ beforeAll(async () => {
   repo = await startTestRepository();
   await repo.publish({ component: 'backend', version: '1.0.0', channel: 'stable' });
   await repo.publish({ component: 'backend', version: '1.2.0', channel: 'stable' });
+  const linux = join(repo.workDir, 'aico-1.1.0-linux.AppImage');
+  await writeFile(linux, 'a frontend for linux');
+  await repo.repo.addRelease({
+    component: 'frontend',
+    version: '1.1.0',
+    channel: 'stable',
+    notes: '',
+    artifacts: [],
+    packages: [{ platform: 'linux', file: linux }],
+    needsBackend: '>=1.0.0',
+  });
   checker = await startTestChecker(repo, redis, internal, { AICO_UPDATE_AUTO_DOWNLOAD: 'false' });
   const config = loadConfig(gatewayConfigSchema, {
     env: {
@@ -85,6 +99,34 @@ describe('bus gateway on NATS (AICO since 2026)', () => {
     const payload = unpackPayload(envelope, UpdateCheckResponseSchema);
     expect(payload).toMatchObject({ updateAvailable: true });
     expect(payload.latestVersion?.version).toBe('1.2.0');
+  });
+
+  it('a frontend device over NATS is registered and answered for its platform', async () => {
+    const request = encodeEnvelope(
+      'update.check.request',
+      UpdateCheckRequestSchema,
+      create(UpdateCheckRequestSchema, {
+        componentType: ComponentType.COMPONENT_FRONTEND,
+        deviceId: 'laptop-7',
+        currentVersion: { version: '1.0.0' },
+        systemInfo: { platform: 'linux' },
+      }),
+      { source: 'frontend', attributes: { correlation_id: 'c-device' } },
+    );
+    const reply = await aicoNc.request('aico.home.update.check.request', request, { timeout: 15_000 });
+    const envelope = decodeEnvelope(reply.data);
+    expect(envelope.attributes).toMatchObject({
+      correlation_id: 'c-device',
+      device_answer: 'update',
+      package_target: 'artifacts/frontend/1.1.0/aico-1.1.0-linux.AppImage',
+    });
+    expect(unpackPayload(envelope, UpdateCheckResponseSchema).updateInfo?.updateId).toBe('frontend-1.1.0');
+    const devices = await fetch(`http://127.0.0.1:${gateway.port}/api/v1/devices`, {
+      headers: { authorization: 'Bearer test-control-token-0123456789' },
+    });
+    expect(await devices.json()).toMatchObject({
+      devices: [{ id: 'laptop-7', platform: 'linux', version: '1.0.0', via: 'nats' }],
+    });
   });
 
   it('answers an install request that nothing can serve with a clear refusal, not silence', async () => {

@@ -67,7 +67,6 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
         installed.backend,
         policy.channel,
         holds,
-        devices,
         verifyManifest,
       );
       deps.catalog.latest = catalog;
@@ -199,17 +198,15 @@ async function frontendCatalog(
   installedBackend: string | undefined,
   channel: FrontendCatalog['channel'],
   holds: readonly ReleaseHold[],
-  devices: readonly Device[],
   verifyManifest: (release: ReleaseCandidate) => Promise<ReleaseManifest>,
 ): Promise<FrontendCatalog> {
+  // Always, not only when devices are registered: a device's first check is answered from this view.
   const manifests = new Map<string, ReleaseManifest>();
-  if (devices.length > 0) {
-    const frontends = releases
-      .filter((r) => r.component === 'frontend' && channelIncludes(channel, r.channel))
-      .sort((a, b) => semver.rcompare(a.version, b.version))
-      .slice(0, MANIFESTS_KEPT);
-    for (const release of frontends) manifests.set(release.version, await verifyManifest(release));
-  }
+  const frontends = releases
+    .filter((r) => r.component === 'frontend' && channelIncludes(channel, r.channel))
+    .sort((a, b) => semver.rcompare(a.version, b.version))
+    .slice(0, MANIFESTS_KEPT);
+  for (const release of frontends) manifests.set(release.version, await verifyManifest(release));
   const signed = releases.find((r) => r.component === 'backend' && r.version === installedBackend);
   return {
     releases,
