@@ -1,18 +1,21 @@
 /*
  * The README's main job: the update system deployed with Docker Compose on this machine, with a
  * development update server and a sample AICO backend at 1.0.0, updated only through AICO's bus (an AICO
- * frontend on ZeroMQ with CurveZMQ): 1.1.0 is published, found, downloaded and installed; a broken 1.2.0
- * is installed and rolled back. The stack keeps running afterwards; the URLs are printed at the end.
+ * frontend on ZeroMQ with CurveZMQ): 1.1.0 is published, found, downloaded and installed; a Windows
+ * frontend device then gets its frontend 1.1.0 package (which needs backend 1.1.0) from the home server;
+ * a broken 1.2.0 is installed, rolled back and quarantined. The stack keeps running afterwards; the URLs are printed at the end.
  */
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
+  ComponentType,
   create,
   DownloadProgressSchema,
+  DownloadUpdateRequestSchema,
   type Envelope,
   InstallUpdateRequestSchema,
   InstallUpdateResponseSchema,
@@ -21,13 +24,13 @@ import {
   UpdateNotificationSchema,
   unpackPayload,
 } from '@aico-update/aico-bus';
-import { freePort, waitUntil } from '@aico-update/shared/testing';
+import { freePort, makeTempDir, waitUntil } from '@aico-update/shared/testing';
 import { curveKeyPair } from 'zeromq';
 import { ZmqPeer } from '../services/bus-gateway/test/support/peer.ts';
 import { CONTROL_TOKEN_FILE, ROOT, Stack, type StackOptions } from './stack.ts';
 
 const say = (line: string) => console.log(line);
-const step = (n: number, line: string) => say(`\n[${n}/6] ${line}`);
+const step = (n: number, line: string) => say(`\n[${n}/7] ${line}`);
 
 /** The preferred port when it is free, else any free one. */
 async function port(preferred: number): Promise<number> {
@@ -127,6 +130,29 @@ async function check(): Promise<void> {
   say(`      ← update.check.response: ${answer.updateMessage}`);
 }
 
+/** The Windows frontend device asks for itself (device_id, platform, the version it runs). */
+async function deviceCheck(quiet = false) {
+  const correlationId = randomUUID();
+  if (!quiet) {
+    flush();
+    say('      → update.check.request (UpdateCheckRequest from frontend device "desk-pc", windows, 1.0.0)');
+  }
+  await frontend.send(
+    'update.check.request',
+    UpdateCheckRequestSchema,
+    create(UpdateCheckRequestSchema, {
+      componentType: ComponentType.COMPONENT_FRONTEND,
+      deviceId: 'desk-pc',
+      currentVersion: { version: '1.0.0' },
+      systemInfo: { platform: 'windows' },
+    }),
+    { correlation_id: correlationId },
+  );
+  const answer = await frontend.answer(correlationId, UpdateCheckResponseSchema, 60_000);
+  if (!quiet) say(`      ← update.check.response (for desk-pc): ${answer.payload.updateMessage}`);
+  return answer;
+}
+
 async function install(updateId: string): Promise<void> {
   const correlationId = randomUUID();
   flush();
@@ -144,10 +170,25 @@ async function install(updateId: string): Promise<void> {
 
 const count = (topic: string) => frontend.received.filter((m) => m.topic === topic).length;
 
-step(2, 'Publishing backend 1.1.0 on the update server (a signed TUF release; its image as layer blobs)');
+step(
+  2,
+  'Publishing backend 1.1.0, and a Windows frontend 1.1.0 that needs it, on the update server (signed TUF releases)',
+);
 await stack.publish('1.1.0');
+const windowsPackage = join(await makeTempDir('demo-frontend'), 'aico-1.1.0-windows.msix');
+await writeFile(windowsPackage, randomBytes(200 * 1024));
+await stack.repo.addRelease({
+  component: 'frontend',
+  version: '1.1.0',
+  channel: 'stable',
+  notes: 'Frontend 1.1.0 for backend 1.1.0',
+  artifacts: [],
+  packages: [{ platform: 'windows', file: windowsPackage }],
+  needsBackend: '>=1.1.0',
+});
 step(3, 'An AICO frontend asks for updates over the bus; the system downloads what it found');
 await check();
+await deviceCheck();
 await waitUntil(() => count('update.download.complete') >= 1, 'the download', 120_000);
 step(4, 'The frontend asks for the install');
 await install('backend-1.1.0');
@@ -156,10 +197,54 @@ await new Promise((r) => setTimeout(r, 300));
 flush();
 say(`      the sample AICO backend now answers ${await stack.backendVersion()}`);
 
-step(5, 'A broken 1.2.0 (its health check fails) is published and installed on request');
+step(5, 'The Windows frontend device now gets its package: backend first, then the frontend');
+await waitUntil(
+  async () => (await deviceCheck(true)).payload.updateAvailable,
+  'the frontend offer',
+  60_000,
+  2000,
+);
+const offer = await deviceCheck();
+const pkg = offer.envelope.attributes as Record<string, string>;
+{
+  const correlationId = randomUUID();
+  say(
+    '      → update.download.request (DownloadUpdateRequest frontend-1.1.0): the home server fetches its package',
+  );
+  await frontend.send(
+    'update.download.request',
+    DownloadUpdateRequestSchema,
+    create(DownloadUpdateRequestSchema, { updateId: 'frontend-1.1.0' }),
+    { correlation_id: correlationId },
+  );
+  await frontend.answer(correlationId, DownloadProgressSchema, 60_000);
+}
+await waitUntil(() => count('update.download.complete') >= 2, 'the frontend download', 120_000);
+flush();
+const fetched = await waitUntil(
+  async () => {
+    const response = await fetch(`${stack.controlUrl}${pkg.package_url}`, {
+      headers: await stack.controlHeaders(),
+    });
+    return response.ok ? response : undefined;
+  },
+  'the package',
+  30_000,
+  500,
+);
+const bytes = Buffer.from(await fetched.arrayBuffer());
+const hash = createHash('sha256').update(bytes).digest('hex');
+say(
+  `      GET ${pkg.package_url}: ${bytes.length} bytes, ETag ${fetched.headers.get('etag')}, sha256 ${hash === pkg.package_sha256 ? 'matches the signed target' : 'DOES NOT MATCH'}`,
+);
+say(
+  `      (the TUF metadata beside it, for the device's own verification: ${stack.controlUrl}${pkg.metadata_url})`,
+);
+
+step(6, 'A broken 1.2.0 (its health check fails) is published and installed on request');
 await stack.publish('1.2.0', 'unhealthy');
 await check();
-await waitUntil(() => count('update.download.complete') >= 2, 'the download', 120_000);
+await waitUntil(() => count('update.download.complete') >= 3, 'the download', 120_000);
 await install('backend-1.2.0');
 await waitUntil(() => count('update.install.complete') >= 2, 'the install', 120_000);
 await new Promise((r) => setTimeout(r, 300));
@@ -193,7 +278,7 @@ frontend.close();
 
 const files =
   '-f docker-compose.yml -f infra/compose/broker.yml -f examples/aico-stack/docker-compose.yml --profile dev --profile monitoring';
-step(6, `Done in ${((performance.now() - started) / 1000).toFixed(0)} s. The stack keeps running:`);
+step(7, `Done in ${((performance.now() - started) / 1000).toFixed(0)} s. The stack keeps running:`);
 say(
   `      control API       ${stack.controlUrl}/api/v1/status   (history, settings, check, download, install now or at a time, dry run, skip, rollback: README)`,
 );
