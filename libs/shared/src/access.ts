@@ -58,7 +58,7 @@ export const REDIS_ACCESS: Record<ServiceUser, RedisAccess> = {
       StateKeys.settings,
       StateKeys.installerStatus,
     ],
-    readOnly: [StateKeys.downloaded, DEVICES_KEY],
+    readOnly: [StateKeys.downloaded, StateKeys.lastCheck, DEVICES_KEY],
   },
   'bus-gateway': {
     // Reads state for status answers; marks the events it published; records the frontend devices it hears.

@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inboxPrefix, natsConfig, SERVICE_USERS, type ServiceUser } from '../../src/access.ts';
 import { initSecrets } from '../../src/cli/init-secrets.ts';
+import { DEVICES_KEY } from '../../src/devices.ts';
 import { EventPublisher, ensureEventStream } from '../../src/nats.ts';
 import { makeTempDir, type SpawnedServer, spawnNats, spawnRedis } from '../../src/testing/index.ts';
 import { ExtraTopics, Queues, StateKeys, Subjects, Topics } from '../../src/topics.ts';
@@ -142,6 +143,12 @@ describe('Redis: an ACL user per service', () => {
     await redisAs('checker').lpush(StateKeys.checkerDecisions, '{}');
     expect(await refused(redisAs('checker').lpush(StateKeys.downloaderDecisions, '{}'))).toMatch(/NOPERM/);
     await redisAs('downloader').lpush(StateKeys.downloaderDecisions, '{}');
+    // Devices: the gateway records them (it hears them); the others only read them.
+    await redisAs('bus-gateway').hset(DEVICES_KEY, 'pc-1', '{}');
+    for (const user of ['checker', 'downloader', 'installer'] as const) {
+      expect(await redisAs(user).hget(DEVICES_KEY, 'pc-1')).toBe('{}');
+      expect(await refused(redisAs(user).hset(DEVICES_KEY, 'pc-2', '{}')), user).toMatch(/NOPERM/);
+    }
     expect(await refused(redisAs('bus-gateway').lpush(StateKeys.checkerDecisions, '{}'))).toMatch(/NOPERM/);
   });
 });

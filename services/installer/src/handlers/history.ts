@@ -66,7 +66,7 @@ export async function recordRefusal(
   message: string,
 ): Promise<void> {
   // Held back by the user's or the breaker's choice is not a verification failure (no alert for it).
-  const held = ['QUARANTINED', 'SKIPPED', 'CIRCUIT_OPEN'].includes(code);
+  const held = ['QUARANTINED', 'SKIPPED', 'CIRCUIT_OPEN', 'STRANDS_DEVICES'].includes(code);
   deps.metrics.installs.inc({ component: release.component, outcome: held ? 'held' : 'refused' });
   await decide(deps, 'refused', release, { outcome: 'refused', code, reason: message, duration_ms: 0 });
   await deps.events.publish(Topics.installComplete, {

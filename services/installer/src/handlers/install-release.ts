@@ -8,6 +8,7 @@ import {
   type ReleaseRef,
   type RestartRequired,
   readDevices,
+  readLastCheck,
   StateKeys,
   Topics,
   type UpdatePolicy,
@@ -120,6 +121,7 @@ export async function authorizeInstall(deps: InstallDeps, job: InstallJob): Prom
       paused: await deps.holds.pausedOf(release.component),
     });
     if (!decision.allowed) throw new InstallFailed(decision.code, decision.message, false);
+    if (!operator) await refuseStranding(deps, release);
     // update.allow_restart off: what installs by itself is only staged; an operator applies it.
     const stageOnly = job.auto_restart === false || (!operator && !deps.policy.allow_restart);
     const order: InstallOrder = {
@@ -138,6 +140,25 @@ export async function authorizeInstall(deps: InstallDeps, job: InstallJob): Prom
       await recordRefusal(deps, job.release, error.code, error.message);
     }
     throw error;
+  }
+}
+
+/**
+ * An automatic install of a backend release the checker held because it would strand registered
+ * frontend devices is refused with that hold's reason (an operator's request overrides it). The hold
+ * comes from the checker's copy in Redis: believing it can only make the installer wait, never install.
+ */
+async function refuseStranding(deps: InstallDeps, release: ReleaseRef): Promise<void> {
+  const check = await readLastCheck(deps.redis);
+  const hold = check?.components
+    .find((c) => c.component === release.component)
+    ?.held?.find((h) => h.kind === 'strands_devices' && h.version === release.version);
+  if (hold) {
+    throw new InstallFailed(
+      'STRANDS_DEVICES',
+      `${hold.reason}. It is not installed by itself; nothing was changed`,
+      false,
+    );
   }
 }
 

@@ -147,4 +147,65 @@ describe('holds on automatic installs', () => {
     expect(await deps.holds.holds()).toEqual([]);
     await deps.queue.close();
   }, 180_000);
+
+  it('a backend release the checker held for stranding frontend devices is not installed by itself; an operator may', async () => {
+    const cacheDir = join(dir, 'cache');
+    const deps = await testInstallDeps(
+      { runtime, redis: redisClient, nc },
+      {
+        cache_dir: cacheDir,
+        services: { backend: deployment.name },
+        soak_seconds: 1,
+        prepare_timeout_seconds: 0.2,
+      },
+    );
+    const staged = await stageRelease(
+      cacheDir,
+      'backend',
+      '1.1.0',
+      [{ service: 'backend', tag: await deployment.image('1.1.0') }],
+      undefined,
+      { critical: true },
+    );
+    // The checker's last check, as it writes it: 1.1.0 held back, with what it would break.
+    await redisClient.set(
+      StateKeys.lastCheck,
+      JSON.stringify({
+        v: 1,
+        check_id: 'c1',
+        reason: 'schedule',
+        forced: false,
+        channel: 'stable',
+        checked_at: new Date().toISOString(),
+        duration_ms: 1,
+        outcome: 'up_to_date',
+        cached: false,
+        components: [
+          {
+            component: 'backend',
+            installed: '1.0.0',
+            held: [
+              {
+                component: 'backend',
+                version: '1.1.0',
+                kind: 'strands_devices',
+                reason: 'backend 1.1.0 would stop serving 2 registered device(s)',
+                at: new Date().toISOString(),
+              },
+            ],
+          },
+        ],
+      }),
+    );
+    await expect(installRelease(deps, automatic('1.1.0'))).rejects.toMatchObject({
+      code: 'STRANDS_DEVICES',
+      message: expect.stringContaining('2 registered device'),
+    });
+    expect(await deployment.version()).toBe('1.0.0');
+    await expect(installRelease(deps, deps.seal.seal(staged))).resolves.toMatchObject({
+      outcome: 'installed',
+    });
+    expect(await deployment.version()).toBe('1.1.0');
+    await deps.queue.close();
+  }, 120_000);
 });
