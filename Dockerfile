@@ -38,6 +38,19 @@ COPY services ./services
 COPY tools ./tools
 RUN sh scripts/compile.sh /tmp/aico-build /opt/tsc/node_modules/typescript/bin/tsc
 
+# The operator's page (the gateway serves it at /): Preact bundled by esbuild, both at the lockfile's
+# versions. The same for all images (a few dozen KiB); only the gateway serves it.
+FROM ${NODE_IMAGE} AS page
+WORKDIR /app
+COPY package-lock.json ./
+RUN mkdir -p /opt/page && cd /opt/page && \
+    lock=/app/package-lock.json && \
+    npm install --no-audit --no-fund --no-save \
+      "esbuild@$(node -p "require('$lock').packages['node_modules/esbuild'].version")" \
+      "preact@$(node -p "require('$lock').packages['node_modules/preact'].version")"
+COPY services/bus-gateway/page ./services/bus-gateway/page
+RUN ln -s /opt/page/node_modules node_modules && node services/bus-gateway/page/build.ts
+
 FROM ${NODE_IMAGE}
 ARG SERVICE
 ARG PACKAGE=services/${SERVICE}
@@ -50,6 +63,7 @@ COPY package.json ./
 COPY --from=compile /tmp/aico-build/libs ./libs
 COPY --from=compile /tmp/aico-build/tools/release/package.json tools/release/
 COPY --from=compile /tmp/aico-build/${PACKAGE} ./${PACKAGE}
+COPY --from=page /app/services/bus-gateway/page/dist ./services/bus-gateway/page/dist
 # The state folders, owned by the service's user: a named volume mounted there starts with that owner.
 RUN ln -s ${PACKAGE}/${MAIN} main.js && \
     mkdir -p /var/lib/aico-update/checker /var/lib/aico-update/downloader /var/lib/aico-update/cache \

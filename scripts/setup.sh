@@ -108,3 +108,9 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   touch "$stamp"
 fi
+# The operator's page (services/bus-gateway/page): bundled by esbuild, served by the gateway at /.
+page_dist=services/bus-gateway/page/dist/app.js
+if [ ! -f "$page_dist" ] || [ -n "$(find services/bus-gateway/page/src services/bus-gateway/page/index.html -newer "$page_dist" 2>/dev/null | head -1)" ]; then
+  say "building the operator's page"
+  node services/bus-gateway/page/build.ts >&2
+fi

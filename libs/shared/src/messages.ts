@@ -70,6 +70,8 @@ export const checkResponseSchema = z.object({
   error: checkFailureSchema.optional(),
   /** True when this answer is a recent result served again (non-forced request within the cache window). */
   cached: z.boolean().default(false),
+  /** When each role of the trusted TUF metadata expires (the trust's health). */
+  metadata_expiry: z.record(z.string().max(50), z.iso.datetime()).optional(),
   /** The answer for the device that asked (a request with `device`). */
   device_answer: z.lazy(() => deviceAnswerSchema).optional(),
 });
@@ -358,6 +360,19 @@ export const installerStatusSchema = z.object({
   holds: z.array(releaseHoldSchema),
   paused: z.array(pausedComponentSchema),
   schedule: z.array(scheduledInstallSchema),
+  /** The data backups on the installer's volume, newest first (what a rollback may restore). */
+  backups: z
+    .array(
+      z.object({
+        id: z.string().max(200),
+        component: z.string().max(50),
+        from_version: z.string().max(100),
+        to_version: z.string().max(100),
+        created_at: z.string().max(50),
+        bytes: z.number().int().nonnegative(),
+      }),
+    )
+    .default([]),
 });
 export type InstallerStatus = z.infer<typeof installerStatusSchema>;
 

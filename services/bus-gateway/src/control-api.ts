@@ -96,8 +96,15 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
             (check?.components ?? []).flatMap((c) => (c.update ? [[c.component, c.update.version]] : [])),
           ),
           last_check: check
-            ? { checked_at: check.checked_at, outcome: check.outcome, error: check.error ?? null }
+            ? {
+                checked_at: check.checked_at,
+                outcome: check.outcome,
+                error: check.error ?? null,
+                ...(check.metadata_expiry ? { metadata_expiry: check.metadata_expiry } : {}),
+              }
             : null,
+          // Per component: installed, the release offered (notes, size, critical, channel), what is held.
+          components: check?.components.map(({ devices: _devices, ...c }) => c) ?? [],
           downloaded: Object.keys(downloaded).sort(),
           // What each registered frontend device is offered, or waits for (the last check's view).
           frontends: check?.components.find((c) => c.component === 'frontend')?.devices ?? [],
@@ -105,6 +112,7 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
           holds: installer?.holds ?? [],
           paused: installer?.paused ?? [],
           schedule: installer?.schedule ?? [],
+          backups: installer?.backups ?? [],
           settings: settings
             ? { revision: settings.revision, effective: settings.effective, overrides: settings.overrides }
             : null,

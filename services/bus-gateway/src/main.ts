@@ -36,7 +36,7 @@ import {
 import { brokerKeys, type KeyPair } from './broker-keys.ts';
 import { type GatewayConfig, gatewayConfigSchema } from './config.ts';
 import { controlApi } from './control-api.ts';
-import { controlToken } from './control-guard.ts';
+import { controlToken, type GuardOptions } from './control-guard.ts';
 import { DeviceRegistry } from './devices.ts';
 import {
   componentTypeOf,
@@ -49,6 +49,7 @@ import {
 } from './domain/mapping.ts';
 import { BusRequests } from './handlers/bus-requests.ts';
 import { createGatewayMetrics } from './metrics.ts';
+import { operatorPage, PAGE_DIR } from './page.ts';
 import { NatsBus } from './transports/nats-bus.ts';
 import type { BusTransport } from './transports/transport.ts';
 import { ZapHandler } from './transports/zap.ts';
@@ -325,6 +326,13 @@ export async function startGateway(
     }, 1000);
     shutdown.add('bus watch', async () => clearInterval(watch));
 
+    const guard = {
+      token: control.token,
+      allowedHosts: config.control.allowed_hosts,
+      requestsPerSecond: config.control.requests_per_second,
+      onRefused: (reason: Parameters<NonNullable<GuardOptions['onRefused']>>[0]) =>
+        metrics.controlRefused.inc({ reason }),
+    };
     const app = createServiceApp({
       registry,
       logger,
@@ -338,29 +346,27 @@ export async function startGateway(
           },
         },
       ],
-      routes: controlApi({
-        redis,
-        nc,
-        guard: {
-          token: control.token,
-          allowedHosts: config.control.allowed_hosts,
-          requestsPerSecond: config.control.requests_per_second,
-          onRefused: (reason) => metrics.controlRefused.inc({ reason }),
-        },
-        maxEventStreams: config.control.max_event_streams,
-        devices,
-        packagesDir: config.packages.cache_dir,
-        commandTimeoutMs: COMMAND_TIMEOUT_MS,
-        progress: () => ({ ...progress }),
-        bus: () => ({
-          mode: bus.kind,
-          connected: bus.connected(),
-          problem: bus.problem(),
-          ...(settings.mode === 'zeromq' ? { broker_public_key: serverPublicKey } : {}),
-          // Keys the broker refused lately: how an operator finds a frontend's key to allow it.
-          refused_client_keys: [...clients.refused].map(([key, seen]) => ({ key, ...seen })).reverse(),
-        }),
-      }),
+      routes: (app) => {
+        controlApi({
+          redis,
+          nc,
+          guard,
+          maxEventStreams: config.control.max_event_streams,
+          devices,
+          packagesDir: config.packages.cache_dir,
+          commandTimeoutMs: COMMAND_TIMEOUT_MS,
+          progress: () => ({ ...progress }),
+          bus: () => ({
+            mode: bus.kind,
+            connected: bus.connected(),
+            problem: bus.problem(),
+            ...(settings.mode === 'zeromq' ? { broker_public_key: serverPublicKey } : {}),
+            // Keys the broker refused lately: how an operator finds a frontend's key to allow it.
+            refused_client_keys: [...clients.refused].map(([key, seen]) => ({ key, ...seen })).reverse(),
+          }),
+        })(app);
+        operatorPage({ dir: PAGE_DIR, guard })(app);
+      },
     });
     const http = await listen(app, config.http.host, config.http.port);
     shutdown.add('http', () => http.close());

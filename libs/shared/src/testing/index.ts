@@ -1,3 +1,4 @@
+export * from './browser.ts';
 export * from './disk.ts';
 export * from './docker.ts';
 export * from './faults.ts';

@@ -14,6 +14,7 @@ import {
 } from '@aico-update/shared';
 import {
   freePort,
+  launchChromium,
   makeTempDir,
   type SpawnedServer,
   spawnNats,
@@ -156,7 +157,6 @@ describe('control API: only the owner drives it', () => {
   });
 
   it('a real browser: a page of another origin sends the no-cors POST, the gateway refuses it, nothing installs', async () => {
-    const { chromium } = await import('playwright-core');
     const installs: string[] = [];
     const sub = nc.subscribe(Subjects.command(Topics.installRequest), {
       callback: (_e, m) => void installs.push(m.string()),
@@ -177,18 +177,7 @@ describe('control API: only the owner drives it', () => {
       );
     });
     await new Promise<void>((resolve) => pageServer.listen(0, '127.0.0.1', resolve));
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       await page.goto(`http://127.0.0.1:${(pageServer.address() as { port: number }).port}/`);

@@ -109,6 +109,12 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
     cached: false,
   };
 
+  const expiries = (await deps.source.trustedExpiries()) ?? {};
+  if (Object.keys(expiries).length > 0) {
+    response.metadata_expiry = Object.fromEntries(
+      Object.entries(expiries).map(([role, at]) => [role, at.toISOString()]),
+    );
+  }
   metrics.checks.inc({ reason: job.reason, outcome: response.outcome });
   metrics.checkDuration.observe(response.duration_ms / 1000);
   if (error) {
@@ -117,7 +123,7 @@ export async function runCheck(deps: CheckDeps, job: CheckJob): Promise<CheckRes
     metrics.lastSuccess.set(finished.getTime() / 1000);
     for (const c of components) metrics.updateAvailable.set({ component: c.component }, c.update ? 1 : 0);
   }
-  for (const [role, expiry] of Object.entries((await deps.source.trustedExpiries()) ?? {})) {
+  for (const [role, expiry] of Object.entries(expiries)) {
     metrics.metadataExpiry.set({ role }, expiry.getTime() / 1000);
   }
 

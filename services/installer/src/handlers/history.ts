@@ -17,6 +17,12 @@ import { type InstallerMetrics, showInstalledVersion } from '../metrics.ts';
 
 export const HISTORY_KEY = StateKeys.installHistory;
 
+export interface StepTiming {
+  step: string;
+  service: string;
+  ms: number;
+}
+
 type HistoryDeps = { redis: Redis; events: EventSink; metrics: InstallerMetrics };
 
 export async function record(
@@ -26,6 +32,8 @@ export async function record(
   durationMs: number,
   reason?: string,
   backupId?: string,
+  /** Each step's time, for the history (an install's steps and timings). */
+  steps?: readonly StepTiming[],
 ): Promise<void> {
   const { release } = job;
   deps.metrics.installs.inc({ component: release.component, outcome });
@@ -40,6 +48,7 @@ export async function record(
     ...(reason ? { reason } : {}),
     ...(backupId ? { backup_id: backupId } : {}),
     duration_ms: durationMs,
+    ...(steps && steps.length > 0 ? { steps } : {}),
   });
   // What runs now (frontends reconnect to it): the installer's own copy of the installed version.
   const running = await deps.redis.hget(StateKeys.installed, release.component);

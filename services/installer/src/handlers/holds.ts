@@ -53,12 +53,27 @@ export async function countAutomaticFailure(
 /** The installer's holds and schedule, copied to Redis; the gauges follow. Never throws. */
 export async function publishInstallerStatus(deps: InstallDeps): Promise<InstallerStatus | undefined> {
   try {
-    const [holds, paused, schedule] = await Promise.all([
+    const [holds, paused, schedule, backups] = await Promise.all([
       deps.holds.holds(),
       deps.holds.paused(),
       scheduledInstalls(deps),
+      deps.backups.list(),
     ]);
-    const status: InstallerStatus = { v: 1, updated_at: new Date().toISOString(), holds, paused, schedule };
+    const status: InstallerStatus = {
+      v: 1,
+      updated_at: new Date().toISOString(),
+      holds,
+      paused,
+      schedule,
+      backups: backups.map((b) => ({
+        id: b.id,
+        component: b.component,
+        from_version: b.from_version,
+        to_version: b.to_version,
+        created_at: b.created_at,
+        bytes: [...b.entries, ...b.hooks].reduce((sum, e) => sum + e.bytes, 0),
+      })),
+    };
     await deps.redis.set(StateKeys.installerStatus, JSON.stringify(status));
     deps.metrics.paused.reset();
     for (const p of paused) deps.metrics.paused.set({ component: p.component }, 1);

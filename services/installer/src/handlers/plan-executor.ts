@@ -9,7 +9,7 @@ import { InstallFailed } from '../domain/install-failed.ts';
 import { type InstallStep, previousName, type StepKind } from '../domain/install-plan.ts';
 import { showInstalledVersion } from '../metrics.ts';
 import { restoreHooks, restoreServiceData, takeBackup } from './data-backup.ts';
-import { record } from './history.ts';
+import { record, type StepTiming } from './history.ts';
 import { countAutomaticFailure, publishInstallerStatus, quarantine } from './holds.ts';
 import type { InstallDeps } from './install-release.ts';
 
@@ -34,12 +34,15 @@ export async function execute(deps: InstallDeps, journal: Journal, what: string)
   await deps.journal.write(journal);
   const executors = executorsFor(deps, journal, log);
   log.info({ steps: journal.steps.map((s) => `${s.kind}:${s.service}`) }, what);
+  const timings: StepTiming[] = [];
   try {
     for (const [index, step] of journal.steps.entries()) {
       await setStatus(deps, journal, index, 'started');
       const stepStarted = performance.now();
       await (executors[step.kind] as (s: InstallStep) => Promise<void>)(step);
-      deps.metrics.phaseDuration.observe({ phase: step.kind }, (performance.now() - stepStarted) / 1000);
+      const ms = performance.now() - stepStarted;
+      deps.metrics.phaseDuration.observe({ phase: step.kind }, ms / 1000);
+      timings.push({ step: step.kind, service: step.service, ms: Math.round(ms) });
       await setStatus(deps, journal, index, 'done');
     }
   } catch (error) {
@@ -54,7 +57,7 @@ export async function execute(deps: InstallDeps, journal: Journal, what: string)
     const told = quarantined
       ? `${reason}. ${release.version} is quarantined: not offered or installed by itself again; an install request naming it retries it`
       : reason;
-    await record(deps, journal.job, outcome, Date.now() - started, told);
+    await record(deps, journal.job, outcome, Date.now() - started, told, undefined, timings);
     await deps.journal.clear();
     log.error({ err: error, rolled_back: restored }, `${what} failed: ${reason}`);
     if (journal.kind === 'install') {
@@ -64,7 +67,7 @@ export async function execute(deps: InstallDeps, journal: Journal, what: string)
     throw new InstallFailed(code, reason, journal.swaps.length > 0, { cause: error });
   }
   if (journal.job.auto_restart === false) return;
-  await finish(deps, journal, Date.now() - started, journal.reason);
+  await finish(deps, journal, Date.now() - started, journal.reason, timings);
   await deps.journal.clear();
   log.info({ duration_ms: Date.now() - started }, `${what}: done`);
 }
@@ -75,6 +78,7 @@ export async function finish(
   journal: Journal,
   durationMs: number,
   reason?: string,
+  timings?: readonly StepTiming[],
 ): Promise<void> {
   const { component } = journal.job.release;
   const now = new Date().toISOString();
@@ -94,7 +98,7 @@ export async function finish(
       showInstalledVersion(deps.metrics, component, journal.target_version);
     }
     deps.metrics.rollbacks.inc({ component, reason: 'OPERATOR_REQUEST' });
-    await record(deps, journal.job, 'rolled_back', durationMs, reason);
+    await record(deps, journal.job, 'rolled_back', durationMs, reason, undefined, timings);
     return;
   }
   const last: LastInstall = {
@@ -112,7 +116,7 @@ export async function finish(
     { version: journal.job.release.version, images: journal.images ?? {}, installed_at: now },
     last,
   );
-  await record(deps, journal.job, 'installed', durationMs, reason, journal.backup_id);
+  await record(deps, journal.job, 'installed', durationMs, reason, journal.backup_id, timings);
   // A quarantined release retried by an operator, and older holds of the component, are settled.
   await deps.holds.installed(journal.job.release);
   await publishInstallerStatus(deps);
