@@ -280,6 +280,9 @@ const files =
   '-f docker-compose.yml -f infra/compose/broker.yml -f examples/aico-stack/docker-compose.yml --profile dev --profile monitoring';
 step(7, `Done in ${((performance.now() - started) / 1000).toFixed(0)} s. The stack keeps running:`);
 say(
+  `      operator page     ${stack.controlUrl}/   (open it in a browser; log in with the token below; it stays in that tab only)`,
+);
+say(
   `      control API       ${stack.controlUrl}/api/v1/status   (history, settings, check, download, install now or at a time, dry run, skip, rollback: README)`,
 );
 say(

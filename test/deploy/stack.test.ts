@@ -147,6 +147,14 @@ describe.each(['v1', 'v2'] as const)('the deployment with Compose %s', (compose)
       ),
     );
     expect(installer).toMatchObject({ integrity: { drift: [] } });
+    // The operator's page, built into the gateway's image: served from this origin only.
+    const index = await fetch(`${stack.controlUrl}/`);
+    expect(index.status).toBe(200);
+    expect(index.headers.get('content-security-policy')).toMatch(/default-src 'none'; script-src 'self'/);
+    expect(await index.text()).toContain('/assets/app.js');
+    const script = await fetch(`${stack.controlUrl}/assets/app.js`);
+    expect(script.status).toBe(200);
+    expect((await script.text()).length).toBeGreaterThan(10_000);
   });
 
   it('updates the backend through the bus, rolls a broken release back, and compose keeps the update', {
