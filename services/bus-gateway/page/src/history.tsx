@@ -153,9 +153,12 @@ function Timeline({ decisions }: { decisions: Decision[] }) {
   const span = Math.max(Math.max(...times) - start, 60_000);
   const width = 600;
   const x = (t: number) => 20 + ((t - start) / span) * (width - 40);
+  const count = (kind: string) => marks.filter((d) => d.kind === kind).length;
+  const summary = `${count('installed')} installed, ${count('rolled_back')} rolled back, ${count('failed')} failed, from ${when(new Date(start).toISOString())}`;
   return (
     <figure>
       <svg viewBox={`0 0 ${width} 60`} role="img" aria-labelledby="timeline-caption" class="timeline">
+        <title>{summary}</title>
         <line x1="20" y1="30" x2={width - 20} y2="30" class="axis" />
         {marks.map((d, i) => (
           <circle key={`${d.at}-${i}`} cx={x(Date.parse(d.at))} cy="30" r="7" fill={MARKS[d.kind]?.color}>
@@ -165,11 +168,7 @@ function Timeline({ decisions }: { decisions: Decision[] }) {
           </circle>
         ))}
       </svg>
-      <figcaption id="timeline-caption">
-        {marks.filter((d) => d.kind === 'installed').length} installed,{' '}
-        {marks.filter((d) => d.kind === 'rolled_back').length} rolled back,{' '}
-        {marks.filter((d) => d.kind === 'failed').length} failed, from {when(new Date(start).toISOString())}
-      </figcaption>
+      <figcaption id="timeline-caption">{summary}</figcaption>
     </figure>
   );
 }

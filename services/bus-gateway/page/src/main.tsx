@@ -24,7 +24,16 @@ function App() {
     storeToken(undefined);
     setToken(undefined);
   }, []);
-  if (!api) return <Login onLogin={(t) => (storeToken(t), setToken(t))} />;
+  if (!api) {
+    return (
+      <Login
+        onLogin={(t) => {
+          storeToken(t);
+          setToken(t);
+        }}
+      />
+    );
+  }
   return <Dashboard api={api} onLogout={logout} />;
 }
 

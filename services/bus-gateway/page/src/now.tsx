@@ -51,7 +51,6 @@ function ComponentCard(props: ActionProps & { status: Status; check: ComponentCh
   const paused = status.paused.find((p) => p.component === check.component);
   const backups = status.backups.filter((b) => b.component === check.component);
   const [planning, setPlanning] = useState<string>();
-  const [at, setAt] = useState(localInput(new Date(Date.now() + 3600_000)));
   const [rollback, setRollback] = useState<string>();
   const name = check.component;
   return (
@@ -96,31 +95,14 @@ function ComponentCard(props: ActionProps & { status: Status; check: ComponentCh
             </button>
           </div>
           {downloaded && (
-            <form
-              class="inline"
-              onSubmit={async (event) => {
-                event.preventDefault();
-                done(
-                  await api.command('/install', {
-                    component: name,
-                    version: update.version,
-                    at: new Date(at).toISOString(),
-                  }),
-                );
-              }}
-            >
-              <label for={`at-${name}`}>Install at</label>
-              <input
-                id={`at-${name}`}
-                type="datetime-local"
-                value={at}
-                onInput={(e) => setAt(e.currentTarget.value)}
-                required
-              />
-              <button type="submit" class="secondary">
-                Schedule
-              </button>
-            </form>
+            <ScheduleForm
+              {...props}
+              component={name}
+              version={update.version}
+              label="Install at"
+              button="Schedule"
+              initial={new Date(Date.now() + 3600_000)}
+            />
           )}
         </div>
       ) : (
@@ -366,6 +348,14 @@ function Schedule(props: ActionProps & { status: Status }) {
             <li key={s.job_id} data-testid={`scheduled-${s.component}-${s.version}`}>
               {s.component} {s.version} at <time dateTime={s.scheduled_for}>{when(s.scheduled_for)}</time> (
               {relative(s.scheduled_for)}, {s.reason.replace('_', ' ')})
+              <ScheduleForm
+                {...props}
+                component={s.component}
+                version={s.version}
+                label="Move to"
+                button="Move"
+                initial={new Date(s.scheduled_for)}
+              />
               <button
                 type="button"
                 class="secondary"
@@ -425,4 +415,34 @@ async function checkNow(api: Api): Promise<Reply> {
         ? `the check failed: ${(reply.error as { message?: string } | undefined)?.message ?? ''}`
         : `checked: ${String(reply.outcome).replace('_', ' ')}`,
   };
+}
+
+/** Installs a release at a time picked (the same request again, with another time, moves it). */
+function ScheduleForm(
+  props: ActionProps & { component: string; version: string; label: string; button: string; initial: Date },
+) {
+  const { api, done, component, version } = props;
+  const [at, setAt] = useState(localInput(props.initial));
+  const id = `${props.button.toLowerCase()}-${component}-${version}`;
+  return (
+    <form
+      class="inline"
+      onSubmit={async (event) => {
+        event.preventDefault();
+        done(await api.command('/install', { component, version, at: new Date(at).toISOString() }));
+      }}
+    >
+      <label for={id}>{props.label}</label>
+      <input
+        id={id}
+        type="datetime-local"
+        value={at}
+        onInput={(e) => setAt(e.currentTarget.value)}
+        required
+      />
+      <button type="submit" class="secondary">
+        {props.button}
+      </button>
+    </form>
+  );
 }

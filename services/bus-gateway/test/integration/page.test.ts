@@ -39,6 +39,12 @@ afterAll(async () => {
   await stack?.stop();
 });
 
+/** A datetime-local input's value for a time (the browser's local time, as the page reads it). */
+function localValue(date: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
 const shot = (name: string) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
 const downloaded = (version: string) =>
   waitUntil(
@@ -156,11 +162,16 @@ describe('the operator’s page', () => {
     // Further than 30 days ahead: refused, with the reason shown.
     await page.getByRole('button', { name: 'Schedule' }).click();
     await expect.poll(() => page.getByTestId('message').textContent()).toMatch(/more than 30 days ahead/);
-    const inAnHour = new Date(Date.now() + 3600_000);
-    const local = `${inAnHour.getFullYear()}-${String(inAnHour.getMonth() + 1).padStart(2, '0')}-${String(inAnHour.getDate()).padStart(2, '0')}T${String(inAnHour.getHours()).padStart(2, '0')}:${String(inAnHour.getMinutes()).padStart(2, '0')}`;
+    const local = localValue(new Date(Date.now() + 3600_000));
     await page.getByLabel('Install at').fill(local);
     await page.getByRole('button', { name: 'Schedule' }).click();
     await page.getByTestId('scheduled-backend-1.3.0').waitFor({ timeout: 20_000 });
+    // Moved to another time: the schedule says so.
+    await page.getByLabel('Move to').fill(localValue(new Date(Date.now() + 2 * 3600_000)));
+    await page.getByRole('button', { name: 'Move', exact: true }).click();
+    await expect
+      .poll(() => page.getByTestId('message').textContent())
+      .toMatch(/moved the install of backend 1\.3\.0/);
     await shot('scheduled-desktop');
     await page.getByRole('button', { name: 'Cancel the install of 1.3.0' }).click();
     await page.getByTestId('scheduled-backend-1.3.0').waitFor({ state: 'detached', timeout: 20_000 });
