@@ -43,10 +43,10 @@ import {
   eventToBus,
   PoisonEvent,
   parseEvent,
-  settingsToBus,
   updateIdOf,
   updateStatusOf,
 } from './domain/mapping.ts';
+import { settingsToBus } from './domain/settings-mapping.ts';
 import { BusRequests } from './handlers/bus-requests.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { operatorPage, PAGE_DIR } from './page.ts';

@@ -1,8 +1,10 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import type { Api, Reply } from './api.ts';
 import { Confirm } from './dialog.tsx';
-import { bytes, duration, localInput, relative, when } from './format.ts';
-import type { ComponentCheck, Hold, Live, PlanPreview, Status } from './types.ts';
+import { bytes, localInput, relative, when } from './format.ts';
+import { LivePanel } from './live.tsx';
+import { PlanDialog } from './plan.tsx';
+import type { ComponentCheck, Hold, Live, Status } from './types.ts';
 
 /*
  * "Now": per component what runs and what is available (with what it would do before it does it), what
@@ -214,122 +216,6 @@ function HoldItem(props: ActionProps & { hold: Hold; onRetry: () => void }) {
         )}
       </div>
     </li>
-  );
-}
-
-/** The dry run first; the install only once the operator has seen what it stops. */
-function PlanDialog(props: ActionProps & { component: string; version: string; onClose: () => void }) {
-  const { api, done, component, version } = props;
-  const [plan, setPlan] = useState<PlanPreview | string>();
-  const [busy, setBusy] = useState(false);
-  useEffect(() => {
-    setPlan('loading');
-    void api.command('/install/plan', { component, version }).then((reply) => {
-      setPlan(reply.accepted ? (reply.plan as PlanPreview) : (reply.message ?? 'no plan'));
-    });
-  }, [api, component, version]);
-  const preview = typeof plan === 'object' ? plan : undefined;
-  return (
-    <Confirm
-      title={`Install ${component} ${version}?`}
-      confirm={
-        preview?.services.length
-          ? `Install now (stops ${preview.services.map((s) => s.service).join(', ')})`
-          : 'Install now'
-      }
-      busy={busy || !preview}
-      onCancel={props.onClose}
-      onConfirm={async () => {
-        setBusy(true);
-        props.onClose();
-        done(await api.command('/install', { component, version }));
-      }}
-    >
-      {plan === 'loading' && <p aria-live="polite">Planning (nothing changes)…</p>}
-      {typeof plan === 'string' && plan !== 'loading' && <p class="error">{plan}</p>}
-      {preview && (
-        <div data-testid="plan">
-          <p>
-            {preview.installed ?? '?'} → {preview.version}. Expected downtime about{' '}
-            <strong>{duration(preview.expected_downtime_seconds)}</strong> (
-            {preview.downtime_basis.replace('_', ' ')}).
-          </p>
-          <ul>
-            {preview.services.map((s) => (
-              <li key={s.service}>
-                <strong>{s.service}</strong>: {s.why}
-              </li>
-            ))}
-          </ul>
-          {preview.backup ? (
-            <p>
-              Backs up{' '}
-              {preview.backup.services.map((b) => b.paths.join(', ')).join('; ') || 'the declared hooks'}{' '}
-              (about {bytes(preview.backup.estimated_bytes)})
-              {preview.disk && !preview.disk.enough ? ' — not enough free disk!' : ''}.
-            </p>
-          ) : (
-            <p>No data backup is declared.</p>
-          )}
-          <details>
-            <summary>Steps ({preview.steps.length})</summary>
-            <ol>
-              {preview.steps.map((s) => (
-                <li key={s}>{s.replace(':*', '')}</li>
-              ))}
-            </ol>
-          </details>
-        </div>
-      )}
-    </Confirm>
-  );
-}
-
-function LivePanel({ live }: { live: Live }) {
-  const d = live.download;
-  const i = live.install;
-  const o = live.outcome;
-  if (!d && !i && !o) return null;
-  return (
-    <section aria-labelledby="live-title" class="live" aria-live="polite">
-      <h2 id="live-title">Live</h2>
-      {d && (
-        <div>
-          <p>
-            Download of {d.component} {d.version}: {d.status.replace('_', ' ')} — {bytes(d.bytes_done)} of{' '}
-            {bytes(d.total_bytes)}
-            {d.status === 'in_progress' &&
-              ` at ${bytes(d.rate_bytes_per_second)}/s, ${duration(d.eta_seconds)} left`}
-            {d.message ? ` (${d.message})` : ''}
-          </p>
-          <progress max={100} value={d.percent} aria-label={`download of ${d.component} ${d.version}`}>
-            {d.percent.toFixed(0)} %
-          </progress>
-        </div>
-      )}
-      {i && (
-        <div>
-          <p>
-            {i.kind === 'rollback' ? 'Rollback' : 'Install'} of {i.component} {i.version}:
-          </p>
-          <ol class="steps" data-testid="live-steps">
-            {i.steps.map((s) => (
-              <li key={`${s.index}`} class={s.status}>
-                {s.step}
-                {s.service === '*' ? '' : ` ${s.service}`} —{' '}
-                {s.status === 'done' ? 'done' : s.status === 'failed' ? 'failed' : 'running'}
-              </li>
-            ))}
-          </ol>
-        </div>
-      )}
-      {o && (
-        <p class={o.success ? 'ok' : 'error'} data-testid="live-outcome" role="status">
-          {o.component} {o.version}: {o.outcome.replace('_', ' ')}
-          {o.reason ? ` — ${o.reason}` : ''}
-        </p>
-      )}
-    </section>
   );
 }
 

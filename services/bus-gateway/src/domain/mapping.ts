@@ -12,8 +12,6 @@ import {
   timestampFromDate,
   UpdateCheckResponseSchema,
   UpdateNotificationSchema,
-  type UpdateSettings,
-  UpdateSettingsSchema,
   UpdateStatus,
   UpdateType,
   type VersionInfo,
@@ -23,7 +21,6 @@ import {
   type CheckResponse,
   type Component,
   checkResponseSchema,
-  type DeviceAnswer,
   type DownloadComplete,
   type DownloadProgress,
   downloadCompleteSchema,
@@ -39,7 +36,6 @@ import {
   restartScheduledSchema,
   Topics,
   type UpdateAvailable,
-  type UpdatePolicy,
   updateAvailableSchema,
 } from '@aico-update/shared';
 import { diff } from 'semver';
@@ -90,11 +86,11 @@ export function componentTypeOf(component: string): ComponentType {
   return ComponentType.COMPONENT_MODULE;
 }
 
-function versionInfo(release: { version: string; channel?: string }): VersionInfo {
+export function versionInfo(release: { version: string; channel?: string }): VersionInfo {
   return create(VersionInfoSchema, { version: release.version, channel: release.channel ?? '' });
 }
 
-function updateType(from: string, release: ReleaseRef): UpdateType {
+export function updateType(from: string, release: ReleaseRef): UpdateType {
   if (release.critical) return UpdateType.SECURITY;
   const change = diff(from, release.version);
   if (change === 'major' || change === 'premajor') return UpdateType.MAJOR;
@@ -138,138 +134,6 @@ export function checkResponseToBus(response: CheckResponse, component: Component
     forceUpdate: update?.critical ?? false,
     updateMessage: `${message}${held.join('')}`,
   });
-}
-
-/** Where a device fetches packages and the TUF metadata that proves them (the control API's base). */
-export const PACKAGES_PATH = '/api/v1/packages';
-
-/**
- * A device's answer as AICO's UpdateCheckResponse: an update (its package on the home server, named in
- * the attributes `package_target`, `package_url`, `package_sha256` and `metadata_url`: a TUF mirror),
- * an update through the app store (`delivery=store`), or none (`waits_for_backend` says for what).
- */
-export function deviceAnswerToBus(answer: DeviceAnswer): {
-  response: MessageShape<typeof UpdateCheckResponseSchema>;
-  attributes: Record<string, string>;
-} {
-  const release = answer.release;
-  const offered = (answer.answer === 'update' || answer.answer === 'store') && release ? release : undefined;
-  const attributes: Record<string, string> = { device_answer: answer.answer };
-  if (answer.answer === 'update' && answer.package) {
-    const pkg = answer.package;
-    const slash = pkg.target.lastIndexOf('/') + 1;
-    Object.assign(attributes, {
-      package_target: pkg.target,
-      package_url: `${PACKAGES_PATH}/targets/${pkg.target.slice(0, slash)}${pkg.sha256}.${pkg.target.slice(slash)}`,
-      package_sha256: pkg.sha256,
-      metadata_url: `${PACKAGES_PATH}/metadata/`,
-    });
-  }
-  if (answer.answer === 'store') attributes.delivery = 'store';
-  if (answer.answer === 'waits_for_backend' && answer.needs_backend)
-    attributes.waits_for_backend = answer.needs_backend;
-  return {
-    response: create(UpdateCheckResponseSchema, {
-      updateAvailable: Boolean(offered),
-      latestVersion: versionInfo(offered ?? { version: answer.installed }),
-      ...(offered
-        ? {
-            updateInfo: {
-              updateId: updateIdOf(offered),
-              targetVersion: versionInfo(offered),
-              componentType: ComponentType.COMPONENT_FRONTEND,
-              componentId: `frontend-${answer.platform}`,
-              sizeBytes: BigInt(answer.package?.length ?? 0),
-              changelog: offered.notes,
-              releaseDate: timestampFromDate(new Date(offered.released_at)),
-              requiresRestart: true,
-              updateType: updateType(answer.installed, offered),
-              securityImpact: offered.critical ? SecurityImpact.CRITICAL : SecurityImpact.UNKNOWN,
-            },
-          }
-        : {}),
-      forceUpdate: offered?.critical ?? false,
-      updateMessage: answer.reason,
-    }),
-    attributes,
-  };
-}
-
-/** AICO's UpdateSettings for the settings in force. */
-export function settingsToBus(policy: UpdatePolicy): UpdateSettings {
-  return create(UpdateSettingsSchema, {
-    autoCheck: policy.auto_check,
-    checkIntervalHours: Math.max(1, Math.round(policy.check_interval)),
-    autoDownload: policy.auto_download,
-    autoInstall: policy.auto_install,
-    includeBeta: policy.channel !== 'stable',
-    preferredInstallTime: policy.preferred_time,
-    notifyAvailable: policy.notify_available,
-    allowRestart: policy.allow_restart,
-    updateChannel: policy.channel,
-  });
-}
-
-const BUS_SETTING_FIELDS = {
-  auto_check: (m: UpdateSettings) => m.autoCheck,
-  check_interval_hours: (m: UpdateSettings) => m.checkIntervalHours,
-  auto_download: (m: UpdateSettings) => m.autoDownload,
-  auto_install: (m: UpdateSettings) => m.autoInstall,
-  include_beta: (m: UpdateSettings) => (m.includeBeta ? 'beta' : 'stable'),
-  preferred_install_time: (m: UpdateSettings) => m.preferredInstallTime,
-  notify_available: (m: UpdateSettings) => m.notifyAvailable,
-  allow_restart: (m: UpdateSettings) => m.allowRestart,
-  update_channel: (m: UpdateSettings) => m.updateChannel,
-} as const;
-const POLICY_KEY_OF: Record<keyof typeof BUS_SETTING_FIELDS, string> = {
-  auto_check: 'auto_check',
-  check_interval_hours: 'check_interval',
-  auto_download: 'auto_download',
-  auto_install: 'auto_install',
-  include_beta: 'channel',
-  preferred_install_time: 'preferred_time',
-  notify_available: 'notify_available',
-  allow_restart: 'allow_restart',
-  update_channel: 'channel',
-};
-
-/**
- * What an UpdateSettings message asks to change, as `update.*` keys; undefined for a read. A proto3
- * message carries every field, so a message sets all of them (a frontend reads, changes, sends back),
- * unless the envelope's `fields` attribute lists the ones meant (comma-separated proto field names).
- * An empty message (no interval, no time, no channel) is a read. Validation is the installer's.
- */
-export function settingsFromBus(
-  message: UpdateSettings,
-  fields: string | undefined,
-): { change: Record<string, unknown> } | { read: true } | { unknownFields: string[] } {
-  if (fields !== undefined && fields.trim() !== '') {
-    const named = fields
-      .split(',')
-      .map((f) => f.trim())
-      .filter(Boolean);
-    const unknown = named.filter((f) => !(f in BUS_SETTING_FIELDS));
-    if (unknown.length > 0) return { unknownFields: unknown };
-    const change: Record<string, unknown> = {};
-    for (const field of named as (keyof typeof BUS_SETTING_FIELDS)[]) {
-      change[POLICY_KEY_OF[field]] = BUS_SETTING_FIELDS[field](message);
-    }
-    return { change };
-  }
-  if (message.checkIntervalHours === 0 && !message.preferredInstallTime && !message.updateChannel)
-    return { read: true };
-  return {
-    change: {
-      auto_check: message.autoCheck,
-      ...(message.checkIntervalHours ? { check_interval: message.checkIntervalHours } : {}),
-      auto_download: message.autoDownload,
-      auto_install: message.autoInstall,
-      ...(message.preferredInstallTime ? { preferred_time: message.preferredInstallTime } : {}),
-      notify_available: message.notifyAvailable,
-      allow_restart: message.allowRestart,
-      channel: message.updateChannel || (message.includeBeta ? 'beta' : 'stable'),
-    },
-  };
 }
 
 function notification(

@@ -28,14 +28,9 @@ import {
   Topics,
 } from '@aico-update/shared';
 import type { DeviceRegistry } from '../devices.ts';
-import {
-  checkResponseToBus,
-  componentOf,
-  deviceAnswerToBus,
-  parseUpdateId,
-  settingsFromBus,
-  settingsToBus,
-} from '../domain/mapping.ts';
+import { deviceAnswerToBus } from '../domain/device-mapping.ts';
+import { checkResponseToBus, componentOf, parseUpdateId } from '../domain/mapping.ts';
+import { settingsFromBus, settingsToBus } from '../domain/settings-mapping.ts';
 
 /*
  * What each request topic of AICO's bus does: the AICO message it carries, the internal command it

@@ -1,7 +1,5 @@
 import { mkdir, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
-import { BlobVerificationError, verifiedImageArchive } from '@aico-update/image-archive';
-import { AppError, type Logger, type ReleaseImage, StateKeys, Topics } from '@aico-update/shared';
+import { AppError, type Logger, StateKeys, Topics } from '@aico-update/shared';
 import type { Backup } from '../adapters/backup-store.ts';
 import type { LastInstall } from '../adapters/installer-state.ts';
 import type { Journal, JournalSwap } from '../adapters/journal.ts';
@@ -12,6 +10,7 @@ import { restoreHooks, restoreServiceData, takeBackup } from './data-backup.ts';
 import { record, type StepTiming } from './history.ts';
 import { countAutomaticFailure, publishInstallerStatus, quarantine } from './holds.ts';
 import type { InstallDeps } from './install-release.ts';
+import { loadImage } from './load-image.ts';
 
 /*
  * Runs a journaled plan: each step written to the journal before and after it runs, an executor per
@@ -365,63 +364,6 @@ async function setStatus(
     index,
     of: journal.steps.length,
   });
-}
-
-/**
- * Loads an image from its verified blobs: streamed to the engine and hashed on the way (see
- * verifiedImageArchive), with no tags, then checked to be there under its signed id. Nothing is stopped
- * yet; a blob that does not match its signed digest means the engine loaded nothing.
- */
-async function loadImage(deps: InstallDeps, image: ReleaseImage): Promise<void> {
-  if (await deps.runtime.imageExists(image.image_id)) return;
-  const blob = (b: { digest: string; length: number }) => ({
-    ...b,
-    file: join(deps.cacheDir, 'blobs', b.digest.slice('sha256:'.length)),
-  });
-  const archive = verifiedImageArchive({
-    imageId: image.image_id,
-    repoTags: [],
-    config: blob(image.config),
-    layers: image.layers.map(blob),
-  });
-  let refused: BlobVerificationError | undefined;
-  archive.on('error', (error) => {
-    if (error instanceof BlobVerificationError) refused = error;
-  });
-  try {
-    await deps.runtime.loadImage(archive);
-  } catch (error) {
-    if (refused) {
-      throw new InstallFailed(
-        refused.digest === image.config.digest && image.image_id !== image.config.digest
-          ? 'IMAGE_ID_MISMATCH'
-          : 'BLOB_NOT_VERIFIED',
-        `the ${image.service} image was not loaded: ${refused.message}. The cache holds a file that is not what was signed (download it again); nothing was loaded or stopped`,
-        false,
-        { cause: refused },
-      );
-    }
-    throw new InstallFailed(
-      'IMAGE_LOAD_FAILED',
-      `loading the ${image.service} image failed: ${(error as Error).message}; nothing was stopped`,
-      false,
-      { cause: error },
-    );
-  }
-  if (refused) {
-    throw new InstallFailed(
-      'BLOB_NOT_VERIFIED',
-      `the ${image.service} image was not loaded: ${refused.message}`,
-      false,
-    );
-  }
-  if (!(await deps.runtime.imageExists(image.image_id))) {
-    throw new InstallFailed(
-      'IMAGE_ID_MISMATCH',
-      `the loaded ${image.service} image does not have the signed id ${image.image_id}; nothing was stopped`,
-      false,
-    );
-  }
 }
 
 function mib(bytes: number): string {
