@@ -3,7 +3,13 @@ import type { Queue } from 'bullmq';
 import type { z } from 'zod';
 import { AppError } from './errors.ts';
 import type { Logger } from './logger.ts';
-import { type DownloadJob, downloadJobId, type InstallJob, installJobId } from './messages.ts';
+import {
+  type CommandReply,
+  type DownloadJob,
+  downloadJobId,
+  type InstallJob,
+  installJobId,
+} from './messages.ts';
 import { Subjects, type Topic } from './topics.ts';
 
 /*
@@ -156,4 +162,29 @@ export async function sendCommand<T>(
 /** NATS answered a request with "no responders" (status 503): nothing subscribes to the subject. */
 export function isNoResponders(error: unknown): boolean {
   return /no responders|503/i.test(String((error as Error)?.message));
+}
+
+/**
+ * The answers of a command to one request: its request id echoed, accepted with a message, or refused
+ * with a code and a message a person can act on.
+ */
+export function replies(request: { request_id?: string | undefined }) {
+  const ids = request.request_id ? { request_id: request.request_id } : {};
+  return {
+    ids,
+    accept: (message: string, extra: Partial<CommandReply> = {}): CommandReply => ({
+      v: 1,
+      ...ids,
+      accepted: true,
+      message,
+      ...extra,
+    }),
+    refuse: (code: string, message: string) => ({
+      v: 1 as const,
+      ...ids,
+      accepted: false as const,
+      code,
+      message,
+    }),
+  };
 }

@@ -53,6 +53,21 @@ export function numberSetting(options: NumberSettingOptions) {
     .describe(options.allowed ?? allowed.replace(/ {2}/g, ' '));
 }
 
+/** A list written as one string, `a,b,c` (what an environment variable carries), each item checked. */
+export function commaListSetting<T extends z.ZodType<unknown, string>>(item: T, allowed: string) {
+  return z
+    .string()
+    .default('')
+    .transform((value) =>
+      value
+        .split(',')
+        .map((part) => part.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(item))
+    .describe(allowed);
+}
+
 export const CHANNELS = ['stable', 'beta', 'dev'] as const;
 export type Channel = (typeof CHANNELS)[number];
 

@@ -1,6 +1,7 @@
 import { TOPIC_STYLES } from '@aico-update/aico-bus';
 import {
   booleanSetting,
+  commaListSetting,
   httpSchema,
   logSchema,
   natsSchema,
@@ -17,18 +18,7 @@ export const AICO_BROKER_SECRET_KEY = 'D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs'
 const z85Key = z.string().length(40).describe('a CURVE key in Z85 (40 characters)');
 
 /** A comma-separated list of Z85 public keys. */
-const z85KeyList = (what: string) =>
-  z
-    .string()
-    .default('')
-    .transform((value) =>
-      value
-        .split(',')
-        .map((k) => k.trim())
-        .filter(Boolean),
-    )
-    .pipe(z.array(z.string().length(40)))
-    .describe(what);
+const z85KeyList = (what: string) => commaListSetting(z.string().length(40), what);
 
 const port = (defaultPort: number, what: string) =>
   numberSetting({

@@ -1,4 +1,5 @@
 import {
+  commaListSetting,
   httpSchema,
   logSchema,
   natsSchema,
@@ -24,19 +25,10 @@ export const downloaderConfigSchema = z.strictObject({
         .describe(
           'a writable folder on a persistent volume: the verified blob cache (shared with the installer)',
         ),
-      frontend_platforms: z
-        .string()
-        .default('')
-        .transform((value) =>
-          value
-            .split(',')
-            .map((p) => p.trim())
-            .filter(Boolean),
-        )
-        .pipe(z.array(z.enum(PLATFORMS)))
-        .describe(
-          `frontend platforms whose packages are always fetched, beside those registered devices use (comma-separated: ${PLATFORMS.join(', ')})`,
-        ),
+      frontend_platforms: commaListSetting(
+        z.enum(PLATFORMS),
+        `frontend platforms whose packages are always fetched, beside those registered devices use (comma-separated: ${PLATFORMS.join(', ')})`,
+      ),
       concurrency: numberSetting({
         default: 1,
         min: 1,

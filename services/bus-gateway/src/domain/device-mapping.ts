@@ -1,13 +1,6 @@
-import {
-  ComponentType,
-  create,
-  type MessageShape,
-  SecurityImpact,
-  timestampFromDate,
-  UpdateCheckResponseSchema,
-} from '@aico-update/aico-bus';
+import { ComponentType, create, type MessageShape, UpdateCheckResponseSchema } from '@aico-update/aico-bus';
 import type { DeviceAnswer } from '@aico-update/shared';
-import { updateIdOf, updateType, versionInfo } from './mapping.ts';
+import { updateInfoOf, versionInfo } from './mapping.ts';
 
 /* A frontend device's answer on AICO's bus (see "Frontends on other devices" in the README). */
 
@@ -45,18 +38,11 @@ export function deviceAnswerToBus(answer: DeviceAnswer): {
       latestVersion: versionInfo(offered ?? { version: answer.installed }),
       ...(offered
         ? {
-            updateInfo: {
-              updateId: updateIdOf(offered),
-              targetVersion: versionInfo(offered),
+            updateInfo: updateInfoOf(offered, answer.installed, {
               componentType: ComponentType.COMPONENT_FRONTEND,
               componentId: `frontend-${answer.platform}`,
-              sizeBytes: BigInt(answer.package?.length ?? 0),
-              changelog: offered.notes,
-              releaseDate: timestampFromDate(new Date(offered.released_at)),
-              requiresRestart: true,
-              updateType: updateType(answer.installed, offered),
-              securityImpact: offered.critical ? SecurityImpact.CRITICAL : SecurityImpact.UNKNOWN,
-            },
+              sizeBytes: answer.package?.length ?? 0,
+            }),
           }
         : {}),
       forceUpdate: offered?.critical ?? false,

@@ -90,13 +90,33 @@ export function versionInfo(release: { version: string; channel?: string }): Ver
   return create(VersionInfoSchema, { version: release.version, channel: release.channel ?? '' });
 }
 
-export function updateType(from: string, release: ReleaseRef): UpdateType {
+function updateType(from: string, release: ReleaseRef): UpdateType {
   if (release.critical) return UpdateType.SECURITY;
   const change = diff(from, release.version);
   if (change === 'major' || change === 'premajor') return UpdateType.MAJOR;
   if (change === 'minor' || change === 'preminor') return UpdateType.MINOR;
   if (change === 'patch' || change === 'prepatch' || change === 'prerelease') return UpdateType.PATCH;
   return UpdateType.UNKNOWN;
+}
+
+/** AICO's UpdateInfo of a release offered to a component that runs `installed`. */
+export function updateInfoOf(
+  release: ReleaseRef,
+  installed: string,
+  what: { componentType: ComponentType; componentId: string; sizeBytes: number },
+) {
+  return {
+    updateId: updateIdOf(release),
+    targetVersion: versionInfo(release),
+    componentType: what.componentType,
+    componentId: what.componentId,
+    sizeBytes: BigInt(what.sizeBytes),
+    changelog: release.notes,
+    releaseDate: timestampFromDate(new Date(release.released_at)),
+    requiresRestart: true,
+    updateType: updateType(installed, release),
+    securityImpact: release.critical ? SecurityImpact.CRITICAL : SecurityImpact.UNKNOWN,
+  };
 }
 
 /** `update.check.response` (UpdateCheckResponse) for one component of a check. */
@@ -117,18 +137,11 @@ export function checkResponseToBus(response: CheckResponse, component: Component
     ...(update || entry ? { latestVersion: versionInfo(update ?? { version: entry?.installed ?? '' }) } : {}),
     ...(update && entry
       ? {
-          updateInfo: {
-            updateId: updateIdOf(update),
-            targetVersion: versionInfo(update),
+          updateInfo: updateInfoOf(update, entry.installed, {
             componentType: componentTypeOf(component),
             componentId: component,
-            sizeBytes: BigInt(update.size_bytes),
-            changelog: update.notes,
-            releaseDate: timestampFromDate(new Date(update.released_at)),
-            requiresRestart: true,
-            updateType: updateType(entry.installed, update),
-            securityImpact: update.critical ? SecurityImpact.CRITICAL : SecurityImpact.UNKNOWN,
-          },
+            sizeBytes: update.size_bytes,
+          }),
         }
       : {}),
     forceUpdate: update?.critical ?? false,

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -11,7 +11,6 @@ import {
   InstallUpdateRequestSchema,
   InstallUpdateResponseSchema,
   type MessageInitShape,
-  type MessageShape,
   UpdateCheckRequestSchema,
   UpdateCheckResponseSchema,
   UpdateNotificationSchema,
@@ -74,17 +73,6 @@ const publishFrontend = (version: string, api: string, needsBackend: string) =>
     needsBackend,
   });
 
-async function ask<Res extends DescMessage>(
-  topic: string,
-  request: { schema: DescMessage; message: MessageShape<DescMessage> },
-  response: Res,
-  attributes: Record<string, string> = {},
-) {
-  const id = randomUUID();
-  await frontend.send(topic, request.schema, request.message, { correlation_id: id, ...attributes });
-  return frontend.answer(id, response, 30_000);
-}
-
 const msg = <Desc extends DescMessage>(schema: Desc, init: MessageInitShape<Desc>) => ({
   schema,
   message: create(schema, init),
@@ -92,7 +80,7 @@ const msg = <Desc extends DescMessage>(schema: Desc, init: MessageInitShape<Desc
 
 /** A frontend device asking for itself (AICO's UpdateCheckRequest with device_id and system_info). */
 const deviceCheck = (id: string, platform: string, version: string, forced = false) =>
-  ask(
+  frontend.ask(
     Topics.checkRequest,
     msg(UpdateCheckRequestSchema, {
       componentType: ComponentType.COMPONENT_FRONTEND,
@@ -104,7 +92,9 @@ const deviceCheck = (id: string, platform: string, version: string, forced = fal
     forced ? { forced: 'true' } : {},
   );
 const backendCheck = () =>
-  ask(Topics.checkRequest, msg(UpdateCheckRequestSchema, {}), UpdateCheckResponseSchema, { forced: 'true' });
+  frontend.ask(Topics.checkRequest, msg(UpdateCheckRequestSchema, {}), UpdateCheckResponseSchema, {
+    forced: 'true',
+  });
 
 async function api(path: string, init: RequestInit = {}) {
   return fetch(`${stack.api}${path}`, { ...init, headers: { ...stack.headers, ...(init.headers ?? {}) } });
@@ -220,7 +210,7 @@ describe('frontends on other devices', () => {
       60_000,
     );
     const from = frontend.received.length;
-    const accepted = await ask(
+    const accepted = await frontend.ask(
       Topics.installRequest,
       msg(InstallUpdateRequestSchema, { updateId: 'backend-2.0.0', autoRestart: true }),
       InstallUpdateResponseSchema,
@@ -249,7 +239,7 @@ describe('frontends on other devices', () => {
       ['mac-1', 'macos'],
     ] as const) {
       // The device asks the home server to fetch its package (for the platforms devices use).
-      const download = await ask(
+      const download = await frontend.ask(
         ExtraTopics.downloadRequest,
         msg(DownloadUpdateRequestSchema, { updateId: 'frontend-2.0.0' }),
         DownloadProgressSchema,
@@ -318,7 +308,7 @@ describe('frontends on other devices', () => {
       expect(await updater.findCachedTarget(info as NonNullable<typeof info>, local)).toBeUndefined();
 
       // The device runs it and says so: its version advances.
-      await ask(
+      await frontend.ask(
         ExtraTopics.stateSync,
         msg(UpdateStateSyncSchema, {
           deviceId: id,
@@ -348,7 +338,7 @@ describe('frontends on other devices', () => {
       60_000,
     );
     const from = frontend.received.length;
-    await ask(
+    await frontend.ask(
       Topics.installRequest,
       msg(InstallUpdateRequestSchema, { updateId: 'backend-2.1.0', autoRestart: true }),
       InstallUpdateResponseSchema,

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -61,17 +60,6 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-async function ask<Res extends DescMessage>(
-  topic: string,
-  request: { schema: DescMessage; message: MessageShape<DescMessage> },
-  response: Res,
-  attributes: Record<string, string> = {},
-) {
-  const id = randomUUID();
-  await frontend.send(topic, request.schema, request.message, { correlation_id: id, ...attributes });
-  return frontend.answer(id, response, 30_000);
-}
-
 const settings = (fields: MessageInitShape<typeof UpdateSettingsSchema>) => ({
   schema: UpdateSettingsSchema,
   message: create(UpdateSettingsSchema, fields),
@@ -114,7 +102,7 @@ async function waitForInstall(version: string, from: number, timeoutMs = 90_000)
 
 describe('the user decides, over the bus', () => {
   it('sets auto_install and the preferred time, reads them back, and an invalid time is refused naming the field', async () => {
-    const before = await ask(ExtraTopics.settings, settings({}), UpdateSettingsSchema);
+    const before = await frontend.ask(ExtraTopics.settings, settings({}), UpdateSettingsSchema);
     expect(before.payload).toMatchObject({
       autoInstall: false,
       preferredInstallTime: '03:00',
@@ -122,7 +110,7 @@ describe('the user decides, over the bus', () => {
     });
 
     // A frontend reads, changes, sends back the whole message (proto3 carries every field).
-    const changed = await ask(
+    const changed = await frontend.ask(
       ExtraTopics.settings,
       settings({ ...before.payload, autoInstall: true, preferredInstallTime: '02:30' }),
       UpdateSettingsSchema,
@@ -133,10 +121,10 @@ describe('the user decides, over the bus', () => {
       preferredInstallTime: '02:30',
       autoDownload: true,
     });
-    const readBack = await ask(ExtraTopics.settings, settings({}), UpdateSettingsSchema);
+    const readBack = await frontend.ask(ExtraTopics.settings, settings({}), UpdateSettingsSchema);
     expect(readBack.payload).toMatchObject({ autoInstall: true, preferredInstallTime: '02:30' });
 
-    const refused = await ask(
+    const refused = await frontend.ask(
       ExtraTopics.settings,
       settings({ ...readBack.payload, preferredInstallTime: '25:00' }),
       UpdateSettingsSchema,
@@ -164,9 +152,14 @@ describe('the user decides, over the bus', () => {
     expect(await history('&kind=settings_changed')).toHaveLength(1);
 
     // Back to installing nothing by itself, naming only the field meant.
-    const reset = await ask(ExtraTopics.settings, settings({ autoInstall: false }), UpdateSettingsSchema, {
-      fields: 'auto_install',
-    });
+    const reset = await frontend.ask(
+      ExtraTopics.settings,
+      settings({ autoInstall: false }),
+      UpdateSettingsSchema,
+      {
+        fields: 'auto_install',
+      },
+    );
     expect(reset.payload).toMatchObject({
       autoInstall: false,
       preferredInstallTime: '02:30',
@@ -175,12 +168,19 @@ describe('the user decides, over the bus', () => {
   }, 240_000);
 
   it('auto_download off: nothing downloads by itself; DownloadUpdateRequest downloads; a failed download retried on request succeeds once the server is back', async () => {
-    const off = await ask(ExtraTopics.settings, settings({ autoDownload: false }), UpdateSettingsSchema, {
-      fields: 'auto_download',
-    });
+    const off = await frontend.ask(
+      ExtraTopics.settings,
+      settings({ autoDownload: false }),
+      UpdateSettingsSchema,
+      {
+        fields: 'auto_download',
+      },
+    );
     expect(off.payload.autoDownload).toBe(false);
     await stack.publishBackend('1.1.0');
-    const checked = await ask(Topics.checkRequest, check(), UpdateCheckResponseSchema, { forced: 'true' });
+    const checked = await frontend.ask(Topics.checkRequest, check(), UpdateCheckResponseSchema, {
+      forced: 'true',
+    });
     expect(checked.payload).toMatchObject({
       updateAvailable: true,
       updateInfo: { updateId: 'backend-1.1.0' },
@@ -197,7 +197,11 @@ describe('the user decides, over the bus', () => {
     // The server fails every blob: the download gives up after its attempts.
     stack.repo.faults.add(/\/blobs\//, { kind: 'status', status: 503 });
     const from = frontend.received.length;
-    const asked = await ask(ExtraTopics.downloadRequest, download('backend-1.1.0'), DownloadProgressSchema);
+    const asked = await frontend.ask(
+      ExtraTopics.downloadRequest,
+      download('backend-1.1.0'),
+      DownloadProgressSchema,
+    );
     expect(asked.payload, asked.payload.message).toMatchObject({ status: DownloadStatus.DOWNLOAD_PENDING });
     await waitUntil(
       async () => (await downloads.getJob('download-backend-1.1.0'))?.isFailed(),
@@ -211,7 +215,11 @@ describe('the user decides, over the bus', () => {
 
     // The server is back: asked again, the download runs from where it was and completes.
     stack.repo.faults.clear();
-    const retried = await ask(ExtraTopics.downloadRequest, download('backend-1.1.0'), DownloadProgressSchema);
+    const retried = await frontend.ask(
+      ExtraTopics.downloadRequest,
+      download('backend-1.1.0'),
+      DownloadProgressSchema,
+    );
     expect(retried.payload.message).toMatch(/retrying the download of backend 1.1.0/);
     await waitUntil(() => redis.hget(StateKeys.downloaded, 'backend@1.1.0'), 'the retried download', 60_000);
     await waitUntil(
@@ -224,7 +232,7 @@ describe('the user decides, over the bus', () => {
   it('schedules an install in a few seconds, moves it, cancels another; each seen as events and in the history', async () => {
     const from = frontend.received.length;
     const inAMinute = new Date(Date.now() + 60_000).toISOString();
-    const scheduled = await ask(
+    const scheduled = await frontend.ask(
       Topics.installRequest,
       install('backend-1.1.0'),
       InstallUpdateResponseSchema,
@@ -243,9 +251,14 @@ describe('the user decides, over the bus', () => {
     });
 
     const soon = new Date(Date.now() + 4000);
-    const moved = await ask(Topics.installRequest, install('backend-1.1.0'), InstallUpdateResponseSchema, {
-      scheduled_for: soon.toISOString(),
-    });
+    const moved = await frontend.ask(
+      Topics.installRequest,
+      install('backend-1.1.0'),
+      InstallUpdateResponseSchema,
+      {
+        scheduled_for: soon.toISOString(),
+      },
+    );
     expect(moved.payload.message).toMatch(/moved the install of backend 1\.1\.0 to 20/);
     const done = await waitForInstall('1.1.0', from);
     expect(done, done.message).toMatchObject({ success: true, status: InstallStatus.INSTALL_COMPLETED });
@@ -259,14 +272,19 @@ describe('the user decides, over the bus', () => {
 
     // Another release, downloaded on request, scheduled, then cancelled: it does not install.
     await stack.publishBackend('1.2.0', { behaviour: 'unhealthy' });
-    await ask(ExtraTopics.downloadRequest, download('backend-1.2.0'), DownloadProgressSchema);
+    await frontend.ask(ExtraTopics.downloadRequest, download('backend-1.2.0'), DownloadProgressSchema);
     await waitUntil(() => redis.hget(StateKeys.downloaded, 'backend@1.2.0'), 'the download of 1.2.0', 60_000);
     const later = new Date(Date.now() + 3000).toISOString();
-    const planned = await ask(Topics.installRequest, install('backend-1.2.0'), InstallUpdateResponseSchema, {
-      scheduled_for: later,
-    });
+    const planned = await frontend.ask(
+      Topics.installRequest,
+      install('backend-1.2.0'),
+      InstallUpdateResponseSchema,
+      {
+        scheduled_for: later,
+      },
+    );
     expect(planned.payload, planned.payload.message).toMatchObject({ success: true });
-    const cancelled = await ask(
+    const cancelled = await frontend.ask(
       Topics.installRequest,
       install('backend-1.2.0'),
       InstallUpdateResponseSchema,
@@ -295,14 +313,16 @@ describe('the user decides, over the bus', () => {
 
   it('a broken release rolls back and is quarantined: checks report it, "install newest" refuses it, no automatic install starts; an explicit retry runs it; a newer good release installs', async () => {
     let from = frontend.received.length;
-    const installing = await ask(Topics.installRequest, install(''), InstallUpdateResponseSchema);
+    const installing = await frontend.ask(Topics.installRequest, install(''), InstallUpdateResponseSchema);
     expect(installing.payload.message).toMatch(/backend 1\.2\.0/);
     const failed = await waitForInstall('1.2.0', from);
     expect(failed).toMatchObject({ success: false, status: InstallStatus.INSTALL_FAILED });
     expect(failed.message).toMatch(/rolled_back/);
     expect(await stack.deployment.version()).toBe('1.1.0');
 
-    const checked = await ask(Topics.checkRequest, check(), UpdateCheckResponseSchema, { forced: 'true' });
+    const checked = await frontend.ask(Topics.checkRequest, check(), UpdateCheckResponseSchema, {
+      forced: 'true',
+    });
     expect(checked.payload.updateAvailable).toBe(false);
     expect(checked.payload.updateMessage).toMatch(/1\.2\.0 is quarantined \(rolled back here, not offered\)/);
     const status = await (await fetch(`${stack.api}/status`, { headers: stack.headers })).json();
@@ -310,12 +330,12 @@ describe('the user decides, over the bus', () => {
       holds: [{ version: '1.2.0', kind: 'quarantined', code: 'HEALTH_GATE_FAILED' }],
     });
 
-    const newest = await ask(Topics.installRequest, install(''), InstallUpdateResponseSchema);
+    const newest = await frontend.ask(Topics.installRequest, install(''), InstallUpdateResponseSchema);
     expect(newest.payload.success).toBe(false);
     expect(newest.envelope.attributes.error_code).toBe('QUARANTINED');
 
     // An automatic install of it, queued as the downloader would with auto_install on: refused, nothing runs.
-    await ask(ExtraTopics.settings, settings({ autoInstall: true }), UpdateSettingsSchema, {
+    await frontend.ask(ExtraTopics.settings, settings({ autoInstall: true }), UpdateSettingsSchema, {
       fields: 'auto_install',
     });
     const queue = new Queue(Queues.install, { connection: redis });
@@ -330,7 +350,7 @@ describe('the user decides, over the bus', () => {
       'the automatic install to be refused',
       30_000,
     );
-    await ask(ExtraTopics.settings, settings({ autoInstall: false }), UpdateSettingsSchema, {
+    await frontend.ask(ExtraTopics.settings, settings({ autoInstall: false }), UpdateSettingsSchema, {
       fields: 'auto_install',
     });
     expect(
@@ -339,7 +359,11 @@ describe('the user decides, over the bus', () => {
 
     // Named explicitly, it runs again (and, still broken, rolls back again).
     from = frontend.received.length;
-    const retry = await ask(Topics.installRequest, install('backend-1.2.0'), InstallUpdateResponseSchema);
+    const retry = await frontend.ask(
+      Topics.installRequest,
+      install('backend-1.2.0'),
+      InstallUpdateResponseSchema,
+    );
     expect(retry.payload, retry.payload.message).toMatchObject({ success: true });
     expect((await waitForInstall('1.2.0', from)).message).toMatch(/rolled_back/);
     expect(
@@ -351,19 +375,24 @@ describe('the user decides, over the bus', () => {
     // (A forced check within 10 s of the last one is answered with that one: ask until a fresh one runs.)
     await waitUntil(
       async () =>
-        (await ask(Topics.checkRequest, check(), UpdateCheckResponseSchema, { forced: 'true' })).payload
-          .updateInfo?.updateId === 'backend-1.3.0',
+        (await frontend.ask(Topics.checkRequest, check(), UpdateCheckResponseSchema, { forced: 'true' }))
+          .payload.updateInfo?.updateId === 'backend-1.3.0',
       'a check that offers 1.3.0',
       30_000,
       1000,
     );
-    await ask(ExtraTopics.downloadRequest, download(''), DownloadProgressSchema);
+    await frontend.ask(ExtraTopics.downloadRequest, download(''), DownloadProgressSchema);
     await waitUntil(() => redis.hget(StateKeys.downloaded, 'backend@1.3.0'), 'the download of 1.3.0', 60_000);
 
     // The dry run, over the bus and the control API; then the install does exactly that.
-    const preview = await ask(Topics.installRequest, install('backend-1.3.0'), InstallUpdateResponseSchema, {
-      action: 'plan',
-    });
+    const preview = await frontend.ask(
+      Topics.installRequest,
+      install('backend-1.3.0'),
+      InstallUpdateResponseSchema,
+      {
+        action: 'plan',
+      },
+    );
     const plan = JSON.parse(preview.envelope.attributes.plan as string);
     const byApi = await fetch(`${stack.api}/install/plan`, {
       method: 'POST',
@@ -387,7 +416,7 @@ describe('the user decides, over the bus', () => {
 
     from = frontend.received.length;
     const stepsBefore = steps.length;
-    await ask(Topics.installRequest, install(''), InstallUpdateResponseSchema);
+    await frontend.ask(Topics.installRequest, install(''), InstallUpdateResponseSchema);
     const done = await waitForInstall('1.3.0', from);
     expect(done, done.message).toMatchObject({ success: true });
     expect(await stack.deployment.version()).toBe('1.3.0');

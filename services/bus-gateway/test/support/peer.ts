@@ -88,6 +88,19 @@ export class ZmqPeer {
     return { topic: found.topic, envelope, payload: unpackPayload(envelope, schema) };
   }
 
+  /** Sends a request with a fresh correlation id and waits for its answer. */
+  async ask<Res extends DescMessage>(
+    topic: string,
+    request: { schema: DescMessage; message: MessageShape<DescMessage> },
+    response: Res,
+    attributes: Record<string, string> = {},
+    timeoutMs = 30_000,
+  ) {
+    const id = randomUUID();
+    await this.send(topic, request.schema, request.message, { correlation_id: id, ...attributes });
+    return this.answer(id, response, timeoutMs);
+  }
+
   async waitFor(
     match: (m: ZmqPeer['received'][number]) => boolean,
     timeoutMs = 15_000,

@@ -7,6 +7,7 @@ import {
   type Logger,
   type ReleaseHold,
   type ReleaseRef,
+  replies,
   semverString,
   type UpdatePolicy,
 } from '@aico-update/shared';
@@ -43,14 +44,7 @@ export async function requestDownload(
   deps: DownloadRequestDeps,
   request: DownloadRequest,
 ): Promise<CommandReply> {
-  const ids = request.request_id ? { request_id: request.request_id } : {};
-  const refuse = (code: string, message: string): CommandReply => ({
-    v: 1,
-    ...ids,
-    accepted: false,
-    code,
-    message,
-  });
+  const { ids, refuse } = replies(request);
   const { component } = request;
   if (request.version !== undefined && !semverString.safeParse(request.version).success) {
     return refuse(

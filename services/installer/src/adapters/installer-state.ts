@@ -1,14 +1,7 @@
-import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  COMPONENTS,
-  hasCode,
-  type Logger,
-  parseJsonOrUndefined,
-  releaseRefSchema,
-  writeFileAtomic,
-} from '@aico-update/shared';
+import { COMPONENTS, type Logger, releaseRefSchema } from '@aico-update/shared';
 import { z } from 'zod';
+import { OwnFile } from './own-file.ts';
 
 /*
  * What the installer knows of its own installs, on its own volume (no other service writes there): per
@@ -48,12 +41,15 @@ type State = z.infer<typeof stateSchema>;
 type Component = (typeof COMPONENTS)[number];
 
 export class InstallerState {
-  readonly #file: string;
-  readonly #logger: Logger;
+  readonly #store: OwnFile<typeof stateSchema>;
 
   constructor(stateDir: string, logger: Logger) {
-    this.#file = join(stateDir, 'installed.json');
-    this.#logger = logger;
+    this.#store = new OwnFile(join(stateDir, 'installed.json'), {
+      schema: stateSchema,
+      empty: () => ({ v: 1, installed: {}, last_install: {}, downtime: {} }),
+      logger,
+      what: 'the installer state',
+    });
   }
 
   async installed(component: Component): Promise<InstalledRelease | undefined> {
@@ -92,27 +88,10 @@ export class InstallerState {
   }
 
   async #read(): Promise<State> {
-    let text: string;
-    try {
-      text = await readFile(this.#file, 'utf8');
-    } catch (error) {
-      if (hasCode(error, 'ENOENT')) return { v: 1, installed: {}, last_install: {}, downtime: {} };
-      throw error;
-    }
-    const parsed = stateSchema.safeParse(parseJsonOrUndefined(text));
-    if (!parsed.success) {
-      // Written only by this service, atomically: unreadable means a damaged volume. Say so, start over.
-      this.#logger.error(
-        { file: this.#file, issues: parsed.error.issues },
-        'the installer state is not valid; ignoring it',
-      );
-      return { v: 1, installed: {}, last_install: {}, downtime: {} };
-    }
-    return parsed.data;
+    return this.#store.read();
   }
 
   async #write(state: State): Promise<void> {
-    await mkdir(join(this.#file, '..'), { recursive: true });
-    await writeFileAtomic(this.#file, JSON.stringify(state, null, 2));
+    await this.#store.write(state);
   }
 }

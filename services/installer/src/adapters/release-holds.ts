@@ -1,20 +1,17 @@
-import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   COMPONENTS,
   type Component,
-  hasCode,
   type Logger,
   type PausedComponent,
-  parseJsonOrUndefined,
   pausedComponentSchema,
   type ReleaseHold,
   type ReleasePointer,
   releaseHoldSchema,
-  writeFileAtomic,
 } from '@aico-update/shared';
 import semver from 'semver';
 import { z } from 'zod';
+import { OwnFile } from './own-file.ts';
 
 /*
  * What the installer will not install by itself, on its own volume: releases quarantined after a
@@ -39,14 +36,17 @@ export interface BreakerPolicy {
 }
 
 export class ReleaseHolds {
-  readonly #file: string;
-  readonly #logger: Logger;
+  readonly #store: OwnFile<typeof holdsSchema>;
   readonly breaker: BreakerPolicy;
 
   constructor(stateDir: string, breaker: BreakerPolicy, logger: Logger) {
-    this.#file = join(stateDir, 'holds.json');
+    this.#store = new OwnFile(join(stateDir, 'holds.json'), {
+      schema: holdsSchema,
+      empty: () => ({ v: 1, holds: [], failures: {}, paused: [] }),
+      logger,
+      what: 'the holds file',
+    });
     this.breaker = breaker;
-    this.#logger = logger;
   }
 
   async holds(): Promise<ReleaseHold[]> {
@@ -136,28 +136,11 @@ export class ReleaseHolds {
   }
 
   async #read(): Promise<Holds> {
-    let text: string;
-    try {
-      text = await readFile(this.#file, 'utf8');
-    } catch (error) {
-      if (hasCode(error, 'ENOENT')) return { v: 1, holds: [], failures: {}, paused: [] };
-      throw error;
-    }
-    const parsed = holdsSchema.safeParse(parseJsonOrUndefined(text));
-    if (!parsed.success) {
-      // Written only by this service, atomically: unreadable means a damaged volume. Say so, start over.
-      this.#logger.error(
-        { file: this.#file, issues: parsed.error.issues },
-        'the holds file is not valid; ignoring it',
-      );
-      return { v: 1, holds: [], failures: {}, paused: [] };
-    }
-    return parsed.data;
+    return this.#store.read();
   }
 
   async #write(state: Holds): Promise<void> {
-    await mkdir(join(this.#file, '..'), { recursive: true });
-    await writeFileAtomic(this.#file, JSON.stringify(state, null, 2));
+    await this.#store.write(state);
   }
 }
 

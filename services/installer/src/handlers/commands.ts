@@ -12,6 +12,7 @@ import {
   type RestartScheduled,
   type RollbackRequest,
   recordDecision,
+  replies,
   type SettingsReply,
   type SettingsRequest,
   StateKeys,
@@ -42,14 +43,7 @@ export interface CommandDeps {
 const MAX_SCHEDULE_MS = 30 * 24 * 3600 * 1000;
 
 export async function requestInstall(deps: CommandDeps, request: InstallRequest): Promise<CommandReply> {
-  const ids = request.request_id ? { request_id: request.request_id } : {};
-  const refuse = (code: string, message: string): CommandReply => ({
-    v: 1,
-    ...ids,
-    accepted: false,
-    code,
-    message,
-  });
+  const { ids, refuse } = replies(request);
   const { component } = request;
   const installed = await installedVersion(deps.install, component);
   const chosen = await chooseVersion(deps.install, component, installed, request.version);
@@ -149,7 +143,7 @@ export async function announceSchedule(
 
 /** Cancels the scheduled (or queued, not yet running) install of a release, or of every release of a component. */
 export async function cancelInstall(deps: CommandDeps, request: InstallCancel): Promise<CommandReply> {
-  const ids = request.request_id ? { request_id: request.request_id } : {};
+  const { ids } = replies(request);
   const waiting = (await scheduledInstalls(deps, request.component)).filter(
     (s) => !request.version || s.version === request.version,
   );
@@ -163,15 +157,10 @@ export async function cancelInstall(deps: CommandDeps, request: InstallCancel): 
     };
   }
   for (const scheduled of waiting) {
-    await (await deps.queue.getJob(scheduled.job_id))?.remove();
-    const message = `cancelled the install of ${scheduled.component} ${scheduled.version} planned for ${scheduled.scheduled_for}${request.source ? ` (asked by ${request.source})` : ''}; it waits for an install request`;
-    await announceSchedule(
-      deps.install,
+    await cancelScheduled(
+      deps,
       scheduled,
-      new Date(scheduled.scheduled_for),
-      scheduled.reason,
-      'cancelled',
-      message,
+      `cancelled the install of ${scheduled.component} ${scheduled.version} planned for ${scheduled.scheduled_for}${request.source ? ` (asked by ${request.source})` : ''}; it waits for an install request`,
     );
   }
   await publishInstallerStatus(deps.install);
@@ -183,9 +172,26 @@ export async function cancelInstall(deps: CommandDeps, request: InstallCancel): 
   };
 }
 
+/** Removes an install waiting for its time, and says so (event and history). */
+async function cancelScheduled(
+  deps: CommandDeps,
+  scheduled: Awaited<ReturnType<typeof scheduledInstalls>>[number],
+  message: string,
+): Promise<void> {
+  await (await deps.queue.getJob(scheduled.job_id))?.remove();
+  await announceSchedule(
+    deps.install,
+    scheduled,
+    new Date(scheduled.scheduled_for),
+    scheduled.reason,
+    'cancelled',
+    message,
+  );
+}
+
 /** Skips a release (never installed by itself, not offered) or takes the skip back. */
 export async function skipRelease(deps: CommandDeps, request: ReleaseSkip): Promise<CommandReply> {
-  const ids = request.request_id ? { request_id: request.request_id } : {};
+  const { ids } = replies(request);
   const release = { component: request.component, version: request.version };
   const who = request.source ? ` by ${request.source}` : '';
   if (request.skip) {
@@ -206,13 +212,9 @@ export async function skipRelease(deps: CommandDeps, request: ReleaseSkip): Prom
     // A waiting install of it (the window, a schedule) is cancelled with it.
     for (const scheduled of await scheduledInstalls(deps, request.component)) {
       if (scheduled.version !== request.version) continue;
-      await (await deps.queue.getJob(scheduled.job_id))?.remove();
-      await announceSchedule(
-        deps.install,
+      await cancelScheduled(
+        deps,
         scheduled,
-        new Date(scheduled.scheduled_for),
-        scheduled.reason,
-        'cancelled',
         `cancelled: ${request.component} ${request.version} was skipped${who}`,
       );
     }
@@ -238,7 +240,7 @@ export async function skipRelease(deps: CommandDeps, request: ReleaseSkip): Prom
 
 /** Closes the circuit breaker: automatic installs of the component run again. */
 export async function resumeInstalls(deps: CommandDeps, request: InstallResume): Promise<CommandReply> {
-  const ids = request.request_id ? { request_id: request.request_id } : {};
+  const { ids } = replies(request);
   const paused = await deps.install.holds.resume(request.component);
   const message = paused
     ? `automatic installs of ${request.component} resumed (paused since ${paused.since} after ${paused.failures} failures)`
@@ -257,7 +259,7 @@ export async function resumeInstalls(deps: CommandDeps, request: InstallResume):
 
 /** Reads or changes the user's settings; a change is kept, copied to Redis and announced. */
 export async function changeSettings(deps: CommandDeps, request: SettingsRequest): Promise<SettingsReply> {
-  const ids = request.request_id ? { request_id: request.request_id } : {};
+  const { ids } = replies(request);
   const store = deps.install.settings;
   if (!request.set && !request.reset) {
     return { v: 1, ...ids, accepted: true, message: 'the settings in force', settings: store.state };
@@ -295,7 +297,7 @@ export async function publishSettings(deps: InstallDeps): Promise<void> {
 }
 
 export async function requestRollback(deps: CommandDeps, request: RollbackRequest): Promise<CommandReply> {
-  const ids = request.request_id ? { request_id: request.request_id } : {};
+  const { ids } = replies(request);
   if (!(await deps.install.state.lastInstall(request.component))) {
     return {
       v: 1,

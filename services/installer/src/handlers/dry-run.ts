@@ -1,12 +1,13 @@
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { type InstallPlanRequest, installJobId } from '@aico-update/shared';
+import { type InstallPlanRequest, installJobId, replies } from '@aico-update/shared';
 import { InstallFailed } from '../domain/install-failed.ts';
 import { planInstall } from '../domain/install-plan.ts';
 import { decideInstall } from '../domain/install-policy.ts';
 import { installWindow } from '../domain/install-window.ts';
 import { chooseVersion } from './candidates.ts';
 import { type InstallDeps, installedVersion, runningServices } from './install-release.ts';
+import { DISK_HEADROOM_BYTES } from './plan-executor.ts';
 
 /*
  * The dry run: the plan an install of a downloaded release would follow, from the same verification,
@@ -53,17 +54,8 @@ export type PlanReply =
   | { v: 1; request_id?: string; accepted: true; message: string; plan: PlanPreview }
   | { v: 1; request_id?: string; accepted: false; code: string; message: string };
 
-const HEADROOM_BYTES = 64 * 1024 * 1024;
-
 export async function previewInstall(deps: InstallDeps, request: InstallPlanRequest): Promise<PlanReply> {
-  const ids = request.request_id ? { request_id: request.request_id } : {};
-  const refuse = (code: string, message: string): PlanReply => ({
-    v: 1,
-    ...ids,
-    accepted: false,
-    code,
-    message,
-  });
+  const { ids, refuse } = replies(request);
   const { component } = request;
   const installed = await installedVersion(deps, component);
   const chosen = await chooseVersion(deps, component, installed, request.version);
@@ -238,7 +230,7 @@ async function diskFor(deps: InstallDeps, bytes: number) {
     statfs(dirname(deps.backups.dir)).catch(() => undefined),
   );
   const free = fs ? fs.bavail * fs.bsize : 0;
-  const needed = bytes + HEADROOM_BYTES;
+  const needed = bytes + DISK_HEADROOM_BYTES;
   return { dir: deps.backups.dir, free_bytes: free, needed_bytes: needed, enough: free >= needed };
 }
 

@@ -19,7 +19,7 @@ import { loadImage } from './load-image.ts';
  */
 
 /** Free space kept beyond what an install writes, so the host is not left with a full disk. */
-const DISK_HEADROOM_BYTES = 64 * 1024 * 1024;
+export const DISK_HEADROOM_BYTES = 64 * 1024 * 1024;
 
 /** Runs a journaled plan; on failure puts back every service whose swap began, then throws InstallFailed. */
 export async function execute(deps: InstallDeps, journal: Journal, what: string): Promise<void> {
