@@ -32,8 +32,13 @@ export class RedisCheckState implements CheckState, InstalledVersions {
     return (await this.#redis.hgetall(StateKeys.installed)) as Partial<Record<Component, string>>;
   }
 
-  async markAnnounced(release: { component: string; version: string }): Promise<boolean> {
-    return (await this.#redis.sadd(ANNOUNCED_KEY, `${release.component}@${release.version}`)) === 1;
+  async markAnnounced(
+    release: { component: string; version: string },
+    what: 'available' | 'waits_for_backend' | 'strands_devices' = 'available',
+  ): Promise<boolean> {
+    const key = `${release.component}@${release.version}`;
+    // "available" keeps the members it always had, so nothing is announced twice across an upgrade.
+    return (await this.#redis.sadd(ANNOUNCED_KEY, what === 'available' ? key : `${what}:${key}`)) === 1;
   }
 
   async saveLastCheck(response: CheckResponse): Promise<void> {

@@ -30,7 +30,10 @@ export interface InstalledVersions {
 
 export interface CheckState {
   /** True the first time a release is announced; false when it was announced before. */
-  markAnnounced(release: { component: string; version: string }): Promise<boolean>;
+  markAnnounced(
+    release: { component: string; version: string },
+    what?: 'available' | 'waits_for_backend' | 'strands_devices',
+  ): Promise<boolean>;
   saveLastCheck(response: CheckResponse): Promise<void>;
   lastCheck(): Promise<CheckResponse | undefined>;
   /** Releases the installer holds back (quarantined, skipped): its copy, shown and not offered. */

@@ -269,12 +269,12 @@ async function recordHolds(deps: CheckDeps, components: readonly ComponentCheck[
       waiting.set(answer.release.version, answer.reason);
   }
   for (const [version, reason] of waiting) {
-    if (await deps.state.markAnnounced({ component: 'frontend', version: `${version}+waits` })) {
+    if (await deps.state.markAnnounced({ component: 'frontend', version }, 'waits_for_backend')) {
       await deps.state.decide({ kind: 'waits_for_backend', component: 'frontend', version, reason });
     }
   }
   for (const hold of components.flatMap((c) => c.held ?? []).filter((h) => h.kind === 'strands_devices')) {
-    if (await deps.state.markAnnounced({ component: hold.component, version: `${hold.version}+strands` })) {
+    if (await deps.state.markAnnounced(hold, 'strands_devices')) {
       await deps.state.decide({
         kind: 'strands_devices',
         component: hold.component,

@@ -70,8 +70,8 @@ export function fakeInstalled(versions: Record<string, string>): InstalledVersio
 export class FakeState implements CheckState {
   announced = new Set<string>();
   last: CheckResponse | undefined;
-  async markAnnounced(r: { component: string; version: string }) {
-    const key = `${r.component}@${r.version}`;
+  async markAnnounced(r: { component: string; version: string }, what = 'available') {
+    const key = `${what}:${r.component}@${r.version}`;
     const first = !this.announced.has(key);
     this.announced.add(key);
     return first;
