@@ -194,6 +194,23 @@ describe('NATS: a user per service, with its subjects', () => {
     ).toBe('queued');
   });
 
+  it('no service but the gateway sends the operator’s commands', async () => {
+    const commands = [
+      ExtraTopics.installCancel,
+      ExtraTopics.installPlan,
+      ExtraTopics.releaseSkip,
+      ExtraTopics.installResume,
+      ExtraTopics.downloadRequest,
+    ];
+    for (const user of ['checker', 'downloader', 'installer'] as const) {
+      const other = await natsAs(user);
+      for (const topic of commands) {
+        const asked = await refused(other.request(Subjects.command(topic), '{}', { timeout: 1000 }));
+        expect(asked, `${user} → ${topic}`).toMatch(/Permissions Violation/);
+      }
+    }
+  });
+
   it('only the installer announces settings and serves them; only the gateway asks; the downloader serves downloads', async () => {
     for (const user of ['checker', 'downloader', 'bus-gateway'] as const) {
       const other = await natsAs(user);

@@ -110,14 +110,15 @@ function raw(
   path: string,
   headers: Record<string, string>,
   body = '',
-): Promise<{ status: number; body: string }> {
+  prefix = '/api/v1',
+): Promise<{ status: number; body: string; headers?: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(
-      { host: '127.0.0.1', port: gateway.port, method, path: `/api/v1${path}`, headers },
+      { host: '127.0.0.1', port: gateway.port, method, path: `${prefix}${path}`, headers },
       (res) => {
         let text = '';
         res.on('data', (chunk: Buffer) => (text += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text, headers: res.headers }));
       },
     );
     req.on('error', reject);
@@ -206,6 +207,25 @@ describe('control API: only the owner drives it', () => {
       authorization: `Bearer ${TOKEN}`,
     });
     expect(ok.status).toBe(200);
+  });
+
+  it('the operator page needs no token but gets the same Host check, and loads from this origin only', async () => {
+    const rebound = await raw('GET', '/', { host: `evil.example:${gateway.port}` }, '', '');
+    expect(rebound.status).toBe(403);
+    const page = await raw('GET', '/', { host: `localhost:${gateway.port}` }, '', '');
+    expect(page.status).toBe(200);
+    expect(page.body).toContain('/assets/app.js');
+    expect(page.headers?.['content-security-policy']).toMatch(
+      /default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'/,
+    );
+    const other = await raw(
+      'GET',
+      '/assets/..%2F..%2Fsrc%2Fmain.ts',
+      { host: `localhost:${gateway.port}` },
+      '',
+      '',
+    );
+    expect(other.status).toBe(404);
   });
 
   it('bounds event streams and request rates; /readyz and /metrics stay open and tell no secrets', async () => {

@@ -61,10 +61,11 @@ export class JobSeal {
     now: Date,
   ): boolean {
     if (!job.mac || !job.issued_at) return false;
-    // A scheduled install is honoured from its time on: its seal ages from then.
-    const from = Math.max(Date.parse(job.issued_at), Date.parse(job.scheduled_for ?? '') || 0);
-    const age = now.getTime() - from;
-    if (!(age >= -60_000 && age <= SEAL_LIFETIME_MS)) return false;
+    // Valid from when it was issued; a scheduled install's seal ages from its time, not from then (so
+    // it holds while it waits, and the worker can tell a job promoted early and delay it again).
+    const issued = Date.parse(job.issued_at);
+    const from = Math.max(issued, Date.parse(job.scheduled_for ?? '') || 0);
+    if (now.getTime() < issued - 60_000 || now.getTime() - from > SEAL_LIFETIME_MS) return false;
     const expected = Buffer.from(this.#mac(fields), 'hex');
     const given = Buffer.from(job.mac, 'hex');
     return given.length === expected.length && timingSafeEqual(given, expected);

@@ -29,6 +29,19 @@ describe('JobSeal: only jobs the installer sealed count as an operator’s', () 
     expect(seal.verify(old)).toBe(false);
   });
 
+  it('binds a scheduled install to its time: moved in Redis it is refused; its seal ages from that time', async () => {
+    const seal = await JobSeal.open(await makeTempDir('seal'));
+    const at = new Date(Date.now() + 20 * 24 * 3600_000).toISOString();
+    const scheduled = seal.seal({ ...job, scheduled_for: at });
+    expect(seal.verify(scheduled)).toBe(true);
+    expect(seal.verify({ ...scheduled, scheduled_for: new Date().toISOString() })).toBe(false);
+    const { scheduled_for: _at, ...unscheduled } = scheduled;
+    expect(seal.verify(unscheduled)).toBe(false);
+    // 20 days out, still honoured on the day it runs (the 7-day lifetime counts from its time).
+    expect(seal.verify(scheduled, new Date(Date.parse(at) + 3600_000))).toBe(true);
+    expect(seal.verify(scheduled, new Date(Date.parse(at) + 8 * 24 * 3600_000))).toBe(false);
+  });
+
   it('seals rollbacks apart from installs', async () => {
     const seal = await JobSeal.open(await makeTempDir('seal'));
     const rollback = seal.sealRollback({ v: 1, component: 'backend', backup_id: 'backend-1.0.0-x' });
