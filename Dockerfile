@@ -14,6 +14,7 @@ COPY package.json package-lock.json ./
 COPY libs/shared/package.json libs/shared/
 COPY libs/tuf-client/package.json libs/tuf-client/
 COPY libs/image-archive/package.json libs/image-archive/
+COPY libs/chunked-layer/package.json libs/chunked-layer/
 COPY libs/aico-bus/package.json libs/aico-bus/
 COPY tools/release/package.json tools/release/
 COPY services/checker/package.json services/checker/
