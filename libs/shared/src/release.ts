@@ -59,11 +59,24 @@ export const artifactSchema = z.object({
 });
 export type Artifact = z.infer<typeof artifactSchema>;
 
-/** A content-addressed blob (image config or layer), itself a TUF target `blobs/sha256/<hex>`. */
+const signedFileSchema = z.object({
+  target: z.string().min(1),
+  length: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type SignedFile = z.infer<typeof signedFileSchema>;
+
+/**
+ * A content-addressed blob (image config or layer), itself a TUF target `blobs/sha256/<hex>`. A layer
+ * may also be published chunked: a pack of zstd frames and its chunk index, two more signed targets,
+ * from which a client rebuilds the layer fetching only the chunks it does not hold. Clients that do not
+ * know `chunked` (zod strips it) fetch the plain target, so old clients read new releases.
+ */
 export const blobRefSchema = z.object({
   digest: z.string().regex(/^sha256:[0-9a-f]{64}$/),
   length: z.number().int().nonnegative(),
   target: z.string().min(1),
+  chunked: z.object({ index: signedFileSchema, pack: signedFileSchema }).optional(),
 });
 export type BlobRef = z.infer<typeof blobRefSchema>;
 
@@ -90,6 +103,11 @@ export function releaseTargetPath(component: string, version: string): string {
 
 export function blobTargetPath(digest: string): string {
   return `blobs/sha256/${digest.replace(/^sha256:/, '')}`;
+}
+
+/** A chunked layer's pack and index targets, content-addressed like blobs. */
+export function chunkedTargetPaths(pack: string, index: string): { pack: string; index: string } {
+  return { pack: `packs/sha256/${pack}`, index: `chunk-indexes/sha256/${index}` };
 }
 
 /** Every blob target a release needs, each once (layers shared between services count once). */

@@ -64,6 +64,16 @@ export interface TufSession extends RefreshOutcome {
    * and sha256, renamed into place only when verified). `partialDir` must be on the same disk as `dest`.
    */
   downloadTarget(info: TargetFile, dest: string, options: DownloadTargetOptions): Promise<ResumableOutcome>;
+  /**
+   * Bytes [start, end) of a signed target, unverified: only for a caller that verifies what it reads
+   * against hashes the target's signed contents give (a chunk pack read through its signed index).
+   */
+  openTargetRange(
+    info: TargetFile,
+    start: number,
+    end: number,
+    options?: Omit<DownloadTargetOptions, 'partialDir'>,
+  ): AsyncIterable<Buffer>;
 }
 
 export interface DownloadTargetOptions {
@@ -128,6 +138,8 @@ export class TufClient {
         fetchTarget: (info) => this.#fetchTarget(updater, info),
         downloadTarget: (info, dest, options) =>
           this.#downloadTarget(info, dest, options, outcome.consistentSnapshot),
+        openTargetRange: (info, start, end, options) =>
+          this.#openTargetRange(info, start, end, options ?? {}, outcome.consistentSnapshot),
       });
     } finally {
       await release();
@@ -149,6 +161,53 @@ export class TufClient {
     options: DownloadTargetOptions,
     consistentSnapshot: boolean,
   ): Promise<ResumableOutcome> {
+    const { url, sha256, fetcher } = this.#network(info, consistentSnapshot);
+    fetcher.lastError = undefined;
+    try {
+      return await fetcher.downloadResumable(url, { length: info.length, sha256 }, dest, options);
+    } catch (error) {
+      if ((error as Error).name === 'AbortError') throw error;
+      throw classifyTufError(error, this.#options.fetcher.lastError);
+    }
+  }
+
+  async *#openTargetRange(
+    info: TargetFile,
+    start: number,
+    end: number,
+    options: Omit<DownloadTargetOptions, 'partialDir'>,
+    consistentSnapshot: boolean,
+  ): AsyncGenerator<Buffer> {
+    if (
+      !(
+        Number.isSafeInteger(start) &&
+        Number.isSafeInteger(end) &&
+        start >= 0 &&
+        start < end &&
+        end <= info.length
+      )
+    ) {
+      throw new TufError(
+        'attack',
+        'TUF_INVALID_RANGE',
+        `bytes ${start}-${end} are not inside target ${info.path} (${info.length} signed bytes)`,
+      );
+    }
+    const { url, fetcher } = this.#network(info, consistentSnapshot);
+    fetcher.lastError = undefined;
+    try {
+      yield* fetcher.openRange(url, start, end, options);
+    } catch (error) {
+      if ((error as Error).name === 'AbortError') throw error;
+      throw classifyTufError(error, this.#options.fetcher.lastError);
+    }
+  }
+
+  /** The URL tuf-js would use for a target (with consistent snapshots its name carries its hash). */
+  #network(
+    info: TargetFile,
+    consistentSnapshot: boolean,
+  ): { url: string; sha256: string; fetcher: TufFetcher } {
     const sha256 = info.hashes.sha256;
     if (!sha256) {
       throw new TufError(
@@ -157,7 +216,6 @@ export class TufClient {
         `target ${info.path} has no sha256 in its signed metadata; refusing it`,
       );
     }
-    // The same URL tuf-js would use: with consistent snapshots, the file name carries its hash.
     const slash = info.path.lastIndexOf('/');
     const name = consistentSnapshot ? `${sha256}.${info.path.slice(slash + 1)}` : info.path.slice(slash + 1);
     const path = slash >= 0 ? `${info.path.slice(0, slash)}/${name}` : name;
@@ -170,13 +228,7 @@ export class TufClient {
         `${info.path}: this client reads a mirror and downloads nothing`,
       );
     }
-    fetcher.lastError = undefined;
-    try {
-      return await fetcher.downloadResumable(url, { length: info.length, sha256 }, dest, options);
-    } catch (error) {
-      if ((error as Error).name === 'AbortError') throw error;
-      throw classifyTufError(error, this.#options.fetcher.lastError);
-    }
+    return { url, sha256, fetcher };
   }
 
   async #fetchTarget(updater: Updater, info: TargetFile): Promise<string> {

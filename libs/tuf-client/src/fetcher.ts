@@ -343,6 +343,73 @@ export class TufFetcher extends BaseFetcher {
     return { length, sha256: hash.digest('hex'), resumed };
   }
 
+  /**
+   * Bytes [start, end) of a target, streamed: for the chunk delta, whose caller verifies every frame
+   * against the signed chunk index. The server must answer 206 for exactly that range; more bytes than
+   * asked are refused (endless data). A cut in the middle reopens the rest of the range, as a transient
+   * failure of a whole download is retried.
+   */
+  async *openRange(
+    url: string,
+    start: number,
+    end: number,
+    options: { onBytes?: (bytes: number) => void; signal?: AbortSignal } = {},
+  ): AsyncGenerator<Buffer> {
+    let at = start;
+    for (let attempt = 0; at < end; ) {
+      options.signal?.throwIfAborted();
+      let response: Response | undefined;
+      try {
+        response = await this.#respond(url, { range: `bytes=${at}-${end - 1}` });
+        if (response.statusCode !== 206 || contentRangeStart(response.headers['content-range']) !== at) {
+          throw this.#record(
+            new FetchError(
+              'TUF_RANGE_UNSUPPORTED',
+              `${url}: the update server answered HTTP ${response.statusCode} to a range request; chunked downloads need a server that serves byte ranges`,
+              url,
+              false,
+            ),
+          );
+        }
+        const abort = () => response?.body.destroy(options.signal?.reason);
+        options.signal?.addEventListener('abort', abort, { once: true });
+        try {
+          for await (const chunk of response.body) {
+            const bytes = chunk as Buffer;
+            if (at + bytes.length > end) {
+              throw new DownloadLengthMismatchError(`${url}: more than the ${end - start} bytes asked for`);
+            }
+            if (this.#options.rateLimiter) await this.#options.rateLimiter.take(bytes.length, options.signal);
+            at += bytes.length;
+            this.stats.bytes += bytes.length;
+            options.onBytes?.(bytes.length);
+            yield bytes;
+          }
+        } finally {
+          options.signal?.removeEventListener('abort', abort);
+        }
+        if (at < end) {
+          throw this.#record(
+            new FetchError('TUF_UNREACHABLE', `${url}: range closed ${end - at} bytes early`, url, true),
+          );
+        }
+      } catch (error) {
+        response?.body.destroy();
+        if ((error as Error).name === 'AbortError') throw error;
+        const failure =
+          error instanceof FetchError || error instanceof DownloadLengthMismatchError
+            ? error
+            : this.#record(transportError(url, error, 'while receiving a range', response?.timedOut()));
+        const retry = failure instanceof FetchError && failure.transient && attempt < this.#options.retries;
+        if (!retry) throw failure;
+        this.stats.retries += 1;
+        await sleep(Math.min(this.#options.retryDelayMs * 2 ** attempt++, 30_000), undefined, {
+          signal: options.signal,
+        });
+      }
+    }
+  }
+
   async close(): Promise<void> {
     this.#agents?.http.destroy();
     this.#agents?.https.destroy();

@@ -24,6 +24,12 @@ import {
 } from '@aico-update/shared';
 import { Metadata, type MetadataKind } from '@tufjs/models';
 import semver from 'semver';
+import {
+  checkZstdLevel,
+  type LayerPublishing,
+  stageChunkedLayer,
+  type TargetEntry,
+} from './chunked-layers.ts';
 import { generateKey, type KeyFile, loadKeys, publicKeyJson, signerFor } from './keys.ts';
 
 /*
@@ -58,7 +64,6 @@ export const DEFAULT_EXPIRES_DAYS: Record<Role, number> = {
 
 type SignedJson = Record<string, unknown> & { version: number; expires: string };
 type RoleKeys = { keyids: string[]; threshold: number };
-type TargetEntry = { length: number; hashes: Record<string, string>; custom?: Record<string, unknown> };
 
 export interface InitOptions {
   rootKeysDir?: string;
@@ -74,7 +79,7 @@ export interface WriteOptions {
   expiresAt?: Partial<Record<Role, string>>;
 }
 
-export interface AddReleaseInput extends WriteOptions {
+export interface AddReleaseInput extends WriteOptions, LayerPublishing {
   component: string;
   version: string;
   channel: string;
@@ -371,8 +376,14 @@ export class Repository {
       artifacts.push({ name, target, ...info, ...(platform ? { platform } : {}) });
     }
     const images: ReleaseImage[] = [];
+    let zstdLevel: number | undefined;
+    try {
+      zstdLevel = input.layers === 'plain' ? undefined : checkZstdLevel(input.zstdLevel);
+    } catch (error) {
+      throw new ReleaseToolError('INVALID_ARGUMENT', (error as Error).message);
+    }
     for (const { service, archive } of input.images ?? []) {
-      images.push(await this.#stageImage(targets, service, archive));
+      images.push(await this.#stageImage(targets, service, archive, zstdLevel));
     }
     const blobBytes = releaseBlobs({ images }).reduce((sum, b) => sum + b.length, 0);
     const manifest: ReleaseManifest = {
@@ -572,6 +583,7 @@ export class Repository {
     targets: SignedJson & { targets: Record<string, TargetEntry> },
     service: string,
     archive: string,
+    zstdLevel: number | undefined,
   ): Promise<ReleaseImage> {
     if (!/^[a-z0-9][a-z0-9_.-]*$/.test(service)) {
       throw new ReleaseToolError(
@@ -594,19 +606,27 @@ export class Repository {
         );
       }
       const image = archived[0] as ArchivedImage;
-      const stage = async (blob: ExtractedBlob) => {
+      const stage = async (blob: ExtractedBlob, chunked?: BlobRef['chunked']): Promise<BlobRef> => {
         const target = blobTargetPath(blob.digest);
         const sha256 = blob.digest.slice('sha256:'.length);
         if (!targets.targets[target]) {
           await this.#storeTarget(target, sha256, (dest) => rename(blob.file, dest));
           targets.targets[target] = { length: blob.length, hashes: { sha256 } };
         }
-        return { digest: blob.digest, length: blob.length, target };
+        return { digest: blob.digest, length: blob.length, target, ...(chunked ? { chunked } : {}) };
       };
       const config = await stage(image.config);
       const layers: BlobRef[] = [];
       // One after another: an image may list the same layer twice.
-      for (const layer of image.layers) layers.push(await stage(layer));
+      for (const layer of image.layers) {
+        const chunked =
+          zstdLevel === undefined
+            ? undefined
+            : await stageChunkedLayer(targets.targets, layer, work, zstdLevel, (target, sha, write) =>
+                this.#storeTarget(target, sha, write),
+              );
+        layers.push(await stage(layer, chunked));
+      }
       // No tags: the installer tags only what the deployment names for the service it swaps.
       return { service, image_id: image.imageId, repo_tags: [], config, layers };
     } finally {

@@ -11,7 +11,10 @@ export type Fault =
   | { kind: 'status'; status: number }
   /** Sends the headers and the first `afterBytes` bytes, then never sends more (slow retrieval). */
   | { kind: 'stall'; afterBytes: number }
-  /** Sends the first `afterBytes` bytes, then destroys the connection (a cut download). */
+  /**
+   * Sends the first `afterBytes` bytes, then destroys the connection (a cut download). Honours a
+   * Range header (206 for that range, cut `afterBytes` into it), as a real server cut mid-range does.
+   */
   | { kind: 'cut'; afterBytes: number }
   /** Serves these bytes instead of the file's own. */
   | { kind: 'replace'; body: Buffer | string }
@@ -103,8 +106,15 @@ export class FaultInjector {
       res.write(file.subarray(0, fault.afterBytes));
       this.#stalled.add(res);
     } else {
-      res.writeHead(200, { 'content-length': file.length });
-      res.write(file.subarray(0, fault.afterBytes), () => res.destroy());
+      const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
+      const start = range ? Number(range[1]) : 0;
+      const end = range?.[2] ? Number(range[2]) + 1 : file.length;
+      const body = file.subarray(start, end);
+      res.writeHead(range ? 206 : 200, {
+        'content-length': body.length,
+        ...(range ? { 'content-range': `bytes ${start}-${end - 1}/${file.length}` } : {}),
+      });
+      res.write(body.subarray(0, fault.afterBytes), () => res.destroy());
     }
     return true;
   };

@@ -208,10 +208,18 @@ describe('the user decides, over the bus', () => {
       'the download to fail for good',
       60_000,
     );
-    expect(seen(Topics.downloadProgress, DownloadProgressSchema, from).at(-1)).toMatchObject({
-      status: DownloadStatus.DOWNLOAD_FAILED,
-    });
-    expect((await history('&kind=download_failed'))[0]?.reason).toMatch(/given up after 5 attempt/);
+    // The failure is announced after BullMQ marks the job failed (the worker's 'failed' event): wait for it.
+    await waitUntil(
+      () =>
+        seen(Topics.downloadProgress, DownloadProgressSchema, from).at(-1)?.status ===
+        DownloadStatus.DOWNLOAD_FAILED,
+      'the download failed notice on the bus',
+    );
+    const failures = await waitUntil(async () => {
+      const entries = await history('&kind=download_failed');
+      return entries.some((entry) => /given up/.test(entry.reason ?? '')) && entries;
+    }, 'the final download failure in the history');
+    expect(failures[0]?.reason).toMatch(/given up after 5 attempt/);
 
     // The server is back: asked again, the download runs from where it was and completes.
     stack.repo.faults.clear();

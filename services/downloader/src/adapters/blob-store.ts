@@ -5,23 +5,27 @@ import { writeFileAtomic } from '@aico-update/shared';
 /*
  * The verified blob cache: `blobs/<sha256>` holds only files whose bytes were verified against signed
  * metadata (they arrive by rename from `partials/`), so presence means valid. `manifests/` keeps each
- * downloaded release's verified manifest, which says which blobs are still needed.
+ * downloaded release's verified manifest, which says which blobs are still needed. `indexes/<sha256>`
+ * holds the verified chunk index of the layer `blobs/<sha256>` (or of one being rebuilt): a cached
+ * layer with its index is where a chunk delta finds the chunks it does not fetch.
  */
 export class BlobStore {
   readonly root: string;
   readonly blobsDir: string;
   readonly partialsDir: string;
   readonly manifestsDir: string;
+  readonly indexesDir: string;
 
   constructor(root: string) {
     this.root = root;
     this.blobsDir = join(root, 'blobs');
     this.partialsDir = join(root, 'partials');
     this.manifestsDir = join(root, 'manifests');
+    this.indexesDir = join(root, 'indexes');
   }
 
   async init(): Promise<void> {
-    for (const dir of [this.blobsDir, this.partialsDir, this.manifestsDir])
+    for (const dir of [this.blobsDir, this.partialsDir, this.manifestsDir, this.indexesDir])
       await mkdir(dir, { recursive: true });
   }
 
@@ -31,6 +35,20 @@ export class BlobStore {
 
   async cached(): Promise<Set<string>> {
     return new Set((await readdir(this.blobsDir)).filter((name) => /^[0-9a-f]{64}$/.test(name)));
+  }
+
+  /** The chunk index of layer `sha256`. */
+  indexPathOf(sha256: string): string {
+    return join(this.indexesDir, sha256);
+  }
+
+  /** Layers whose chunk index is cached (named by the layer's sha256). */
+  async cachedIndexes(): Promise<Set<string>> {
+    return new Set((await readdir(this.indexesDir)).filter((name) => /^[0-9a-f]{64}$/.test(name)));
+  }
+
+  async removeIndex(sha256: string): Promise<void> {
+    await rm(this.indexPathOf(sha256), { force: true });
   }
 
   async partialBytes(): Promise<number> {

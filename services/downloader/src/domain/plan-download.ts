@@ -7,11 +7,15 @@ import {
   type UpdatePolicy,
 } from '@aico-update/shared';
 
-/** One file a release needs: a TUF target with its signed length and sha256, stored by sha256. */
+/**
+ * One file a release needs: a TUF target with its signed length and sha256, stored by sha256. A layer
+ * published chunked also names its pack and chunk index: it is rebuilt from chunks instead.
+ */
 export interface NeededFile {
   target: string;
   length: number;
   sha256: string;
+  chunked?: BlobRef['chunked'];
 }
 
 export interface DownloadPlan {
@@ -39,7 +43,12 @@ export function planDownload(
   }
   for (const b of releaseBlobs(manifest) as BlobRef[]) {
     const sha256 = b.digest.slice('sha256:'.length);
-    bySha.set(sha256, { target: b.target, length: b.length, sha256 });
+    bySha.set(sha256, {
+      target: b.target,
+      length: b.length,
+      sha256,
+      ...(b.chunked ? { chunked: b.chunked } : {}),
+    });
   }
   const all = [...bySha.values()];
   const missing = all.filter((f) => !isCached(f.sha256));

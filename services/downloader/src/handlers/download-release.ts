@@ -18,7 +18,7 @@ import {
   Topics,
   type UpdatePolicy,
 } from '@aico-update/shared';
-import { signedRelease, type TufClient, TufError, type TufSession } from '@aico-update/tuf-client';
+import { signedRelease, type TufClient, type TufSession } from '@aico-update/tuf-client';
 import semver from 'semver';
 import type { BlobStore } from '../adapters/blob-store.ts';
 import type { DownloadState } from '../adapters/redis-state.ts';
@@ -31,6 +31,8 @@ import {
 } from '../domain/plan-download.ts';
 import { ProgressTracker } from '../domain/progress.ts';
 import type { DownloaderMetrics } from '../metrics.ts';
+import { ChunkedLayers, isChunked, signedTarget } from './chunked-layers.ts';
+import { ReleaseRejected } from './release-rejected.ts';
 
 export interface DownloadDeps {
   policy: UpdatePolicy;
@@ -52,8 +54,7 @@ export interface DownloadDeps {
   progressIntervalMs: number;
 }
 
-/** Fails the job for good (BullMQ does not retry it): the release itself is the problem. */
-export class ReleaseRejected extends AppError {}
+export { ReleaseRejected } from './release-rejected.ts';
 
 export interface DownloadResult {
   outcome: 'completed' | 'already_present';
@@ -102,14 +103,16 @@ export async function downloadRelease(
       const plan = planDownload(manifest, (sha) => present.has(sha), platforms);
       const free = await deps.store.freeBytes();
       const shortfall = diskShortfall(plan, await deps.store.partialBytes(), free, deps.headroomBytes);
-      tracker = new ProgressTracker({
-        component: release.component,
-        version: release.version,
-        totalBytes: plan.missingBytes,
-        intervalMs: deps.progressIntervalMs,
-        now: () => performance.now(),
-      });
+      const newTracker = (totalBytes: number) =>
+        new ProgressTracker({
+          component: release.component,
+          version: release.version,
+          totalBytes,
+          intervalMs: deps.progressIntervalMs,
+          now: () => performance.now(),
+        });
       if (shortfall > 0) {
+        tracker = newTracker(plan.missingBytes);
         throw new AppError(
           'DISK_FULL',
           `not enough free disk for ${release.component} ${release.version}: it needs ${mib(plan.missingBytes)} plus ` +
@@ -117,27 +120,41 @@ export async function downloadRelease(
             '(or lower downloader.free_space_headroom_mib); the download is retried later. Nothing was fetched.',
         );
       }
+      // Chunked layers: their indexes first (small), then what each will move on the wire is known.
+      const chunked = new ChunkedLayers(deps.store, session, log);
+      let fetched = await chunked.prepare(plan.all, signal);
+      let wireBytes = 0;
+      // Bytes a chunk delta takes from layers already cached rather than fetching them.
+      let heldBytes = 0;
+      for (const file of plan.missing) {
+        const delta = isChunked(file) ? await chunked.plan(file) : undefined;
+        wireBytes += delta ? delta.fetchBytes : file.length;
+        heldBytes += delta?.heldBytes ?? 0;
+      }
+      tracker = newTracker(wireBytes);
       log.info(
         {
           missing_files: plan.missing.length,
           missing_bytes: plan.missingBytes,
+          wire_bytes: wireBytes,
           reused_bytes: plan.reusedBytes,
         },
-        `downloading ${mib(plan.missingBytes)} (${mib(plan.reusedBytes)} already cached)`,
+        `downloading ${mib(wireBytes)} for ${mib(plan.missingBytes)} of new files (${mib(plan.reusedBytes)} already cached)`,
       );
       await publishProgress('in_progress');
-      let fetched = 0;
       await forEachLimited(plan.missing, deps.parallelFiles, async (file) => {
-        fetched += await downloadFile(deps, session, file, tracker as ProgressTracker, signal);
+        fetched += isChunked(file)
+          ? await fetchChunkedLayer(deps, chunked, file, tracker as ProgressTracker, signal)
+          : await downloadFile(deps, session, file, tracker as ProgressTracker, signal);
       });
       // The signed bytes, as they are: the installer checks them against the signed digest again.
       await deps.store.saveManifest(release.component, release.version, manifestBytes);
-      deps.metrics.bytesSaved.inc(plan.reusedBytes);
+      deps.metrics.bytesSaved.inc(plan.reusedBytes + heldBytes);
       return {
         release,
         outcome: 'completed' as const,
         bytes_fetched: fetched,
-        bytes_reused: plan.reusedBytes,
+        bytes_reused: plan.reusedBytes + heldBytes,
         artifacts: manifest.artifacts,
       };
     });
@@ -249,14 +266,7 @@ async function downloadFile(
   tracker: ProgressTracker,
   signal: AbortSignal | undefined,
 ): Promise<number> {
-  const info = await session.targetInfo(file.target);
-  if (!info || info.length !== file.length || info.hashes.sha256 !== file.sha256) {
-    throw new TufError(
-      'attack',
-      'TUF_MANIFEST_MISMATCH',
-      `${file.target}: the manifest and the signed targets disagree about it`,
-    );
-  }
+  const info = await signedTarget(session, file);
   const outcome = await session.downloadTarget(info, deps.store.pathOf(file.sha256), {
     partialDir: deps.store.partialsDir,
     ...(signal ? { signal } : {}),
@@ -272,6 +282,30 @@ async function downloadFile(
     tracker.add(outcome.resumedFromBytes);
   }
   deps.metrics.verificationFailures.inc(outcome.restarts);
+  return outcome.fetchedBytes;
+}
+
+async function fetchChunkedLayer(
+  deps: DownloadDeps,
+  chunked: ChunkedLayers,
+  file: NeededFile & { chunked: NonNullable<NeededFile['chunked']> },
+  tracker: ProgressTracker,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const outcome = await chunked.fetch(file, {
+    ...(signal ? { signal } : {}),
+    onBytes: (bytes) => {
+      deps.metrics.bytesFetched.inc(bytes);
+      tracker.add(bytes);
+      if (tracker.due()) void emitProgress(deps, tracker.snapshot()).catch(() => undefined);
+    },
+  });
+  if (outcome.fallbackChunks > 0) {
+    deps.logger.warn(
+      { layer: file.sha256, fallback_chunks: outcome.fallbackChunks },
+      `${outcome.fallbackChunks} chunk(s) of layer ${file.sha256.slice(0, 12)} were no longer in the cached layers that held them; fetched them instead`,
+    );
+  }
   return outcome.fetchedBytes;
 }
 
@@ -299,7 +333,14 @@ export async function collectGarbage(
   }
   const doomed = garbage([...(await deps.store.cached())], kept);
   for (const sha256 of doomed) await deps.store.remove(sha256);
-  if (doomed.length) log.info({ removed: doomed.length }, 'removed cached blobs no kept release needs');
+  // A layer's chunk index goes with the layer: the chunks it lists are no longer held.
+  const doomedIndexes = garbage([...(await deps.store.cachedIndexes())], kept);
+  for (const sha256 of doomedIndexes) await deps.store.removeIndex(sha256);
+  if (doomed.length || doomedIndexes.length)
+    log.info(
+      { removed: doomed.length, removed_indexes: doomedIndexes.length },
+      'removed cached blobs and chunk indexes no kept release needs',
+    );
   return doomed.length;
 }
 

@@ -1,0 +1,167 @@
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  ChunkCatalog,
+  type ChunkIndex,
+  ChunkIndexError,
+  ChunkVerificationError,
+  type DeltaPlan,
+  decodeIndex,
+  HeldLayer,
+  plannedDelta,
+  rebuildLayer,
+} from '@aico-update/chunked-layer';
+import type { Logger, SignedFile } from '@aico-update/shared';
+import { TufError, type TufSession } from '@aico-update/tuf-client';
+import type { TargetFile } from 'tuf-js';
+import type { BlobStore } from '../adapters/blob-store.ts';
+import type { NeededFile } from '../domain/plan-download.ts';
+import { ReleaseRejected } from './release-rejected.ts';
+
+/*
+ * Layers published chunked: each arrives as its chunk index (a small signed target, kept in
+ * `indexes/`) and the pack frames of the chunks no cached layer holds, fetched with grouped range
+ * requests, verified frame by frame and rebuilt into the exact layer (checked against its diff_id)
+ * before it is renamed into `blobs/`. The wire bytes of every layer are known before the first one
+ * is fetched: that is what progress counts against.
+ */
+
+type ChunkedFile = NeededFile & { chunked: NonNullable<NeededFile['chunked']> };
+
+export function isChunked(file: NeededFile): file is ChunkedFile {
+  return file.chunked !== undefined;
+}
+
+/** A signed target's info, checked against what the manifest says of it. */
+export async function signedTarget(session: TufSession, file: SignedFile | NeededFile): Promise<TargetFile> {
+  const info = await session.targetInfo(file.target);
+  if (!info || info.length !== file.length || info.hashes.sha256 !== file.sha256) {
+    throw new TufError(
+      'attack',
+      'TUF_MANIFEST_MISMATCH',
+      `${file.target}: the manifest and the signed targets disagree about it`,
+    );
+  }
+  return info;
+}
+
+export class ChunkedLayers {
+  readonly #store: BlobStore;
+  readonly #session: TufSession;
+  readonly #log: Logger;
+  readonly #catalog = new ChunkCatalog();
+  readonly #indexes = new Map<string, ChunkIndex>();
+
+  constructor(store: BlobStore, session: TufSession, log: Logger) {
+    this.#store = store;
+    this.#session = session;
+    this.#log = log;
+  }
+
+  /**
+   * Fetches the chunk index of every chunked layer of the release that is not cached yet (also of
+   * layers already held: they become chunk sources for later deltas) and catalogues the chunks every
+   * cached layer with an index holds. Returns the bytes the indexes took on the wire.
+   */
+  async prepare(files: readonly NeededFile[], signal?: AbortSignal): Promise<number> {
+    let fetched = 0;
+    const present = await this.#store.cachedIndexes();
+    for (const file of files.filter(isChunked)) {
+      if (present.has(file.sha256)) continue;
+      const info = await signedTarget(this.#session, file.chunked.index);
+      const outcome = await this.#session.downloadTarget(info, this.#store.indexPathOf(file.sha256), {
+        partialDir: this.#store.partialsDir,
+        ...(signal ? { signal } : {}),
+      });
+      fetched += outcome.fetchedBytes;
+    }
+    const held = await this.#store.cached();
+    for (const sha of await this.#store.cachedIndexes()) {
+      const own = files.find((f) => f.sha256 === sha);
+      if (own?.chunked) {
+        // This release's own index: one that does not add up is the publisher's mistake, refused.
+        this.#indexes.set(
+          sha,
+          await this.#decode(sha, { length: own.length, packLength: own.chunked.pack.length }),
+        );
+      }
+      if (!held.has(sha)) continue;
+      const index =
+        this.#indexes.get(sha) ??
+        (await this.#decode(sha, { length: (await stat(this.#store.pathOf(sha))).size }).catch(
+          (error: unknown) => {
+            this.#log.warn(
+              { layer: sha, err: error },
+              'a cached chunk index is not valid; it is no chunk source',
+            );
+            return undefined;
+          },
+        ));
+      if (index) this.#catalog.add(new HeldLayer(this.#store.pathOf(sha), index));
+    }
+    return fetched;
+  }
+
+  /** What fetching the layer will move on the wire now: the delta, or the whole pack. */
+  async plan(file: ChunkedFile): Promise<DeltaPlan> {
+    return plannedDelta({ index: this.#index(file), catalog: this.#catalog, partial: this.#partial(file) });
+  }
+
+  /** Rebuilds the layer into `blobs/`; returns the pack bytes fetched. */
+  async fetch(
+    file: ChunkedFile,
+    options: { onBytes: (bytes: number) => void; signal?: AbortSignal },
+  ): Promise<{ fetchedBytes: number; fallbackChunks: number; plan: DeltaPlan }> {
+    const pack = await signedTarget(this.#session, file.chunked.pack);
+    let fetchedBytes = 0;
+    const onBytes = (bytes: number) => {
+      fetchedBytes += bytes;
+      options.onBytes(bytes);
+    };
+    try {
+      const outcome = await rebuildLayer({
+        index: this.#index(file),
+        catalog: this.#catalog,
+        openRange: async (start, end) =>
+          this.#session.openTargetRange(pack, start, end, {
+            onBytes,
+            ...(options.signal ? { signal: options.signal } : {}),
+          }),
+        partial: this.#partial(file),
+        dest: this.#store.pathOf(file.sha256),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      return { fetchedBytes, fallbackChunks: outcome.fallbackChunks, plan: outcome.plan };
+    } catch (error) {
+      if (error instanceof ChunkVerificationError) {
+        throw new TufError(
+          'attack',
+          'TUF_CHUNK_MISMATCH',
+          `layer ${file.sha256.slice(0, 12)} from ${file.chunked.pack.target}: ${error.message}; nothing of it was kept beyond its last verified chunk`,
+        );
+      }
+      throw error;
+    }
+  }
+
+  #index(file: ChunkedFile): ChunkIndex {
+    const index = this.#indexes.get(file.sha256);
+    if (!index) throw new Error(`the chunk index of ${file.sha256} was not prepared`);
+    return index;
+  }
+
+  #partial(file: NeededFile): string {
+    return join(this.#store.partialsDir, `${file.sha256}.layer`);
+  }
+
+  async #decode(sha: string, expected: { length: number; packLength?: number }): Promise<ChunkIndex> {
+    const bytes = await readFile(this.#store.indexPathOf(sha));
+    try {
+      return decodeIndex(bytes, { diffId: `sha256:${sha}`, ...expected });
+    } catch (error) {
+      if (!(error instanceof ChunkIndexError)) throw error;
+      await this.#store.removeIndex(sha);
+      throw new ReleaseRejected('RELEASE_CHUNK_INDEX_INVALID', `${error.message}; the release is refused`);
+    }
+  }
+}

@@ -1,0 +1,304 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { writeImageArchive } from '@aico-update/image-archive';
+import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
+import {
+  type DownloadComplete,
+  type DownloadProgress,
+  releaseManifestSchema,
+  releaseTargetPath,
+  Subjects,
+  Topics,
+} from '@aico-update/shared';
+import {
+  docker,
+  makeTempDir,
+  type SpawnedServer,
+  spawnNats,
+  spawnRedis,
+  testTag,
+} from '@aico-update/shared/testing';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { RunningDownloader } from '../../src/main.ts';
+import { releaseRef, runDownloadJob, startTestDownloader } from '../support/harness.ts';
+
+/*
+ * Layers published chunked (the publisher's default), through the real downloader: a real HTTPS TUF
+ * repository serving byte ranges, real Redis and NATS, real images from the Docker Engine.
+ */
+
+const KIB = 1024;
+let redis: SpawnedServer;
+let nats: SpawnedServer;
+let redisClient: Redis;
+let nc: NatsConnection;
+let t: TestRepository;
+let rootfs: string;
+let completes: DownloadComplete[];
+let progress: DownloadProgress[];
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  [redis, nats] = await Promise.all([spawnRedis(), spawnNats()]);
+  redisClient = new Redis(redis.url, { maxRetriesPerRequest: null });
+  nc = await connect({ servers: nats.url });
+  nc.subscribe(Subjects.event(Topics.downloadComplete), {
+    callback: (_e, m) => void completes.push(m.json()),
+  });
+  nc.subscribe(Subjects.event(Topics.downloadProgress), {
+    callback: (_e, m) => void progress.push(m.json()),
+  });
+});
+
+afterAll(async () => {
+  await nc.close();
+  redisClient.disconnect();
+  await Promise.all([redis.stop(), nats.stop()]);
+});
+
+beforeEach(async () => {
+  completes = [];
+  progress = [];
+  await redisClient.flushall();
+  t = await startTestRepository();
+  rootfs = await makeTempDir('rootfs');
+  // 32 files of 256 KiB: 8 MiB of content, about 8 chunks at the publisher's 1 MiB average.
+  await mkdir(join(rootfs, 'app'), { recursive: true });
+  for (let i = 0; i < 32; i++) await writeFile(join(rootfs, 'app', `part-${i}.bin`), randomBytes(256 * KIB));
+});
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+  await t.close();
+  await rm(rootfs, { recursive: true, force: true });
+});
+
+async function downloader(): Promise<RunningDownloader> {
+  const d = await startTestDownloader(t, redis, nats, { AICO_DOWNLOADER_PROGRESS_INTERVAL_MS: '50' });
+  cleanups.push(() => d.stop());
+  return d;
+}
+
+/** Imports `rootfs` as a one-layer image, saves it and publishes it as backend `version` (level 3: fast). */
+async function publishImage(version: string): Promise<{ imageId: string; archive: string }> {
+  const tar = join(t.workDir, `rootfs-${version}.tar`);
+  await execTar(tar);
+  const tag = testTag('aico-test/chunked', version);
+  await docker('import', tar, tag);
+  cleanups.push(() => docker('rmi', '-f', tag));
+  const archive = join(t.workDir, `backend-${version}.tar`);
+  await docker('save', '-o', archive, tag);
+  await t.repo.addRelease({
+    component: 'backend',
+    version,
+    channel: 'stable',
+    artifacts: [],
+    images: [{ service: 'backend', archive }],
+    zstdLevel: 3,
+  });
+  return { imageId: await docker('image', 'inspect', '--format', '{{.Id}}', tag), archive };
+}
+
+async function execTar(out: string): Promise<void> {
+  const { execFile } = await import('node:child_process');
+  await new Promise<void>((resolve, reject) =>
+    execFile('tar', ['-C', rootfs, '-cf', out, '.'], (error) => (error ? reject(error) : resolve())),
+  );
+}
+
+async function download(version: string) {
+  return runDownloadJob(redisClient, redis.url, {
+    v: 1,
+    release: await releaseRef(t, 'backend', version),
+    reason: 'request',
+  });
+}
+
+async function manifestOf(version: string) {
+  const path = releaseTargetPath('backend', version);
+  const target = (await t.repo.readTargets()).targets[path];
+  return releaseManifestSchema.parse(
+    JSON.parse(await readFile(servedFile(path, target?.hashes.sha256 as string), 'utf8')),
+  );
+}
+
+async function layerOf(version: string) {
+  const layer = (await manifestOf(version)).images[0]?.layers[0];
+  if (!layer?.chunked) throw new Error(`backend ${version} has no chunked layer`);
+  return { ...layer, chunked: layer.chunked };
+}
+
+/** Where the server keeps a target's bytes (consistent snapshots: its hash in its name). */
+function servedFile(target: string, sha256: string): string {
+  return join(t.repo.publicDir, 'targets', dirname(target), `${sha256}.${basename(target)}`);
+}
+
+const cache = () => join(t.workDir, 'cache');
+const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+const packRequests = () => t.faults.requests.filter((r) => r.path.startsWith('/targets/packs/'));
+const plainBlobRequests = (digest: string) =>
+  t.faults.requests.filter((r) => r.path.includes(`/targets/blobs/sha256/${digest.slice(7)}`));
+
+describe('chunked layers', () => {
+  it('a first install fetches the compressed pack, not the layer; a changed file moves only its chunks; a rebuild with new timestamps moves no pack bytes; each layer is verified and loads as the same image', async () => {
+    await writeFile(join(rootfs, 'app', 'text.txt'), 'the companion remembers\n'.repeat(40_000)); // compressible
+    await publishImage('1.0.0');
+    await downloader();
+    const v1 = await layerOf('1.0.0');
+    expect(v1.chunked.pack.length).toBeLessThan(v1.length);
+    expect((await download('1.0.0')).state).toBe('completed');
+    expect(plainBlobRequests(v1.digest)).toEqual([]);
+    expect(packRequests().reduce((n, r) => n + r.bytes, 0)).toBe(v1.chunked.pack.length);
+    expect(sha(await readFile(join(cache(), 'blobs', v1.digest.slice(7))))).toBe(v1.digest.slice(7));
+    // Progress counts the bytes on the wire against what the delta will move, known before it starts.
+    const first = progress.filter((p) => p.version === '1.0.0');
+    expect(first.at(-1)).toMatchObject({ status: 'completed', percent: 100 });
+    expect(first.every((p) => p.total_bytes === (first[0] as DownloadProgress).total_bytes)).toBe(true);
+    expect(first[0]?.total_bytes).toBe(
+      v1.chunked.pack.length + (await manifestOf('1.0.0')).images[0]!.config.length,
+    );
+
+    // One 256 KiB file changes: a new layer, of which little is fetched, in few requests.
+    await writeFile(join(rootfs, 'app', 'part-17.bin'), randomBytes(256 * KIB));
+    await publishImage('1.1.0');
+    t.faults.resetRequests();
+    expect((await download('1.1.0')).state).toBe('completed');
+    const v2 = await layerOf('1.1.0');
+    expect(v2.digest).not.toBe(v1.digest);
+    const fetched = packRequests().reduce((n, r) => n + r.bytes, 0);
+    expect(fetched).toBeGreaterThan(0);
+    expect(fetched / v2.chunked.pack.length).toBeLessThan(0.35);
+    expect(packRequests().every((r) => r.status === 206 && /^bytes=\d+-\d+$/.test(r.range ?? ''))).toBe(true);
+    expect(packRequests().length).toBeLessThanOrEqual(3);
+    expect(sha(await readFile(join(cache(), 'blobs', v2.digest.slice(7))))).toBe(v2.digest.slice(7));
+    expect(completes.at(-1)?.bytes_reused).toBeGreaterThan(6 * 1024 * KIB);
+
+    // The same files rebuilt with new timestamps: a new digest, and not one pack byte fetched.
+    const later = new Date(Date.now() + 86_400_000);
+    for (const name of await readdir(join(rootfs, 'app')))
+      await utimes(join(rootfs, 'app', name), later, later);
+    const { imageId } = await publishImage('1.2.0');
+    t.faults.resetRequests();
+    expect((await download('1.2.0')).state).toBe('completed');
+    const v3 = await layerOf('1.2.0');
+    expect(v3.digest).not.toBe(v2.digest);
+    expect(packRequests()).toEqual([]);
+
+    // The rebuilt blobs assemble into the image the publisher saved, and the engine loads it.
+    const manifest = await manifestOf('1.2.0');
+    const image = manifest.images[0]!;
+    const blob = (b: { digest: string; length: number }) => ({
+      ...b,
+      file: join(cache(), 'blobs', b.digest.slice(7)),
+    });
+    await docker('rmi', '-f', testTag('aico-test/chunked', '1.2.0'));
+    const assembled = join(t.workDir, 'assembled.tar');
+    await writeImageArchive(
+      { imageId: image.image_id, repoTags: [], config: blob(image.config), layers: image.layers.map(blob) },
+      assembled,
+    );
+    await docker('load', '-i', assembled);
+    cleanups.push(() => docker('rmi', '-f', imageId));
+    expect(await docker('image', 'inspect', '--format', '{{.Id}}', imageId)).toBe(imageId);
+  }, 120_000);
+
+  it('a pack frame altered on the server is refused before it is decompressed: nothing reaches blobs/, and the next try after the repair succeeds', async () => {
+    await publishImage('1.0.0');
+    await downloader();
+    const layer = await layerOf('1.0.0');
+    const file = servedFile(layer.chunked.pack.target, layer.chunked.pack.sha256);
+    const original = await readFile(file);
+    const handle = await open(file, 'r+');
+    await handle.write(Buffer.from([original[1000]! ^ 0xff]), 0, 1, 1000);
+    await handle.close();
+    const failed = await download('1.0.0');
+    expect(failed.state).toBe('failed');
+    expect(failed.error).toMatch(/does not match its signed sha256/);
+    expect(await readdir(join(cache(), 'blobs'))).not.toContain(layer.digest.slice(7));
+
+    await writeFile(file, original);
+    await redisClient.flushall();
+    expect((await download('1.0.0')).state).toBe('completed');
+    expect(sha(await readFile(join(cache(), 'blobs', layer.digest.slice(7))))).toBe(layer.digest.slice(7));
+  }, 60_000);
+
+  it('a chunk index that does not match its signed hash is refused: no index kept, no layer, no pack byte fetched', async () => {
+    await publishImage('1.0.0');
+    await downloader();
+    const layer = await layerOf('1.0.0');
+    const file = servedFile(layer.chunked.index.target, layer.chunked.index.sha256);
+    const bytes = await readFile(file);
+    bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0xff;
+    await writeFile(file, bytes);
+    const failed = await download('1.0.0');
+    expect(failed.state).toBe('failed');
+    expect(failed.error).toMatch(/sha256|hash/i);
+    expect(await readdir(join(cache(), 'indexes'))).toEqual([]);
+    expect(await readdir(join(cache(), 'blobs'))).not.toContain(layer.digest.slice(7));
+    expect(packRequests()).toEqual([]);
+  }, 60_000);
+
+  it('a pack download cut half-way resumes from where it was cut, fetching the pack about once', async () => {
+    await publishImage('1.0.0');
+    await downloader();
+    const layer = await layerOf('1.0.0');
+    t.faults.add(
+      /\/targets\/packs\//,
+      { kind: 'cut', afterBytes: Math.floor(layer.chunked.pack.length / 2) },
+      1,
+    );
+    expect((await download('1.0.0')).state).toBe('completed');
+    expect(packRequests().length).toBe(2);
+    expect(packRequests()[1]?.range).toMatch(/^bytes=[1-9]\d*-\d+$/);
+    expect(packRequests().reduce((n, r) => n + r.bytes, 0)).toBeLessThanOrEqual(layer.chunked.pack.length);
+    expect(sha(await readFile(join(cache(), 'blobs', layer.digest.slice(7))))).toBe(layer.digest.slice(7));
+  }, 60_000);
+
+  it('a cached layer damaged by hand (its chunks gone): the delta fetches those chunks instead and still produces the verified layer', async () => {
+    await publishImage('1.0.0');
+    await downloader();
+    expect((await download('1.0.0')).state).toBe('completed');
+    const v1 = await layerOf('1.0.0');
+    await writeFile(join(rootfs, 'app', 'part-3.bin'), randomBytes(256 * KIB));
+    await publishImage('1.1.0');
+    // Zero the second half of the cached 1.0.0 layer: its index still says it holds those chunks.
+    const held = join(cache(), 'blobs', v1.digest.slice(7));
+    const handle = await open(held, 'r+');
+    await handle.write(Buffer.alloc(v1.length / 2), 0, v1.length / 2, v1.length / 2);
+    await handle.close();
+    t.faults.resetRequests();
+    expect((await download('1.1.0')).state).toBe('completed');
+    const v2 = await layerOf('1.1.0');
+    expect(sha(await readFile(join(cache(), 'blobs', v2.digest.slice(7))))).toBe(v2.digest.slice(7));
+    // More than the planned delta was fetched: the damaged chunks, one by one.
+    expect(packRequests().length).toBeGreaterThan(1);
+  }, 60_000);
+
+  it('a release published before chunking (plain layers) still downloads, as the plain blobs', async () => {
+    const tar = join(t.workDir, 'plain.tar');
+    await execTar(tar);
+    const tag = testTag('aico-test/chunked', 'plain');
+    await docker('import', tar, tag);
+    cleanups.push(() => docker('rmi', '-f', tag));
+    const archive = join(t.workDir, 'plain-image.tar');
+    await docker('save', '-o', archive, tag);
+    await t.repo.addRelease({
+      component: 'backend',
+      version: '0.9.0',
+      channel: 'stable',
+      artifacts: [],
+      images: [{ service: 'backend', archive }],
+      layers: 'plain',
+    });
+    await downloader();
+    const layer = (await manifestOf('0.9.0')).images[0]?.layers[0];
+    expect(layer?.chunked).toBeUndefined();
+    expect((await download('0.9.0')).state).toBe('completed');
+    expect(plainBlobRequests(layer!.digest).length).toBe(1);
+    expect(packRequests()).toEqual([]);
+    expect(sha(await readFile(join(cache(), 'blobs', layer!.digest.slice(7))))).toBe(layer!.digest.slice(7));
+  }, 60_000);
+});
