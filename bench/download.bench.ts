@@ -185,6 +185,9 @@ for (const version of versions) {
     channel: 'stable',
     artifacts: [],
     images: [{ service: 'backend', archive: out(`image-${version}.tar`) }],
+    // Plain layers: this benchmark's keys compare verified downloads of the same bytes with curl;
+    // compressed and chunked transfers are bench:delta's.
+    layers: 'plain',
   });
 }
 const manifests = await Promise.all(

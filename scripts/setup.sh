@@ -40,6 +40,8 @@ if $want_docker; then
   dpkg -s busybox-static >/dev/null 2>&1 || apt_packages+=(busybox-static)
   # Compose v1 (Debian's only one): the installer's tests prove `docker-compose up -d` keeps an update.
   command -v docker-compose >/dev/null || apt_packages+=(docker-compose)
+  # A local image registry: bench:delta measures `docker pull` from it over HTTPS on loopback.
+  command -v docker-registry >/dev/null || apt_packages+=(docker-registry)
 fi
 # Prometheus: promtool checks and unit-tests the alert rules; its server is the monitoring profile's
 # (infra/base-images.sh) and scrapes the stack in the end-to-end test. Without its recommends (exporters).

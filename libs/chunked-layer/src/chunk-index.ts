@@ -27,7 +27,8 @@ export const chunkIndexMetaSchema = z.object({
     algorithm: z.literal(CHUNKER_ALGORITHM),
     min: count,
     avg: count,
-    max: count,
+    /** A chunk is held in memory whole while it is rebuilt: 64 MiB at most. */
+    max: count.max(64 * 1024 * 1024),
   }),
   compression: z.literal('zstd'),
   level: z.number().int(),

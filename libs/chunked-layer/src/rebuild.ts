@@ -40,7 +40,7 @@ export class HeldLayer {
   }
 
   /** The chunk's bytes, or undefined when the file no longer holds them (deleted, changed by hand). */
-  async read(chunk: { sha256: string; length: number }): Promise<Buffer | undefined> {
+  async read(chunk: { sha256: string; length: number }, into?: Buffer): Promise<Buffer | undefined> {
     const offset = this.#offsets.get(chunk.sha256);
     if (offset === undefined) return undefined;
     let handle: FileHandle;
@@ -50,7 +50,10 @@ export class HeldLayer {
       return undefined;
     }
     try {
-      const bytes = Buffer.allocUnsafe(chunk.length);
+      const bytes =
+        into && into.length >= chunk.length
+          ? into.subarray(0, chunk.length)
+          : Buffer.allocUnsafe(chunk.length);
       let at = 0;
       for (const [position, length] of this.#map.pieces(offset, chunk.length)) {
         const { bytesRead } = await handle.read(bytes, at, length, position);
@@ -77,10 +80,11 @@ export class ChunkCatalog {
     return this.#layers.some((layer) => layer.has(sha256));
   }
 
-  async read(chunk: { sha256: string; length: number }): Promise<Buffer | undefined> {
+  /** The chunk's bytes from the first layer that still holds them; in `into` when it is large enough. */
+  async read(chunk: { sha256: string; length: number }, into?: Buffer): Promise<Buffer | undefined> {
     for (const layer of this.#layers) {
       if (!layer.has(chunk.sha256)) continue;
-      const bytes = await layer.read(chunk);
+      const bytes = await layer.read(chunk, into);
       if (bytes) return bytes;
     }
     return undefined;
@@ -151,6 +155,8 @@ export async function rebuildLayer(options: RebuildOptions): Promise<RebuildOutc
     const writer = new TarWriter(handle, hash, index, checkpoint);
     await writer.start();
     const frames = new FrameReader(options.openRange, plan.ranges, options.prefetch ?? 4);
+    // Held chunks are read into one reused buffer (the writer has written each before the next).
+    let held = Buffer.alloc(0);
     try {
       for (let i = from; i < index.chunks.length; i++) {
         options.signal?.throwIfAborted();
@@ -158,7 +164,8 @@ export async function rebuildLayer(options: RebuildOptions): Promise<RebuildOutc
         let raw: Buffer | undefined;
         if (frames.covers(i)) raw = unpack(chunk, await frames.frame(i, chunk));
         else {
-          raw = await options.catalog.read(chunk);
+          if (held.length < chunk.length) held = Buffer.allocUnsafe(chunk.length);
+          raw = await options.catalog.read(chunk, held);
           if (!raw) {
             // Held when planned, gone now: fetch this one frame on its own.
             const alone = new FrameReader(
@@ -226,7 +233,7 @@ function unpack(chunk: ChunkIndex['chunks'][number], frame: Buffer): Buffer {
   }
   let raw: Buffer;
   try {
-    raw = zstdDecompressSync(frame, { maxOutputLength: chunk.length });
+    raw = zstdDecompressSync(frame, { maxOutputLength: chunk.length, chunkSize: Math.max(chunk.length, 64) });
   } catch (error) {
     throw new ChunkVerificationError(
       `a pack frame (chunk ${chunk.sha256.slice(0, 12)}) decompresses to more than its signed ${chunk.length} bytes or is not zstd: ${(error as Error).message}`,
@@ -250,6 +257,8 @@ class FrameReader {
   #current: { range: PackRange; reader: ByteReader; at: number } | undefined;
   /** The range being read: ranges before it are done. */
   #currentIndex = -1;
+  /** Where a frame is gathered; valid until the next frame() (each frame is unpacked at once). */
+  #scratch = Buffer.alloc(0);
 
   constructor(openRange: OpenRange, ranges: PackRange[], prefetch: number) {
     this.#open = openRange;
@@ -270,10 +279,13 @@ class FrameReader {
     while (!this.#current || info.packOffset >= this.#current.range.end) await this.#advance();
     const current = this.#current;
     if (info.packOffset > current.at) {
-      await current.reader.take(info.packOffset - current.at); // a held frame inside a merged range
+      await current.reader.skip(info.packOffset - current.at); // a held frame inside a merged range
       current.at = info.packOffset;
     }
-    const frame = await current.reader.take(info.frameLength);
+    // Frames that span network pieces are gathered into one reused buffer: a new buffer per frame
+    // would be garbage V8 collects only after tens of MiB (the service's memory peak).
+    if (this.#scratch.length < info.frameLength) this.#scratch = Buffer.allocUnsafe(info.frameLength);
+    const frame = await current.reader.take(info.frameLength, this.#scratch);
     current.at += info.frameLength;
     return frame;
   }
@@ -308,22 +320,42 @@ class ByteReader {
     this.#iterator = iterable[Symbol.asyncIterator]();
   }
 
-  async take(length: number): Promise<Buffer> {
-    const parts: Buffer[] = [];
+  /**
+   * The next `length` bytes: a view of what was received when it holds them, else gathered into
+   * `into` (which must hold `length` bytes) or into a new buffer.
+   */
+  async take(length: number, into?: Buffer): Promise<Buffer> {
+    if (this.#pending.length >= length) return this.#advance(length);
+    const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     let have = 0;
     while (have < length) {
-      if (this.#pending.length === 0) {
-        const next = await this.#iterator.next();
-        if (next.done) throw new ChunkVerificationError(`the data ended ${length - have} bytes early`);
-        this.#pending = next.value;
-        continue;
-      }
-      const take = Math.min(length - have, this.#pending.length);
-      parts.push(this.#pending.subarray(0, take));
-      this.#pending = this.#pending.subarray(take);
-      have += take;
+      if (this.#pending.length === 0) await this.#pull(length - have);
+      const piece = this.#advance(Math.min(length - have, this.#pending.length));
+      piece.copy(out, have);
+      have += piece.length;
     }
-    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, length);
+    return out;
+  }
+
+  /** Drops the next `length` bytes. */
+  async skip(length: number): Promise<void> {
+    let left = length;
+    while (left > 0) {
+      if (this.#pending.length === 0) await this.#pull(left);
+      left -= this.#advance(Math.min(left, this.#pending.length)).length;
+    }
+  }
+
+  #advance(length: number): Buffer {
+    const piece = this.#pending.subarray(0, length);
+    this.#pending = this.#pending.subarray(length);
+    return piece;
+  }
+
+  async #pull(missing: number): Promise<void> {
+    const next = await this.#iterator.next();
+    if (next.done) throw new ChunkVerificationError(`the data ended ${missing} bytes early`);
+    this.#pending = next.value;
   }
 
   async close(): Promise<void> {
@@ -393,7 +425,8 @@ class TarWriter {
       this.contentBytes += take;
       at += take;
     }
-    if (this.#buffered >= 1024 * 1024) await this.#drain();
+    // Written before the next chunk: the caller may reuse `raw`'s memory for it.
+    await this.#drain();
   }
 
   async checkpoint(partial: string, chunks: number): Promise<void> {
@@ -457,9 +490,20 @@ class TarWriter {
 
   async #drain(): Promise<void> {
     if (this.#buffered === 0) return;
-    const bytes = Buffer.concat(this.#buffer, this.#buffered);
+    // One gathered write of the pieces as they are: no copy of every byte into a joined buffer.
+    const pieces = this.#buffer;
+    const position = this.tarBytes - this.#buffered;
     this.#buffer = [];
     this.#buffered = 0;
-    await this.#handle.write(bytes, 0, bytes.length, this.tarBytes - bytes.length);
+    const { bytesWritten } = await this.#handle.writev(pieces, position);
+    const expected = pieces.reduce((sum, piece) => sum + piece.length, 0);
+    if (bytesWritten !== expected) {
+      // A short gathered write (rare: a signal, a nearly full disk): finish it piece by piece.
+      let at = position;
+      for (const piece of pieces) {
+        await this.#handle.write(piece, 0, piece.length, at);
+        at += piece.length;
+      }
+    }
   }
 }

@@ -13,7 +13,7 @@ export function createDownloaderMetrics(registry: Registry) {
     }),
     bytesSaved: new Counter({
       name: `${METRIC_PREFIX}download_delta_saved_bytes_total`,
-      help: 'Bytes releases needed that were already in the cache (saved by delta updates).',
+      help: 'Bytes releases needed that were already in the cache, as whole files or as chunks of cached layers (saved by delta updates).',
       registers,
     }),
     bytesResumed: new Counter({

@@ -177,3 +177,29 @@ describe('downloadTarget', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(1200);
   });
 });
+
+describe('openTargetRange', () => {
+  const read = (start: number, end: number) =>
+    c.client.session(async (s) => {
+      const info = await s.targetInfo(TARGET);
+      const pieces: Buffer[] = [];
+      for await (const piece of s.openTargetRange(info!, start, end)) pieces.push(piece);
+      return Buffer.concat(pieces);
+    });
+
+  it('streams exactly the bytes asked for, in one range request, resuming the rest after a cut', async () => {
+    expect(await read(1000, 200_000)).toEqual(expected.subarray(1000, 200_000));
+    expect(rangeRequests()).toEqual(['bytes=1000-199999']);
+    t.faults.resetRequests();
+    t.faults.add(servedPath, { kind: 'cut', afterBytes: 50_000 }, 1);
+    expect(await read(0, SIZE)).toEqual(expected);
+    expect(rangeRequests()).toEqual([`bytes=0-${SIZE - 1}`, expect.stringMatching(/^bytes=[1-9]\d+-\d+$/)]);
+  });
+
+  it('refuses a range outside the signed target before asking, and a server that ignores ranges', async () => {
+    expect(await rejection(read(0, SIZE + 1))).toMatchObject({ kind: 'attack', code: 'TUF_INVALID_RANGE' });
+    expect(rangeRequests()).toEqual([]);
+    t.faults.add(servedPath, { kind: 'ignore-range' }, 1);
+    expect((await rejection(read(10, 20))).message).toMatch(/range request/);
+  });
+});

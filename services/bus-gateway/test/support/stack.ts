@@ -152,6 +152,7 @@ export async function startBusStack(
           artifacts: [],
           frontendApis,
           images: [{ service: 'backend', archive }],
+          zstdLevel: 3, // chunked, at a fast level: these tests are not about bytes
         });
       },
       stop,

@@ -63,6 +63,8 @@ export async function stageRelease(
     notes: '',
     artifacts: [],
     images: archives,
+    // Chunked like every release, at a fast level: these tests are about installing, not bytes.
+    zstdLevel: 3,
     force: true,
     ...(tamper ? { alterManifest: (m) => ({ ...m, images: m.images.map(tamper) }) } : {}),
   });
