@@ -1,9 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { zstdCompressSync } from 'node:zlib';
+import { CHUNKER_ALGORITHM, encodeIndex } from '@aico-update/chunked-layer';
 import { writeImageArchive } from '@aico-update/image-archive';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import {
+  chunkedTargetPaths,
   type DownloadComplete,
   type DownloadProgress,
   releaseManifestSchema,
@@ -239,6 +242,87 @@ describe('chunked layers', () => {
     expect(await readdir(join(cache(), 'indexes'))).toEqual([]);
     expect(await readdir(join(cache(), 'blobs'))).not.toContain(layer.digest.slice(7));
     expect(packRequests()).toEqual([]);
+  }, 60_000);
+
+  it('a zstd bomb signed into a release (a compromised publisher): decompression stops at the signed chunk length; nothing reaches blobs/, the cache stays valid', async () => {
+    // What an attacker holding the targets key could publish: chunks signed as 1 MiB whose frames
+    // each decompress to 256 MiB of zeros.
+    const tar = join(t.workDir, 'bomb-rootfs.tar');
+    await execTar(tar);
+    const { size: length } = await stat(tar);
+    const digest = `sha256:${sha(await readFile(tar))}`;
+    const bomb = zstdCompressSync(Buffer.alloc(256 * 1024 * KIB));
+    const literals = 512;
+    const chunkLength = 1024 * KIB;
+    const chunks = Math.ceil((length - literals) / chunkLength);
+    const meta = {
+      schema: 1,
+      diff_id: digest,
+      length,
+      chunker: { algorithm: CHUNKER_ALGORITHM, min: 1, avg: chunkLength, max: chunkLength },
+      compression: 'zstd',
+      level: 3,
+      pack_length: bomb.length * chunks,
+      literals_length: literals,
+      layout: [literals, length - literals],
+      chunks: Array.from({ length: chunks }, (_, i) => [
+        sha(Buffer.from(`chunk ${i}`)),
+        i === chunks - 1 ? length - literals - chunkLength * (chunks - 1) : chunkLength,
+        sha(bomb),
+        bomb.length,
+      ]),
+    };
+    const index = encodeIndex(
+      zstdCompressSync(Buffer.from(JSON.stringify(meta))),
+      zstdCompressSync(Buffer.alloc(literals)),
+    );
+    const pack = Buffer.concat(Array.from({ length: chunks }, () => bomb));
+    const forged = chunkedTargetPaths(sha(pack), sha(index));
+    const targets = await t.repo.readTargets();
+    for (const [target, bytes] of [
+      [forged.pack, pack],
+      [forged.index, index],
+    ] as const) {
+      await mkdir(dirname(servedFile(target, sha(bytes))), { recursive: true });
+      await writeFile(servedFile(target, sha(bytes)), bytes);
+      targets.targets[target] = { length: bytes.length, hashes: { sha256: sha(bytes) } };
+    }
+    await t.repo.publishTargets(targets, {});
+    const tag = testTag('aico-test/chunked', 'bomb');
+    await docker('import', tar, tag);
+    cleanups.push(() => docker('rmi', '-f', tag));
+    const archive = join(t.workDir, 'bomb-image.tar');
+    await docker('save', '-o', archive, tag);
+    await t.repo.addRelease({
+      component: 'backend',
+      version: '6.6.6',
+      channel: 'stable',
+      artifacts: [],
+      images: [{ service: 'backend', archive }],
+      zstdLevel: 3,
+      alterManifest: (m) => ({
+        ...m,
+        images: m.images.map((image) => ({
+          ...image,
+          layers: image.layers.map((layer) => ({
+            ...layer,
+            chunked: {
+              index: { target: forged.index, length: index.length, sha256: sha(index) },
+              pack: { target: forged.pack, length: pack.length, sha256: sha(pack) },
+            },
+          })),
+        })),
+      }),
+    });
+    const d = await downloader();
+    const failed = await download('6.6.6');
+    expect(failed.state).toBe('failed');
+    expect(failed.error).toMatch(/decompresses to more than its signed 1048576 bytes/);
+    expect(await readdir(join(cache(), 'blobs'))).not.toContain(digest.slice(7));
+    for (const name of await readdir(join(cache(), 'blobs')))
+      expect(sha(await readFile(join(cache(), 'blobs', name)))).toBe(name);
+    // The service is still there and well: its memory did not follow the bomb.
+    expect((await fetch(`http://127.0.0.1:${d.port}/readyz`)).ok).toBe(true);
   }, 60_000);
 
   it('a pack download cut half-way resumes from where it was cut, fetching the pack about once', async () => {
