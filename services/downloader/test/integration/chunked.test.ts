@@ -11,6 +11,7 @@ import {
   type DownloadProgress,
   releaseManifestSchema,
   releaseTargetPath,
+  StateKeys,
   Subjects,
   Topics,
 } from '@aico-update/shared';
@@ -359,6 +360,27 @@ describe('chunked layers', () => {
     expect(sha(await readFile(join(cache(), 'blobs', v2.digest.slice(7))))).toBe(v2.digest.slice(7));
     // More than the planned delta was fetched: the damaged chunks, one by one.
     expect(packRequests().length).toBeGreaterThan(1);
+  }, 60_000);
+
+  it('garbage collection removes a layer no kept release needs together with its chunk index', async () => {
+    await publishImage('1.0.0');
+    await writeFile(join(rootfs, 'app', 'part-5.bin'), randomBytes(256 * KIB));
+    await publishImage('1.1.0');
+    await writeFile(join(rootfs, 'app', 'part-6.bin'), randomBytes(256 * KIB));
+    await publishImage('1.2.0');
+    await downloader();
+    for (const version of ['1.0.0', '1.1.0']) expect((await download(version)).state).toBe('completed');
+    const [v1, v2, v3] = [await layerOf('1.0.0'), await layerOf('1.1.0'), await layerOf('1.2.0')];
+    expect((await readdir(join(cache(), 'indexes'))).sort()).toEqual(
+      [v1.digest.slice(7), v2.digest.slice(7)].sort(),
+    );
+    await redisClient.hset(StateKeys.installed, 'backend', '1.1.0');
+    expect((await download('1.2.0')).state).toBe('completed');
+    const kept = [v2.digest.slice(7), v3.digest.slice(7)].sort();
+    expect((await readdir(join(cache(), 'indexes'))).sort()).toEqual(kept);
+    const blobs = await readdir(join(cache(), 'blobs'));
+    expect(blobs).not.toContain(v1.digest.slice(7));
+    for (const layer of kept) expect(blobs).toContain(layer);
   }, 60_000);
 
   it('a release published before chunking (plain layers) still downloads, as the plain blobs', async () => {
