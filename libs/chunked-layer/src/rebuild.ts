@@ -124,7 +124,8 @@ interface Checkpoint {
   content_bytes: number;
 }
 
-const CHECKPOINT_EVERY_BYTES = 32 * 1024 * 1024;
+/** As often as a plain download flushes its partial file: a restart loses at most this much. */
+const CHECKPOINT_EVERY_BYTES = 16 * 1024 * 1024;
 
 /** The delta a rebuild would fetch now (resuming where a partial stopped), for progress and disk checks. */
 export async function plannedDelta(

@@ -1,6 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { writeImageArchive } from '@aico-update/image-archive';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import {
@@ -8,6 +10,7 @@ import {
   downloadJobId,
   Queues,
   releaseManifestSchema,
+  releaseTargetPath,
   Subjects,
   Topics,
 } from '@aico-update/shared';
@@ -28,6 +31,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { downloaderEnv, releaseRef, runDownloadJob, startTestDownloader } from '../support/harness.ts';
 
 const MIB = 1024 * 1024;
+const run = promisify(execFile);
 const main = resolve(import.meta.dirname, '../../src/main.ts');
 let redis: SpawnedServer;
 let nats: SpawnedServer;
@@ -62,6 +66,14 @@ function progressUntil(predicate: (p: DownloadProgress) => boolean): Promise<Dow
       },
     });
   });
+}
+
+/** A release's manifest as the repository serves it (consistent snapshots: its hash in its name). */
+async function signedManifest(version: string) {
+  const path = releaseTargetPath('backend', version);
+  const sha = (await t.repo.readTargets()).targets[path]?.hashes.sha256;
+  const file = join(t.repo.targetsDir, dirname(path), `${sha}.${basename(path)}`);
+  return releaseManifestSchema.parse(JSON.parse(await readFile(file, 'utf8')));
 }
 
 function spawnDownloader(env: Record<string, string>): ChildProcess {
@@ -114,6 +126,71 @@ describe('downloader reliability', () => {
     const blobs = await readdir(join(cache, 'blobs'));
     expect(blobs).toHaveLength(1);
     expect(await readFile(join(cache, 'blobs', blobs[0] as string))).toEqual(Buffer.alloc(6 * MIB, '1.1.0'));
+  });
+
+  it('SIGKILLed mid-rebuild of a chunked layer and restarted: resumes from its last checkpoint, only verified layers in blobs/', async () => {
+    // A 24 MiB layer of random bytes, published chunked: the rebuild checkpoints every 16 MiB.
+    const root = join(t.workDir, 'rootfs');
+    await mkdir(root);
+    await writeFile(join(root, 'weights.bin'), randomBytes(24 * MIB));
+    const tar = join(t.workDir, 'rootfs.tar');
+    await run('tar', ['-C', root, '-cf', tar, '.']);
+    const tag = testTag('aico-test/chunked-kill', '1.0.0');
+    await docker('import', tar, tag);
+    cleanups.push(() => docker('rmi', '-f', tag));
+    const archive = join(t.workDir, 'image.tar');
+    await docker('save', '-o', archive, tag);
+    await t.repo.addRelease({
+      component: 'backend',
+      version: '1.0.0',
+      channel: 'stable',
+      artifacts: [],
+      images: [{ service: 'backend', archive }],
+      zstdLevel: 3,
+    });
+    const env = downloaderEnv(t, redis, nats, {
+      AICO_DOWNLOADER_MAX_KIB_PER_SECOND: '4096',
+      AICO_DOWNLOADER_LOCK_SECONDS: '2',
+    });
+    const release = await releaseRef(t, 'backend', '1.0.0');
+    const queue = new Queue(Queues.download, { connection: redisClient });
+    cleanups.push(() => queue.close());
+    await queue.add(
+      'download',
+      { v: 1, release, reason: 'auto_download' },
+      { jobId: downloadJobId(release), attempts: 3 },
+    );
+
+    const first = spawnDownloader(env);
+    await progressUntil((p) => p.bytes_done >= 19 * MIB);
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+    const cache = env.AICO_DOWNLOADER_CACHE_DIR as string;
+    const layer = (await signedManifest('1.0.0')).images[0]?.layers[0];
+    expect(layer?.chunked).toBeDefined();
+    expect(await readdir(join(cache, 'blobs'))).not.toContain(layer?.digest.slice(7));
+    expect((await readdir(join(cache, 'partials'))).sort()).toEqual([
+      `${layer?.digest.slice(7)}.layer`,
+      `${layer?.digest.slice(7)}.layer.checkpoint`,
+    ]);
+
+    const events = new QueueEvents(Queues.download, { connection: { url: redis.url } });
+    cleanups.push(() => events.close());
+    t.faults.resetRequests();
+    spawnDownloader({ ...env, AICO_DOWNLOADER_MAX_KIB_PER_SECOND: '0' });
+    const job = await queue.getJob(downloadJobId(release));
+    await job?.waitUntilFinished(events, 60_000);
+
+    // The restarted downloader asked for the pack from its checkpoint on, not from the start.
+    const packs = t.faults.requests.filter((r) => r.path.startsWith('/targets/packs/'));
+    const from = Number(/^bytes=(\d+)-\d+$/.exec(packs[0]?.range ?? '')?.[1]);
+    expect(from).toBeGreaterThanOrEqual(15 * MIB);
+    expect(packs.reduce((n, r) => n + r.bytes, 0)).toBeLessThanOrEqual(
+      (layer?.chunked?.pack.length ?? 0) - from,
+    );
+    const blob = await readFile(join(cache, 'blobs', layer?.digest.slice(7) as string));
+    expect(`sha256:${createHash('sha256').update(blob).digest('hex')}`).toBe(layer?.digest);
+    expect(await readdir(join(cache, 'partials'))).toEqual([]);
   });
 
   it('Redis restarted mid-job: the download finishes and is recorded', async () => {
