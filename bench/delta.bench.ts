@@ -14,17 +14,25 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, cp, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { downloaderEnv, releaseRef, runDownloadJob } from '@aico-update/downloader/testing';
+import { releaseRef, runDownloadJob } from '@aico-update/downloader/testing';
 import { verifiedImageArchive } from '@aico-update/image-archive';
 import { DockerRuntime } from '@aico-update/installer';
 import { startTestRepository } from '@aico-update/release/testing';
-import { type ReleaseManifest, releaseManifestSchema, releaseTargetPath } from '@aico-update/shared';
-import { docker, freePort, spawnNats, spawnRedis, waitUntil } from '@aico-update/shared/testing';
+import type { ReleaseManifest } from '@aico-update/shared';
+import {
+  docker,
+  freePort,
+  importFolder,
+  spawnNats,
+  spawnRedis,
+  waitUntil,
+} from '@aico-update/shared/testing';
 import { Redis } from 'ioredis';
-import { compileWorkspace, composeNodeFlags } from './support/compiled.ts';
+import { compileWorkspace } from './support/compiled.ts';
+import { startDownloaderService } from './support/downloader-service.ts';
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -32,7 +40,6 @@ const ROOT = resolve(import.meta.dirname, '..');
 const t = await startTestRepository();
 const out = (name: string) => join(t.workDir, name);
 const compiled = await compileWorkspace(out('compiled'));
-const DOWNLOADER_NODE_FLAGS = await composeNodeFlags('downloader');
 const cleanups: (() => Promise<unknown>)[] = [];
 const say = (line: string) => process.stderr.write(`[bench:delta] ${line}\n`);
 
@@ -63,15 +70,9 @@ for (const name of (await readdir(join(ROOT, 'node_modules'))).sort()) {
   appBytes += size;
 }
 
-async function tarOf(dir: string, name: string): Promise<string> {
-  const file = out(`${name}.tar`);
-  await run('tar', ['-C', dir, '-cf', file, '.']);
-  return file;
-}
-
 /** A one-layer image of `dir`, or that layer with `app` committed on top. */
 async function image(tag: string, dir: string, withApp: boolean): Promise<string> {
-  await docker('import', await tarOf(dir, tag.replace(/\W/g, '_')), tag);
+  await importFolder(dir, tag);
   cleanups.push(() => docker('rmi', '-f', tag));
   if (!withApp) return tag;
   const name = `aico-bench-${randomBytes(3).toString('hex')}`;
@@ -86,7 +87,7 @@ async function publish(version: string, tag: string): Promise<ReleaseManifest> {
   const archive = out(`image-${version}.tar`);
   await docker('save', '-o', archive, tag);
   const started = performance.now();
-  await t.repo.addRelease({
+  const manifest = await t.repo.addRelease({
     component: 'backend',
     version,
     channel: 'stable',
@@ -95,10 +96,7 @@ async function publish(version: string, tag: string): Promise<ReleaseManifest> {
   });
   say(`published ${version} in ${((performance.now() - started) / 1000).toFixed(1)} s (zstd 19, chunked)`);
   await rm(archive);
-  const path = releaseTargetPath('backend', version);
-  const sha = (await t.repo.readTargets()).targets[path]?.hashes.sha256;
-  const file = join(t.repo.targetsDir, dirname(path), `${sha}.${path.split('/').at(-1)}`);
-  return releaseManifestSchema.parse(JSON.parse(await readFile(file, 'utf8')));
+  return manifest;
 }
 
 // --- docker pull from a registry over HTTPS on loopback --------------------------------------------
@@ -177,42 +175,17 @@ const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
 cleanups.push(async () => redis.disconnect());
 const cacheDir = out('cache');
 
-async function startService(): Promise<{ stop: () => Promise<void>; peakRssMiB: () => Promise<number> }> {
-  const httpPort = await freePort();
-  const service = spawn(
-    process.execPath,
-    [...DOWNLOADER_NODE_FLAGS, join(compiled.dir, 'services/downloader/src/main.js')],
+const startService = () =>
+  startDownloaderService(
+    compiled,
+    t,
+    { redis: redisServer, nats: natsServer },
     {
-      stdio: 'ignore',
-      env: {
-        PATH: process.env.PATH ?? '',
-        ...downloaderEnv(t, redisServer, natsServer, {
-          AICO_HTTP_PORT: String(httpPort),
-          AICO_DOWNLOADER_CACHE_DIR: cacheDir,
-          AICO_TUF_STATE_DIR: out('tuf-state'),
-          AICO_UPDATE_AUTO_INSTALL: 'false',
-          AICO_UPDATE_SERVER_IDLE_TIMEOUT_SECONDS: '30',
-          AICO_LOG_LEVEL: 'error',
-        }),
-      },
+      AICO_DOWNLOADER_CACHE_DIR: cacheDir,
+      AICO_TUF_STATE_DIR: out('tuf-state'),
+      AICO_UPDATE_SERVER_IDLE_TIMEOUT_SECONDS: '30',
     },
   );
-  await waitUntil(
-    async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => undefined))?.ok,
-    'the downloader service to be ready',
-    30_000,
-    100,
-  );
-  const exited = new Promise<void>((r) => service.once('exit', () => r()));
-  return {
-    stop: async () => {
-      service.kill('SIGTERM');
-      await exited;
-    },
-    peakRssMiB: async () =>
-      Number((await readFile(`/proc/${service.pid}/status`, 'utf8')).match(/VmHWM:\s+(\d+)/)?.[1]) / 1024,
-  };
-}
 
 const wireBytes = () =>
   t.faults.requests.filter((r) => r.path.startsWith('/targets/')).reduce((n, r) => n + r.bytes, 0);
@@ -255,7 +228,7 @@ const downloadSeconds = (performance.now() - oursStarted) / 1000;
 const fullWire = wireBytes();
 await loadVerified(fullManifest);
 const oursSeconds = (performance.now() - oursStarted) / 1000;
-const fullRss = await first.peakRssMiB();
+const fullRss = await first.memoryMiB('VmHWM');
 await first.stop();
 await removeImage();
 
@@ -282,7 +255,7 @@ const smallWire = wireBytes();
 t.faults.resetRequests();
 await downloadJob('2.2.0');
 const rebuildWire = wireBytes();
-const deltaRss = await third.peakRssMiB();
+const deltaRss = await third.memoryMiB('VmHWM');
 await third.stop();
 
 for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);

@@ -5,25 +5,18 @@
  *   delta_bytes_ratio      bytes fetched for an app-layer-only image change / the whole new image
  *   resume_bytes_ratio     bytes fetched for a download cut at 50 % and resumed / the file size
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { downloaderEnv, releaseRef, runDownloadJob } from '@aico-update/downloader/testing';
+import { releaseRef, runDownloadJob } from '@aico-update/downloader/testing';
 import { startTestRepository } from '@aico-update/release/testing';
 import { artifactTargetPath, blobTargetPath, releaseBlobs, releaseManifestSchema } from '@aico-update/shared';
-import {
-  buildAppImage,
-  docker,
-  ensureBaseImage,
-  freePort,
-  spawnNats,
-  spawnRedis,
-  waitUntil,
-} from '@aico-update/shared/testing';
+import { buildAppImage, docker, ensureBaseImage, spawnNats, spawnRedis } from '@aico-update/shared/testing';
 import { Redis } from 'ioredis';
 import { compileWorkspace, composeNodeFlags } from './support/compiled.ts';
+import { startDownloaderService } from './support/downloader-service.ts';
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -112,34 +105,13 @@ const oursBest = Math.min(...oursMs) / 1000;
 // its compose command's Node flags): a BullMQ download job as the checker enqueues it. Its peak RSS (VmHWM) is
 // the memory figure: the whole service (BullMQ, NATS, metrics, HTTP) holding a 512 MiB download.
 const [redisServer, natsServer] = await Promise.all([spawnRedis(), spawnNats()]);
-const httpPort = await freePort();
-const service = spawn(
-  process.execPath,
-  [...DOWNLOADER_NODE_FLAGS, join(compiled.dir, 'services/downloader/src/main.js')],
-  {
-    stdio: 'ignore',
-    env: {
-      PATH: process.env.PATH ?? '',
-      ...downloaderEnv(t, redisServer, natsServer, {
-        AICO_HTTP_PORT: String(httpPort),
-        AICO_DOWNLOADER_CACHE_DIR: out('service-cache'),
-        AICO_UPDATE_AUTO_INSTALL: 'false',
-        AICO_LOG_LEVEL: 'error',
-      }),
-    },
-  },
+const service = await startDownloaderService(
+  compiled,
+  t,
+  { redis: redisServer, nats: natsServer },
+  { AICO_DOWNLOADER_CACHE_DIR: out('service-cache') },
 );
-await waitUntil(
-  async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => undefined))?.ok,
-  'the downloader service to be ready',
-  30_000,
-  100,
-);
-const vm = async (field: 'VmRSS' | 'VmHWM') =>
-  Number(
-    (await readFile(`/proc/${service.pid}/status`, 'utf8')).match(new RegExp(`${field}:\\s+(\\d+)`))?.[1],
-  ) / 1024;
-const serviceIdleRss = await vm('VmRSS');
+const serviceIdleRss = await service.memoryMiB('VmRSS');
 const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
 const serviceStarted = performance.now();
 const job = await runDownloadJob(redis, redisServer.url, {
@@ -149,8 +121,8 @@ const job = await runDownloadJob(redis, redisServer.url, {
 });
 const serviceSeconds = (performance.now() - serviceStarted) / 1000;
 if (job.state !== 'completed') throw new Error(`the service's download failed: ${job.error}`);
-const servicePeakRss = await vm('VmHWM');
-service.kill('SIGTERM');
+const servicePeakRss = await service.memoryMiB('VmHWM');
+await service.stop();
 redis.disconnect();
 await Promise.all([redisServer.stop(), natsServer.stop()]);
 

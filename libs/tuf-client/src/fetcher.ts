@@ -200,10 +200,7 @@ export class TufFetcher extends BaseFetcher {
           await this.#downloadTo(url, maxLength, file);
           break;
         } catch (error) {
-          const retry = error instanceof FetchError && error.transient && attempt < this.#options.retries;
-          if (!retry) throw error;
-          this.stats.retries += 1;
-          await sleep(Math.min(this.#options.retryDelayMs * 2 ** attempt, 30_000));
+          await this.#retryOrThrow(error, attempt);
         }
       }
       return await handler(file);
@@ -247,12 +244,7 @@ export class TufFetcher extends BaseFetcher {
           false,
         );
       } catch (error) {
-        const retry = error instanceof FetchError && error.transient && attempt < this.#options.retries;
-        if (!retry) throw error;
-        this.stats.retries += 1;
-        await sleep(Math.min(this.#options.retryDelayMs * 2 ** attempt, 30_000), undefined, {
-          signal: options.signal,
-        });
+        await this.#retryOrThrow(error, attempt, options.signal);
       }
     }
     await fsyncFile(partial);
@@ -400,14 +392,18 @@ export class TufFetcher extends BaseFetcher {
           error instanceof FetchError || error instanceof DownloadLengthMismatchError
             ? error
             : this.#record(transportError(url, error, 'while receiving a range', response?.timedOut()));
-        const retry = failure instanceof FetchError && failure.transient && attempt < this.#options.retries;
-        if (!retry) throw failure;
-        this.stats.retries += 1;
-        await sleep(Math.min(this.#options.retryDelayMs * 2 ** attempt++, 30_000), undefined, {
-          signal: options.signal,
-        });
+        await this.#retryOrThrow(failure, attempt++, options.signal);
       }
     }
+  }
+
+  /** Rethrows what is not a transient failure or is past the retries; otherwise waits the backoff. */
+  async #retryOrThrow(error: unknown, attempt: number, signal?: AbortSignal): Promise<void> {
+    const retry = error instanceof FetchError && error.transient && attempt < this.#options.retries;
+    if (!retry) throw error;
+    this.stats.retries += 1;
+    // Doubling per attempt, capped at 30 s.
+    await sleep(Math.min(this.#options.retryDelayMs * 2 ** attempt, 30_000), undefined, { signal });
   }
 
   async close(): Promise<void> {

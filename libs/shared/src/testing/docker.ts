@@ -34,6 +34,23 @@ export async function docker(...args: string[]): Promise<string> {
   }
 }
 
+/** A one-layer image of a folder's files (tar, then `docker import`); returns the image id. */
+export async function importFolder(dir: string, tag: string, ...changes: string[]): Promise<string> {
+  const work = await makeTempDir('import');
+  try {
+    await run('tar', ['-C', dir, '-cf', join(work, 'rootfs.tar'), '.']);
+    await docker(
+      'import',
+      ...changes.flatMap((change) => ['--change', change]),
+      join(work, 'rootfs.tar'),
+      tag,
+    );
+    return await docker('image', 'inspect', '--format', '{{.Id}}', tag);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
 /** A base image whose single layer holds `sizeBytes` of incompressible files (a stand-in for an OS + runtime). */
 export async function ensureBaseImage(tag: string, sizeBytes: number): Promise<void> {
   if (
@@ -47,8 +64,7 @@ export async function ensureBaseImage(tag: string, sizeBytes: number): Promise<v
   try {
     await mkdir(join(dir, 'rootfs', 'usr', 'lib'), { recursive: true });
     await writeFile(join(dir, 'rootfs', 'usr', 'lib', 'runtime.bin'), randomBytes(sizeBytes));
-    await run('tar', ['-C', join(dir, 'rootfs'), '-cf', join(dir, 'rootfs.tar'), '.']);
-    await docker('import', join(dir, 'rootfs.tar'), tag);
+    await importFolder(join(dir, 'rootfs'), tag);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -114,24 +130,17 @@ export async function buildSampleBackend(
         JSON.stringify({ status: 'healthy', service: 'backend', version }),
       );
     }
-    await run('tar', ['-C', root, '-cf', join(dir, 'rootfs.tar'), '.']);
     const migrate = `if [ -d /data ]; then echo started ${version} >> /data/log; touch /data/written-by-${version}; fi`;
     const serve = behaviour === 'exits' ? 'exit 1' : 'exec httpd -f -p 8771 -h /www';
     const cmd = JSON.stringify(['/bin/sh', '-c', `${migrate}; ${serve}`]);
-    await docker(
-      'import',
-      '--change',
-      `CMD ${cmd}`,
-      '--change',
-      'EXPOSE 8771',
-      '--change',
-      `LABEL org.opencontainers.image.version=${version}`,
-      '--change',
-      'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","/dev/null","http://127.0.0.1:8771/api/v1/health"]',
-      join(dir, 'rootfs.tar'),
+    return await importFolder(
+      root,
       tag,
+      `CMD ${cmd}`,
+      'EXPOSE 8771',
+      `LABEL org.opencontainers.image.version=${version}`,
+      'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","/dev/null","http://127.0.0.1:8771/api/v1/health"]',
     );
-    return await docker('image', 'inspect', '--format', '{{.Id}}', tag);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

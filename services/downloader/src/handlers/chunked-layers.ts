@@ -11,12 +11,12 @@ import {
   plannedDelta,
   rebuildLayer,
 } from '@aico-update/chunked-layer';
-import type { Logger, SignedFile } from '@aico-update/shared';
+import type { Logger } from '@aico-update/shared';
 import { TufError, type TufSession } from '@aico-update/tuf-client';
-import type { TargetFile } from 'tuf-js';
 import type { BlobStore } from '../adapters/blob-store.ts';
 import type { NeededFile } from '../domain/plan-download.ts';
 import { ReleaseRejected } from './release-rejected.ts';
+import { signedTarget } from './signed-target.ts';
 
 /*
  * Layers published chunked: each arrives as its chunk index (a small signed target, kept in
@@ -26,23 +26,10 @@ import { ReleaseRejected } from './release-rejected.ts';
  * is fetched: that is what progress counts against.
  */
 
-type ChunkedFile = NeededFile & { chunked: NonNullable<NeededFile['chunked']> };
+export type ChunkedFile = NeededFile & { chunked: NonNullable<NeededFile['chunked']> };
 
 export function isChunked(file: NeededFile): file is ChunkedFile {
   return file.chunked !== undefined;
-}
-
-/** A signed target's info, checked against what the manifest says of it. */
-export async function signedTarget(session: TufSession, file: SignedFile | NeededFile): Promise<TargetFile> {
-  const info = await session.targetInfo(file.target);
-  if (!info || info.length !== file.length || info.hashes.sha256 !== file.sha256) {
-    throw new TufError(
-      'attack',
-      'TUF_MANIFEST_MISMATCH',
-      `${file.target}: the manifest and the signed targets disagree about it`,
-    );
-  }
-  return info;
 }
 
 export class ChunkedLayers {

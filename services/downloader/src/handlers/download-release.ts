@@ -31,8 +31,9 @@ import {
 } from '../domain/plan-download.ts';
 import { ProgressTracker } from '../domain/progress.ts';
 import type { DownloaderMetrics } from '../metrics.ts';
-import { ChunkedLayers, isChunked, signedTarget } from './chunked-layers.ts';
+import { type ChunkedFile, ChunkedLayers, isChunked } from './chunked-layers.ts';
 import { ReleaseRejected } from './release-rejected.ts';
+import { signedTarget } from './signed-target.ts';
 
 export interface DownloadDeps {
   policy: UpdatePolicy;
@@ -259,6 +260,15 @@ async function verifiedManifest(
   return { release, manifest: parsed.data, bytes };
 }
 
+/** Counts bytes as they arrive: the metric, the release's progress, an event when one is due. */
+function countWireBytes(deps: DownloadDeps, tracker: ProgressTracker): (bytes: number) => void {
+  return (bytes) => {
+    deps.metrics.bytesFetched.inc(bytes);
+    tracker.add(bytes);
+    if (tracker.due()) void emitProgress(deps, tracker.snapshot()).catch(() => undefined);
+  };
+}
+
 async function downloadFile(
   deps: DownloadDeps,
   session: TufSession,
@@ -270,11 +280,7 @@ async function downloadFile(
   const outcome = await session.downloadTarget(info, deps.store.pathOf(file.sha256), {
     partialDir: deps.store.partialsDir,
     ...(signal ? { signal } : {}),
-    onBytes: (bytes) => {
-      deps.metrics.bytesFetched.inc(bytes);
-      tracker.add(bytes);
-      if (tracker.due()) void emitProgress(deps, tracker.snapshot()).catch(() => undefined);
-    },
+    onBytes: countWireBytes(deps, tracker),
   });
   if (outcome.resumedFromBytes > 0) {
     deps.metrics.resumes.inc();
@@ -288,17 +294,13 @@ async function downloadFile(
 async function fetchChunkedLayer(
   deps: DownloadDeps,
   chunked: ChunkedLayers,
-  file: NeededFile & { chunked: NonNullable<NeededFile['chunked']> },
+  file: ChunkedFile,
   tracker: ProgressTracker,
   signal: AbortSignal | undefined,
 ): Promise<number> {
   const outcome = await chunked.fetch(file, {
     ...(signal ? { signal } : {}),
-    onBytes: (bytes) => {
-      deps.metrics.bytesFetched.inc(bytes);
-      tracker.add(bytes);
-      if (tracker.due()) void emitProgress(deps, tracker.snapshot()).catch(() => undefined);
-    },
+    onBytes: countWireBytes(deps, tracker),
   });
   if (outcome.fallbackChunks > 0) {
     deps.logger.warn(

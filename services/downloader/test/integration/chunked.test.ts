@@ -1,22 +1,23 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { zstdCompressSync } from 'node:zlib';
 import { CHUNKER_ALGORITHM, decodeIndex, encodeIndex } from '@aico-update/chunked-layer';
 import { writeImageArchive } from '@aico-update/image-archive';
+import type { AddReleaseInput } from '@aico-update/release';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import {
   chunkedTargetPaths,
   type DownloadComplete,
   type DownloadProgress,
-  releaseManifestSchema,
-  releaseTargetPath,
+  type ReleaseManifest,
   StateKeys,
   Subjects,
   Topics,
 } from '@aico-update/shared';
 import {
   docker,
+  importFolder,
   makeTempDir,
   type SpawnedServer,
   spawnNats,
@@ -87,31 +88,29 @@ async function downloader(): Promise<RunningDownloader> {
   return d;
 }
 
+const published = new Map<string, ReleaseManifest>();
+
 /** Imports `rootfs` as a one-layer image, saves it and publishes it as backend `version` (level 3: fast). */
-async function publishImage(version: string): Promise<{ imageId: string; archive: string }> {
-  const tar = join(t.workDir, `rootfs-${version}.tar`);
-  await execTar(tar);
+async function publishImage(
+  version: string,
+  release: Partial<AddReleaseInput> = {},
+): Promise<{ imageId: string; manifest: ReleaseManifest }> {
   const tag = testTag('aico-test/chunked', version);
-  await docker('import', tar, tag);
+  const imageId = await importFolder(rootfs, tag);
   cleanups.push(() => docker('rmi', '-f', tag));
   const archive = join(t.workDir, `backend-${version}.tar`);
   await docker('save', '-o', archive, tag);
-  await t.repo.addRelease({
+  const manifest = await t.repo.addRelease({
     component: 'backend',
     version,
     channel: 'stable',
     artifacts: [],
     images: [{ service: 'backend', archive }],
     zstdLevel: 3,
+    ...release,
   });
-  return { imageId: await docker('image', 'inspect', '--format', '{{.Id}}', tag), archive };
-}
-
-async function execTar(out: string): Promise<void> {
-  const { execFile } = await import('node:child_process');
-  await new Promise<void>((resolve, reject) =>
-    execFile('tar', ['-C', rootfs, '-cf', out, '.'], (error) => (error ? reject(error) : resolve())),
-  );
+  published.set(version, manifest);
+  return { imageId, manifest };
 }
 
 async function download(version: string) {
@@ -122,12 +121,11 @@ async function download(version: string) {
   });
 }
 
-async function manifestOf(version: string) {
-  const path = releaseTargetPath('backend', version);
-  const target = (await t.repo.readTargets()).targets[path];
-  return releaseManifestSchema.parse(
-    JSON.parse(await readFile(servedFile(path, target?.hashes.sha256 as string), 'utf8')),
-  );
+/** The manifest a release was signed with, as the publisher returned it. */
+async function manifestOf(version: string): Promise<ReleaseManifest> {
+  const manifest = published.get(version);
+  if (!manifest) throw new Error(`backend ${version} was not published by this test`);
+  return manifest;
 }
 
 async function layerOf(version: string) {
@@ -153,12 +151,40 @@ const packRequests = () => t.faults.requests.filter((r) => r.path.startsWith('/t
 const plainBlobRequests = (digest: string) =>
   t.faults.requests.filter((r) => r.path.includes(`/targets/blobs/sha256/${digest.slice(7)}`));
 
+/** A chunk index and pack for `layer` whose frames each decompress to 256 MiB, signed as 1 MiB chunks. */
+function forgeBomb(layer: { digest: string; length: number }) {
+  const bomb = zstdCompressSync(Buffer.alloc(256 * 1024 * KIB));
+  const literals = 512;
+  const chunkLength = 1024 * KIB;
+  const chunks = Math.ceil((layer.length - literals) / chunkLength);
+  const meta = {
+    schema: 1,
+    diff_id: layer.digest,
+    length: layer.length,
+    chunker: { algorithm: CHUNKER_ALGORITHM, min: 1, avg: chunkLength, max: chunkLength },
+    compression: 'zstd',
+    level: 3,
+    pack_length: bomb.length * chunks,
+    literals_length: literals,
+    layout: [literals, layer.length - literals],
+    chunks: Array.from({ length: chunks }, (_, i) => [
+      sha(Buffer.from(`chunk ${i}`)),
+      i === chunks - 1 ? layer.length - literals - chunkLength * (chunks - 1) : chunkLength,
+      sha(bomb),
+      bomb.length,
+    ]),
+  };
+  const index = encodeIndex(
+    zstdCompressSync(Buffer.from(JSON.stringify(meta))),
+    zstdCompressSync(Buffer.alloc(literals)),
+  );
+  const pack = Buffer.concat(Array.from({ length: chunks }, () => bomb));
+  return { index, pack, paths: chunkedTargetPaths(sha(pack), sha(index)) };
+}
+
 describe('chunked layers', () => {
   it('a first install fetches the compressed pack, not the layer; a changed file moves only its chunks; a rebuild with new timestamps moves no pack bytes; each layer is verified and loads as the same image', async () => {
     await writeFile(join(rootfs, 'app', 'text.txt'), 'the companion remembers\n'.repeat(40_000)); // compressible
-    // 16 MiB of content in all: a change of three chunks is a delta, not the whole pack.
-    for (let i = 32; i < 64; i++)
-      await writeFile(join(rootfs, 'app', `part-${i}.bin`), randomBytes(256 * KIB));
     await publishImage('1.0.0');
     await downloader();
     const v1 = await layerOf('1.0.0');
@@ -267,73 +293,37 @@ describe('chunked layers', () => {
   it('a zstd bomb signed into a release (a compromised publisher): decompression stops at the signed chunk length; nothing reaches blobs/, the cache stays valid', async () => {
     // What an attacker holding the targets key could publish: chunks signed as 1 MiB whose frames
     // each decompress to 256 MiB of zeros.
-    const tar = join(t.workDir, 'bomb-rootfs.tar');
-    await execTar(tar);
-    const { size: length } = await stat(tar);
-    const digest = `sha256:${sha(await readFile(tar))}`;
-    const bomb = zstdCompressSync(Buffer.alloc(256 * 1024 * KIB));
-    const literals = 512;
-    const chunkLength = 1024 * KIB;
-    const chunks = Math.ceil((length - literals) / chunkLength);
-    const meta = {
-      schema: 1,
-      diff_id: digest,
-      length,
-      chunker: { algorithm: CHUNKER_ALGORITHM, min: 1, avg: chunkLength, max: chunkLength },
-      compression: 'zstd',
-      level: 3,
-      pack_length: bomb.length * chunks,
-      literals_length: literals,
-      layout: [literals, length - literals],
-      chunks: Array.from({ length: chunks }, (_, i) => [
-        sha(Buffer.from(`chunk ${i}`)),
-        i === chunks - 1 ? length - literals - chunkLength * (chunks - 1) : chunkLength,
-        sha(bomb),
-        bomb.length,
-      ]),
-    };
-    const index = encodeIndex(
-      zstdCompressSync(Buffer.from(JSON.stringify(meta))),
-      zstdCompressSync(Buffer.alloc(literals)),
-    );
-    const pack = Buffer.concat(Array.from({ length: chunks }, () => bomb));
-    const forged = chunkedTargetPaths(sha(pack), sha(index));
+    let forged: { pack: Buffer; index: Buffer; paths: { pack: string; index: string } } | undefined;
+    const { manifest } = await publishImage('6.6.6', {
+      alterManifest: (m) => ({
+        ...m,
+        images: m.images.map((image) => ({
+          ...image,
+          layers: image.layers.map((layer) => {
+            forged = forgeBomb(layer);
+            return {
+              ...layer,
+              chunked: {
+                index: { target: forged.paths.index, length: forged.index.length, sha256: sha(forged.index) },
+                pack: { target: forged.paths.pack, length: forged.pack.length, sha256: sha(forged.pack) },
+              },
+            };
+          }),
+        })),
+      }),
+    });
+    const bomb = forged as NonNullable<typeof forged>;
     const targets = await t.repo.readTargets();
     for (const [target, bytes] of [
-      [forged.pack, pack],
-      [forged.index, index],
+      [bomb.paths.pack, bomb.pack],
+      [bomb.paths.index, bomb.index],
     ] as const) {
       await mkdir(dirname(servedFile(target, sha(bytes))), { recursive: true });
       await writeFile(servedFile(target, sha(bytes)), bytes);
       targets.targets[target] = { length: bytes.length, hashes: { sha256: sha(bytes) } };
     }
     await t.repo.publishTargets(targets, {});
-    const tag = testTag('aico-test/chunked', 'bomb');
-    await docker('import', tar, tag);
-    cleanups.push(() => docker('rmi', '-f', tag));
-    const archive = join(t.workDir, 'bomb-image.tar');
-    await docker('save', '-o', archive, tag);
-    await t.repo.addRelease({
-      component: 'backend',
-      version: '6.6.6',
-      channel: 'stable',
-      artifacts: [],
-      images: [{ service: 'backend', archive }],
-      zstdLevel: 3,
-      alterManifest: (m) => ({
-        ...m,
-        images: m.images.map((image) => ({
-          ...image,
-          layers: image.layers.map((layer) => ({
-            ...layer,
-            chunked: {
-              index: { target: forged.index, length: index.length, sha256: sha(index) },
-              pack: { target: forged.pack, length: pack.length, sha256: sha(pack) },
-            },
-          })),
-        })),
-      }),
-    });
+    const digest = manifest.images[0]?.layers[0]?.digest as string;
     const d = await downloader();
     const failed = await download('6.6.6');
     expect(failed.state).toBe('failed');
@@ -403,21 +393,7 @@ describe('chunked layers', () => {
   }, 60_000);
 
   it('a release published before chunking (plain layers) still downloads, as the plain blobs', async () => {
-    const tar = join(t.workDir, 'plain.tar');
-    await execTar(tar);
-    const tag = testTag('aico-test/chunked', 'plain');
-    await docker('import', tar, tag);
-    cleanups.push(() => docker('rmi', '-f', tag));
-    const archive = join(t.workDir, 'plain-image.tar');
-    await docker('save', '-o', archive, tag);
-    await t.repo.addRelease({
-      component: 'backend',
-      version: '0.9.0',
-      channel: 'stable',
-      artifacts: [],
-      images: [{ service: 'backend', archive }],
-      layers: 'plain',
-    });
+    await publishImage('0.9.0', { layers: 'plain' });
     await downloader();
     const layer = (await manifestOf('0.9.0')).images[0]?.layers[0];
     expect(layer?.chunked).toBeUndefined();

@@ -1,8 +1,7 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { join, resolve } from 'node:path';
 import { writeImageArchive } from '@aico-update/image-archive';
 import { startTestRepository, type TestRepository } from '@aico-update/release/testing';
 import {
@@ -10,7 +9,6 @@ import {
   downloadJobId,
   Queues,
   releaseManifestSchema,
-  releaseTargetPath,
   Subjects,
   Topics,
 } from '@aico-update/shared';
@@ -18,6 +16,7 @@ import {
   buildAppImage,
   docker,
   ensureBaseImage,
+  importFolder,
   mountSmallDisk,
   type SpawnedServer,
   spawnNats,
@@ -31,7 +30,6 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { downloaderEnv, releaseRef, runDownloadJob, startTestDownloader } from '../support/harness.ts';
 
 const MIB = 1024 * 1024;
-const run = promisify(execFile);
 const main = resolve(import.meta.dirname, '../../src/main.ts');
 let redis: SpawnedServer;
 let nats: SpawnedServer;
@@ -68,14 +66,6 @@ function progressUntil(predicate: (p: DownloadProgress) => boolean): Promise<Dow
   });
 }
 
-/** A release's manifest as the repository serves it (consistent snapshots: its hash in its name). */
-async function signedManifest(version: string) {
-  const path = releaseTargetPath('backend', version);
-  const sha = (await t.repo.readTargets()).targets[path]?.hashes.sha256;
-  const file = join(t.repo.targetsDir, dirname(path), `${sha}.${basename(path)}`);
-  return releaseManifestSchema.parse(JSON.parse(await readFile(file, 'utf8')));
-}
-
 function spawnDownloader(env: Record<string, string>): ChildProcess {
   const child = spawn(process.execPath, [main], {
     env: { PATH: process.env.PATH ?? '', ...env },
@@ -85,27 +75,34 @@ function spawnDownloader(env: Record<string, string>): ChildProcess {
   return child;
 }
 
+/**
+ * Queues the download of backend `version` (3 attempts), runs a downloader process capped at `kibPerSecond`
+ * and SIGKILLs it once `killAtBytes` are done; returns what the restart needs.
+ */
+async function downloadKilledAt(version: string, kibPerSecond: number, killAtBytes: number) {
+  const env = downloaderEnv(t, redis, nats, {
+    AICO_DOWNLOADER_MAX_KIB_PER_SECOND: String(kibPerSecond),
+    AICO_DOWNLOADER_LOCK_SECONDS: '2',
+  });
+  const release = await releaseRef(t, 'backend', version);
+  const queue = new Queue(Queues.download, { connection: redisClient });
+  cleanups.push(() => queue.close());
+  await queue.add(
+    'download',
+    { v: 1, release, reason: 'auto_download' },
+    { jobId: downloadJobId(release), attempts: 3 },
+  );
+  const first = spawnDownloader(env);
+  await progressUntil((p) => p.bytes_done >= killAtBytes);
+  first.kill('SIGKILL');
+  await new Promise((r) => first.once('exit', r));
+  return { env, release, queue, cache: env.AICO_DOWNLOADER_CACHE_DIR as string };
+}
+
 describe('downloader reliability', () => {
   it('SIGKILLed mid-download and restarted: resumes from the partial, never caches half a file', async () => {
     await t.publish({ component: 'backend', version: '1.1.0', channel: 'stable', size: 6 * MIB });
-    const env = downloaderEnv(t, redis, nats, {
-      AICO_DOWNLOADER_MAX_KIB_PER_SECOND: '2048',
-      AICO_DOWNLOADER_LOCK_SECONDS: '2',
-    });
-    const release = await releaseRef(t, 'backend', '1.1.0');
-    const queue = new Queue(Queues.download, { connection: redisClient });
-    cleanups.push(() => queue.close());
-    await queue.add(
-      'download',
-      { v: 1, release, reason: 'auto_download' },
-      { jobId: downloadJobId(release), attempts: 3 },
-    );
-
-    const first = spawnDownloader(env);
-    await progressUntil((p) => p.bytes_done >= 2 * MIB);
-    first.kill('SIGKILL');
-    await new Promise((r) => first.once('exit', r));
-    const cache = env.AICO_DOWNLOADER_CACHE_DIR as string;
+    const { env, release, queue, cache } = await downloadKilledAt('1.1.0', 2048, 2 * MIB);
     expect(await readdir(join(cache, 'blobs'))).toEqual([]);
     expect(await readdir(join(cache, 'partials'))).toHaveLength(1);
 
@@ -133,14 +130,12 @@ describe('downloader reliability', () => {
     const root = join(t.workDir, 'rootfs');
     await mkdir(root);
     await writeFile(join(root, 'weights.bin'), randomBytes(24 * MIB));
-    const tar = join(t.workDir, 'rootfs.tar');
-    await run('tar', ['-C', root, '-cf', tar, '.']);
     const tag = testTag('aico-test/chunked-kill', '1.0.0');
-    await docker('import', tar, tag);
+    await importFolder(root, tag);
     cleanups.push(() => docker('rmi', '-f', tag));
     const archive = join(t.workDir, 'image.tar');
     await docker('save', '-o', archive, tag);
-    await t.repo.addRelease({
+    const manifest = await t.repo.addRelease({
       component: 'backend',
       version: '1.0.0',
       channel: 'stable',
@@ -148,25 +143,8 @@ describe('downloader reliability', () => {
       images: [{ service: 'backend', archive }],
       zstdLevel: 3,
     });
-    const env = downloaderEnv(t, redis, nats, {
-      AICO_DOWNLOADER_MAX_KIB_PER_SECOND: '4096',
-      AICO_DOWNLOADER_LOCK_SECONDS: '2',
-    });
-    const release = await releaseRef(t, 'backend', '1.0.0');
-    const queue = new Queue(Queues.download, { connection: redisClient });
-    cleanups.push(() => queue.close());
-    await queue.add(
-      'download',
-      { v: 1, release, reason: 'auto_download' },
-      { jobId: downloadJobId(release), attempts: 3 },
-    );
-
-    const first = spawnDownloader(env);
-    await progressUntil((p) => p.bytes_done >= 19 * MIB);
-    first.kill('SIGKILL');
-    await new Promise((r) => first.once('exit', r));
-    const cache = env.AICO_DOWNLOADER_CACHE_DIR as string;
-    const layer = (await signedManifest('1.0.0')).images[0]?.layers[0];
+    const { env, release, queue, cache } = await downloadKilledAt('1.0.0', 4096, 19 * MIB);
+    const layer = manifest.images[0]?.layers[0];
     expect(layer?.chunked).toBeDefined();
     expect(await readdir(join(cache, 'blobs'))).not.toContain(layer?.digest.slice(7));
     expect((await readdir(join(cache, 'partials'))).sort()).toEqual([
