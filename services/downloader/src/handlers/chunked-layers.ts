@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -11,7 +12,7 @@ import {
   plannedDelta,
   rebuildLayer,
 } from '@aico-update/chunked-layer';
-import type { Logger } from '@aico-update/shared';
+import { hashFile, type Logger } from '@aico-update/shared';
 import { TufError, type TufSession } from '@aico-update/tuf-client';
 import type { BlobStore } from '../adapters/blob-store.ts';
 import type { NeededFile } from '../domain/plan-download.ts';
@@ -54,7 +55,16 @@ export class ChunkedLayers {
     let fetched = 0;
     const present = await this.#store.cachedIndexes();
     for (const file of files.filter(isChunked)) {
-      if (present.has(file.sha256)) continue;
+      if (present.has(file.sha256)) {
+        // A cached index is input like any other file in the cache: kept while it is the signed one.
+        const cached = await hashFile(this.#store.indexPathOf(file.sha256));
+        if (cached.sha256 === file.chunked.index.sha256) continue;
+        this.#log.warn(
+          { layer: file.sha256, found: cached.sha256, signed: file.chunked.index.sha256 },
+          'the cached chunk index of a layer is not the signed one; fetching it again',
+        );
+        await this.#store.removeIndex(file.sha256);
+      }
       const info = await signedTarget(this.#session, file.chunked.index);
       const outcome = await this.#session.downloadTarget(info, this.#store.indexPathOf(file.sha256), {
         partialDir: this.#store.partialsDir,
@@ -69,7 +79,11 @@ export class ChunkedLayers {
         // This release's own index: one that does not add up is the publisher's mistake, refused.
         this.#indexes.set(
           sha,
-          await this.#decode(sha, { length: own.length, packLength: own.chunked.pack.length }),
+          await this.#decode(
+            sha,
+            { length: own.length, packLength: own.chunked.pack.length },
+            own.chunked.index.sha256,
+          ),
         );
       }
       if (!held.has(sha)) continue;
@@ -141,8 +155,21 @@ export class ChunkedLayers {
     return join(this.#store.partialsDir, `${file.sha256}.layer`);
   }
 
-  async #decode(sha: string, expected: { length: number; packLength?: number }): Promise<ChunkIndex> {
+  /** Decodes a cached index; with `signedSha256`, only the bytes that hash to it (read once). */
+  async #decode(
+    sha: string,
+    expected: { length: number; packLength?: number },
+    signedSha256?: string,
+  ): Promise<ChunkIndex> {
     const bytes = await readFile(this.#store.indexPathOf(sha));
+    if (signedSha256 && createHash('sha256').update(bytes).digest('hex') !== signedSha256) {
+      await this.#store.removeIndex(sha);
+      throw new TufError(
+        'attack',
+        'TUF_HASH_MISMATCH',
+        `the chunk index of layer ${sha.slice(0, 12)} changed in the cache after it was verified; removed, it is fetched again on the next try`,
+      );
+    }
     try {
       return decodeIndex(bytes, { diffId: `sha256:${sha}`, ...expected });
     } catch (error) {

@@ -290,6 +290,23 @@ describe('chunked layers', () => {
     expect(packRequests()).toEqual([]);
   }, 60_000);
 
+  it('a chunk index forged in the cache (another writer of the volume) is not believed: fetched again, the release downloads', async () => {
+    await publishImage('1.0.0');
+    await downloader();
+    expect((await download('1.0.0')).state).toBe('completed');
+    // 1.1.0 reuses 1.0.0's layer (the same files); its cached index is replaced by a well-formed one for
+    // the same layer that is not the signed one (a bomb).
+    const { manifest } = await publishImage('1.1.0');
+    const layer = manifest.images[0]?.layers[0] as NonNullable<(typeof manifest.images)[0]['layers'][0]>;
+    expect(layer.digest).toBe((await layerOf('1.0.0')).digest);
+    await writeFile(join(cache(), 'indexes', layer.digest.slice(7)), forgeBomb(layer).index);
+    expect((await download('1.1.0')).state).toBe('completed');
+    expect(sha(await readFile(join(cache(), 'indexes', layer.digest.slice(7))))).toBe(
+      layer.chunked?.index.sha256,
+    );
+    expect(sha(await readFile(join(cache(), 'blobs', layer.digest.slice(7))))).toBe(layer.digest.slice(7));
+  }, 60_000);
+
   it('a zstd bomb signed into a release (a compromised publisher): decompression stops at the signed chunk length; nothing reaches blobs/, the cache stays valid', async () => {
     // What an attacker holding the targets key could publish: chunks signed as 1 MiB whose frames
     // each decompress to 256 MiB of zeros.
