@@ -39,6 +39,8 @@ export const DECISION_KINDS = [
   'skipped',
   'unskipped',
   'settings_changed',
+  'self_update_started',
+  'updater_first',
 ] as const;
 export type DecisionKind = (typeof DECISION_KINDS)[number];
 

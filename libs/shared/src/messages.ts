@@ -294,7 +294,8 @@ export const installProgressSchema = z.object({
   v: z.literal(1),
   component: z.enum(COMPONENTS),
   version: z.string().max(100),
-  kind: z.enum(['install', 'rollback']).optional(),
+  /** self-update: a step of the helper that swaps the update system's own services. */
+  kind: z.enum(['install', 'rollback', 'self-update']).optional(),
   step: z.string().max(50),
   service: z.string().max(100),
   status: z.enum(['started', 'done']),
@@ -373,6 +374,24 @@ export const installerStatusSchema = z.object({
       }),
     )
     .default([]),
+  /** The self-update under way (or the last one): what the helper is doing, and how it ended. */
+  self_update: z
+    .object({
+      version: z.string().max(100),
+      from_version: z.string().max(100).optional(),
+      phase: z.string().max(50),
+      started_at: z.string().max(50),
+      services: z.array(z.string().max(50)).max(10),
+      step: z
+        .object({ step: z.string().max(50), service: z.string().max(100), status: z.string().max(20) })
+        .optional(),
+      outcome: z
+        .object({ result: z.string().max(50), reason: z.string().max(4000), at: z.string().max(50) })
+        .optional(),
+      /** The install waiting for it (a backend release that needs this updater). */
+      next_install: z.object({ component: z.string().max(50), version: z.string().max(100) }).optional(),
+    })
+    .optional(),
 });
 export type InstallerStatus = z.infer<typeof installerStatusSchema>;
 

@@ -12,6 +12,23 @@ import { CHANNELS, type Channel } from './config.ts';
 export const COMPONENTS = ['backend', 'frontend', 'updater'] as const;
 export type Component = (typeof COMPONENTS)[number];
 
+/**
+ * The update system's own services, in the order a self-update swaps them: the installer last, so that
+ * the installer that started the swap watches every other service's swap and a new installer starts
+ * only once the rest is in place. An updater release may carry images for these services only.
+ */
+export const UPDATER_SERVICES = ['checker', 'downloader', 'bus-gateway', 'installer'] as const;
+export type UpdaterService = (typeof UPDATER_SERVICES)[number];
+
+/** This source tree's version of the update system (its images say so unless AICO_UPDATE_VERSION does). */
+export const UPDATE_SYSTEM_VERSION = '1.0.0';
+
+/** The version of the update system this process runs: what an updater release stamped into its image. */
+export function updateSystemVersion(env: NodeJS.ProcessEnv = process.env): string {
+  const stamped = env.AICO_UPDATE_VERSION?.trim();
+  return stamped && validSemver(stamped) === stamped ? stamped : UPDATE_SYSTEM_VERSION;
+}
+
 export const semverString = z
   .string()
   .refine((value) => validSemver(value) === value, { message: 'expected a semver version such as 1.2.3' });
@@ -45,6 +62,8 @@ export const releaseCustomSchema = z.object({
   needs_backend: semverRange.optional(),
   /** A frontend release: platforms it reaches through the app stores (no package from the home server). */
   store_platforms: z.array(z.enum(PLATFORMS)).optional(),
+  /** A backend release: the update system versions it needs (a semver range); the updater goes first. */
+  needs_updater: semverRange.optional(),
 });
 export type ReleaseCustom = z.infer<typeof releaseCustomSchema>;
 

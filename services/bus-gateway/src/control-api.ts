@@ -113,6 +113,8 @@ export function controlApi(deps: ControlApiDeps): (app: Express) => void {
           paused: installer?.paused ?? [],
           schedule: installer?.schedule ?? [],
           backups: installer?.backups ?? [],
+          // The update system updating itself: the helper's phase and step, and how the last one ended.
+          self_update: installer?.self_update ?? null,
           settings: settings
             ? { revision: settings.revision, effective: settings.effective, overrides: settings.overrides }
             : null,

@@ -52,6 +52,10 @@ export const installerConfigSchema = z.strictObject({
         'a map of release service name to the container that runs it (environment form: backend=aico-backend)',
         z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/),
       ),
+      updater_containers: nameMap(
+        'the update system’s own containers by service (checker, downloader, bus-gateway), where compose’s labels do not name them (environment form: checker=aico-checker)',
+        z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/),
+      ),
       probes: nameMap(
         'a map of service name to an HTTP health URL checked in addition to the HEALTHCHECK (e.g. backend=http://aico-backend:8771/api/v1/health)',
         z.string().regex(/^https?:\/\//),

@@ -1,9 +1,11 @@
-import { EventPublisher, type Logger, Queues } from '@aico-update/shared';
+import { join } from 'node:path';
+import { EventPublisher, type Logger, Queues, updateSystemVersion } from '@aico-update/shared';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { BackupStore } from './adapters/backup-store.ts';
+import { DockerRuntime } from './adapters/docker-runtime.ts';
 import { InstallerState } from './adapters/installer-state.ts';
 import { JobSeal } from './adapters/job-seal.ts';
 import { JournalStore } from './adapters/journal.ts';
@@ -15,11 +17,21 @@ import type { InstallerConfig } from './config.ts';
 import type { ContainerRuntime } from './domain/ports.ts';
 import type { InstallDeps } from './handlers/install-release.ts';
 import { createInstallerMetrics } from './metrics.ts';
+import { DockerDeployment, type OwnDeployment } from './self-update/deployment.ts';
+import { INTENT_FILE, IntentStore } from './self-update/intent.ts';
 
 /** What an install needs, from the installer's configuration and its connections. */
 export async function createInstallDeps(
   config: InstallerConfig,
-  io: { runtime: ContainerRuntime; redis: Redis; nc: NatsConnection; registry: Registry; logger: Logger },
+  io: {
+    runtime: ContainerRuntime;
+    /** Default: the deployment the Docker runtime's engine shows. */
+    deployment?: OwnDeployment;
+    redis: Redis;
+    nc: NatsConnection;
+    registry: Registry;
+    logger: Logger;
+  },
 ): Promise<InstallDeps> {
   const settings = config.installer;
   const userSettings = await SettingsStore.open(settings.state_dir, config.update, io.logger);
@@ -45,8 +57,11 @@ export async function createInstallDeps(
     ),
     queue: new Queue(Queues.install, { connection: io.redis }),
     window: { timezone: settings.timezone, minutes: settings.window_minutes },
-    installedSeed: config.installed,
+    // The update system's own version is what its image says, unless the configuration says otherwise.
+    installedSeed: { updater: updateSystemVersion(), ...config.installed },
     runtime: io.runtime,
+    deployment: io.deployment ?? ownDeployment(io.runtime, config),
+    intents: new IntentStore(settings.state_dir, io.logger),
     metrics: createInstallerMetrics(io.registry),
     redis: io.redis,
     events: new EventPublisher(io.nc),
@@ -70,4 +85,18 @@ export async function createInstallDeps(
       logger: io.logger,
     }),
   };
+}
+
+/** The update system's own containers, found through the engine the installer drives. */
+function ownDeployment(runtime: ContainerRuntime, config: InstallerConfig): OwnDeployment {
+  if (!(runtime instanceof DockerRuntime)) {
+    throw new Error('the installer finds its own deployment through the Docker runtime; pass io.deployment');
+  }
+  const settings = config.installer;
+  return new DockerDeployment(runtime.docker, {
+    configured: settings.updater_containers,
+    stateDir: settings.state_dir,
+    intentFile: join(settings.state_dir, INTENT_FILE),
+    dockerSocket: settings.docker_socket,
+  });
 }

@@ -27,6 +27,7 @@ import {
   Topics,
 } from '@aico-update/shared';
 import { DelayedError, UnrecoverableError, Worker } from 'bullmq';
+import semver from 'semver';
 import { DockerRuntime } from './adapters/docker-runtime.ts';
 import { type InstallerConfig, installerConfigSchema } from './config.ts';
 import { installWindow } from './domain/install-window.ts';
@@ -47,11 +48,13 @@ import {
   authorizeInstall,
   HISTORY_KEY,
   InstallFailed,
+  installedVersion,
   recoverInterrupted,
   rollbackLastInstall,
   runInstall,
 } from './handlers/install-release.ts';
 import { IntegrityWatch } from './handlers/integrity.ts';
+import { installUpdaterFirst, SelfUpdateWatch } from './handlers/self-update.ts';
 import { createInstallDeps } from './install-deps.ts';
 import { showInstalledVersion } from './metrics.ts';
 
@@ -78,6 +81,8 @@ export async function startInstaller(
 
     const deps = await createInstallDeps(config, { runtime, redis, nc, registry, logger });
     const { events } = deps;
+    // The update system's own version, for the checker (it offers updater releases newer than it).
+    await redis.hset(StateKeys.installed, 'updater', (await installedVersion(deps, 'updater')) as string);
     for (const [component, version] of Object.entries(await redis.hgetall(StateKeys.installed))) {
       showInstalledVersion(deps.metrics, component, version);
     }
@@ -87,6 +92,10 @@ export async function startInstaller(
     // Then, and after every check and install: does every managed container run its signed image?
     const integrity = new IntegrityWatch(deps);
     await integrity.check();
+    // A self-update under way (this may be the new installer it started, or the old one it put back).
+    const selfUpdate = new SelfUpdateWatch(deps);
+    selfUpdate.start();
+    shutdown.add('self-update watch', () => selfUpdate.stop());
     const checks = nc.subscribe(Subjects.event(Topics.checkResponse), {
       callback: () =>
         void integrity
@@ -98,6 +107,11 @@ export async function startInstaller(
     const worker = new Worker(
       Queues.install,
       async (job, token) => {
+        // Nothing else runs while the update system swaps itself: the job waits for the outcome.
+        if (await selfUpdate.active()) {
+          await job.moveToDelayed(Date.now() + 5000, token);
+          throw new DelayedError();
+        }
         if (job.name === 'rollback') {
           const request = rollbackJobSchema.safeParse(job.data);
           if (!request.success)
@@ -117,6 +131,14 @@ export async function startInstaller(
         // The job is a pointer: what it may do is decided from the signed release and the policy.
         const authorized = await unrecoverableOnFailure(() => authorizeInstall(deps, parsed.data));
         const { release, reason } = authorized.order;
+        // A backend that needs a newer update system: the updater goes first, the backend after it.
+        const needs = authorized.manifest.needs_updater;
+        const updater = await installedVersion(deps, 'updater');
+        if (release.component === 'backend' && needs && !(updater && semver.satisfies(updater, needs))) {
+          return await unrecoverableOnFailure(() =>
+            installUpdaterFirst(deps, authorized, parsed.data, needs, updater),
+          );
+        }
         // An operator's install waits for the time picked (the queue delays it; this holds it if promoted).
         const now = new Date();
         const picked = parsed.data.scheduled_for ? new Date(parsed.data.scheduled_for) : undefined;
@@ -257,6 +279,7 @@ export async function startInstaller(
               installed: await redis.hgetall(StateKeys.installed),
               integrity: integrity.last ?? null,
               settings: deps.settings.state,
+              self_update: (await deps.intents.read()) ?? (await deps.intents.last()) ?? null,
               holds: await deps.holds.holds(),
               paused: await deps.holds.paused(),
               trusted_metadata: trusted

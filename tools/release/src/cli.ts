@@ -14,6 +14,7 @@ usage:
                    [--image SERVICE=ARCHIVE]... [--zstd-level N] [--plain-layers]
                    [--package PLATFORM=FILE]... [FILE...]
                    [--frontend-apis A,B] (backend: the frontend API versions it serves)
+                   [--needs-updater RANGE] (backend: the update system versions it needs)
                    [--frontend-api A] [--needs-backend RANGE] [--store PLATFORM]... (frontend)
       Publish a release of component C (backend, frontend, updater) with its artifact files and, for
       each --image, a service's container image from a docker save archive, published as
@@ -82,6 +83,7 @@ export async function main(argv: string[]): Promise<number> {
       'frontend-apis': { type: 'string' },
       'frontend-api': { type: 'string' },
       'needs-backend': { type: 'string' },
+      'needs-updater': { type: 'string' },
       store: { type: 'string', multiple: true },
       targets: { type: 'boolean', default: false },
       role: { type: 'string' },
@@ -153,6 +155,7 @@ export async function main(argv: string[]): Promise<number> {
           .filter(Boolean),
         frontendApi: values['frontend-api'],
         needsBackend: values['needs-backend'],
+        needsUpdater: values['needs-updater'],
         storePlatforms: values.store,
         layers: values['plain-layers'] ? 'plain' : 'chunked',
         ...(level !== undefined ? { zstdLevel: Number(level) } : {}),

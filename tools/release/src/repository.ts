@@ -21,6 +21,7 @@ import {
   releaseBlobs,
   releaseCustomSchema,
   releaseTargetPath,
+  UPDATER_SERVICES,
 } from '@aico-update/shared';
 import { Metadata, type MetadataKind } from '@tufjs/models';
 import semver from 'semver';
@@ -93,6 +94,8 @@ export interface AddReleaseInput extends WriteOptions, LayerPublishing {
   frontendApis?: string[] | undefined;
   frontendApi?: string | undefined;
   needsBackend?: string | undefined;
+  /** A backend: the update system versions it needs (a semver range); the updater updates first. */
+  needsUpdater?: string | undefined;
   /** A frontend: platforms that update through the app stores. */
   storePlatforms?: string[] | undefined;
   /** Container images, one `docker save` archive per service: published as content-addressed blobs. */
@@ -382,6 +385,15 @@ export class Repository {
     } catch (error) {
       throw new ReleaseToolError('INVALID_ARGUMENT', (error as Error).message);
     }
+    const foreign = (input.images ?? []).filter(
+      (i) => component === 'updater' && !(UPDATER_SERVICES as readonly string[]).includes(i.service),
+    );
+    if (foreign.length > 0) {
+      throw new ReleaseToolError(
+        'INVALID_ARGUMENT',
+        `an updater release carries images of the update system's own services only (${UPDATER_SERVICES.join(', ')}), not ${foreign.map((i) => i.service).join(', ')}`,
+      );
+    }
     for (const { service, archive } of input.images ?? []) {
       images.push(await this.#stageImage(targets, service, archive, zstdLevel));
     }
@@ -660,7 +672,10 @@ function parseChoice(name: string, value: string, allowed: readonly string[]): s
 /** The compatibility a release declares, checked: what a backend serves, what a frontend needs. */
 function compatibility(
   component: Component,
-  input: Pick<AddReleaseInput, 'frontendApis' | 'frontendApi' | 'needsBackend' | 'storePlatforms'>,
+  input: Pick<
+    AddReleaseInput,
+    'frontendApis' | 'frontendApi' | 'needsBackend' | 'needsUpdater' | 'storePlatforms'
+  >,
 ): Partial<ReleaseCustom> {
   const frontendOnly = {
     frontendApi: '--frontend-api',
@@ -675,26 +690,38 @@ function compatibility(
       );
     }
   }
-  if (input.frontendApis !== undefined && component !== 'backend') {
-    throw new ReleaseToolError(
-      'INVALID_ARGUMENT',
-      `--frontend-apis is for backend releases; this is a ${component} release`,
-    );
+  for (const [key, flag] of Object.entries({
+    frontendApis: '--frontend-apis',
+    needsUpdater: '--needs-updater',
+  })) {
+    if (input[key as 'frontendApis' | 'needsUpdater'] !== undefined && component !== 'backend') {
+      throw new ReleaseToolError(
+        'INVALID_ARGUMENT',
+        `${flag} is for backend releases; this is a ${component} release`,
+      );
+    }
   }
   const custom = {
     ...(input.frontendApis ? { frontend_apis: input.frontendApis } : {}),
     ...(input.frontendApi ? { frontend_api: input.frontendApi } : {}),
     ...(input.needsBackend ? { needs_backend: input.needsBackend } : {}),
+    ...(input.needsUpdater ? { needs_updater: input.needsUpdater } : {}),
     ...(input.storePlatforms ? { store_platforms: input.storePlatforms } : {}),
   };
   const parsed = releaseCustomSchema
-    .pick({ frontend_apis: true, frontend_api: true, needs_backend: true, store_platforms: true })
+    .pick({
+      frontend_apis: true,
+      frontend_api: true,
+      needs_backend: true,
+      needs_updater: true,
+      store_platforms: true,
+    })
     .safeParse(custom);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new ReleaseToolError(
       'INVALID_ARGUMENT',
-      `${issue?.path.join('.')}: ${issue?.message} (API versions are short names such as 2; --needs-backend takes a semver range such as ">=2.0.0"; platforms are ${PLATFORMS.join(', ')})`,
+      `${issue?.path.join('.')}: ${issue?.message} (API versions are short names such as 2; --needs-backend and --needs-updater take a semver range such as ">=2.0.0"; platforms are ${PLATFORMS.join(', ')})`,
     );
   }
   return parsed.data;

@@ -16,6 +16,9 @@ export interface NewContainerSpec {
   extraNetworks: { name: string; endpoint: Docker.EndpointSettings }[];
 }
 
+/** Where compose v2 records the image id a container was created from. */
+export const COMPOSE_IMAGE_LABEL = 'com.docker.compose.image';
+
 const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 
 /** Entries of `mine` the image did not set (or set differently): what the deployment itself decided. */
@@ -39,10 +42,14 @@ export function newContainerSpec(
   const keepIfOwn = <K extends keyof ContainerConfig & keyof ImageConfig>(key: K) =>
     same(config[key], image[key]) ? undefined : config[key];
 
+  const labels = ownLabels(config.Labels, image.Labels);
+  // Compose v2 recreates a container whose recorded image is not the one its tag names now: record the new one.
+  if (labels[COMPOSE_IMAGE_LABEL] && newImageRef.startsWith('sha256:'))
+    labels[COMPOSE_IMAGE_LABEL] = newImageRef;
   const create: Docker.ContainerCreateOptions = {
     name,
     Image: newImageRef,
-    Labels: ownLabels(config.Labels, image.Labels),
+    Labels: labels,
     Env: ownEnv(config.Env, image.Env),
     HostConfig: old.HostConfig as Docker.HostConfig,
     Tty: config.Tty,

@@ -6,6 +6,7 @@ import {
   type ScheduledInstall,
   StateKeys,
 } from '@aico-update/shared';
+import type { SelfUpdateIntent } from '../self-update/intent.ts';
 import { decide } from './history.ts';
 import type { InstallDeps } from './install-release.ts';
 
@@ -53,11 +54,12 @@ export async function countAutomaticFailure(
 /** The installer's holds and schedule, copied to Redis; the gauges follow. Never throws. */
 export async function publishInstallerStatus(deps: InstallDeps): Promise<InstallerStatus | undefined> {
   try {
-    const [holds, paused, schedule, backups] = await Promise.all([
+    const [holds, paused, schedule, backups, selfUpdate] = await Promise.all([
       deps.holds.holds(),
       deps.holds.paused(),
       scheduledInstalls(deps),
       deps.backups.list(),
+      deps.intents.read().then(async (intent) => intent ?? (await deps.intents.last())),
     ]);
     const status: InstallerStatus = {
       v: 1,
@@ -73,6 +75,7 @@ export async function publishInstallerStatus(deps: InstallDeps): Promise<Install
         created_at: b.created_at,
         bytes: [...b.entries, ...b.hooks].reduce((sum, e) => sum + e.bytes, 0),
       })),
+      ...(selfUpdate ? { self_update: selfUpdateStatus(selfUpdate) } : {}),
     };
     await deps.redis.set(StateKeys.installerStatus, JSON.stringify(status));
     deps.metrics.paused.reset();
@@ -86,6 +89,21 @@ export async function publishInstallerStatus(deps: InstallDeps): Promise<Install
     deps.logger.warn({ err: error }, 'could not copy the installer status to Redis');
     return undefined;
   }
+}
+
+/** A self-update as status shows it: where the helper is, and how it ended. */
+function selfUpdateStatus(intent: SelfUpdateIntent): NonNullable<InstallerStatus['self_update']> {
+  const step = intent.steps.at(-1);
+  return {
+    version: intent.release.version,
+    ...(intent.from_version ? { from_version: intent.from_version } : {}),
+    phase: intent.reported_at ? 'reported' : intent.phase,
+    started_at: intent.started_at,
+    services: intent.services.map((s) => s.service),
+    ...(step ? { step: { step: step.step, service: step.service, status: step.status } } : {}),
+    ...(intent.outcome ? { outcome: intent.outcome } : {}),
+    ...(intent.next_install ? { next_install: intent.next_install.release } : {}),
+  };
 }
 
 /** Installs waiting in the queue for a time (picked by an operator, or the window), soonest first. */

@@ -28,9 +28,12 @@ import { planInstall, type RunningService } from '../domain/install-plan.ts';
 import { decideInstall, type InstallOrder } from '../domain/install-policy.ts';
 import type { ContainerRuntime, SwapStrategy } from '../domain/ports.ts';
 import type { InstallerMetrics } from '../metrics.ts';
+import type { OwnDeployment } from '../self-update/deployment.ts';
+import type { IntentStore } from '../self-update/intent.ts';
 import type { DataDeclaration } from './data-backup.ts';
 import { HISTORY_KEY, record, recordRefusal } from './history.ts';
 import { execute } from './plan-executor.ts';
+import { startSelfUpdate } from './self-update.ts';
 
 export { recoverInterrupted, rollbackLastInstall } from './rollback.ts';
 export { HISTORY_KEY, InstallFailed };
@@ -76,10 +79,20 @@ export interface InstallDeps {
   window: { timezone: string; minutes: number };
   /** Installed versions from the configuration, for components the installer has not installed yet. */
   installedSeed: Readonly<Record<string, string>>;
+  /** The update system's own containers, and the helper that swaps them (self-update). */
+  deployment: OwnDeployment;
+  /** The self-update intent on the installer's volume. */
+  intents: IntentStore;
 }
 
 export interface InstallOutcome {
-  outcome: 'installed' | 'already_installed' | 'staged' | 'restart_required' | 'rolled_back';
+  outcome:
+    | 'installed'
+    | 'already_installed'
+    | 'staged'
+    | 'restart_required'
+    | 'rolled_back'
+    | 'self_update_started';
   services: string[];
   backup_id?: string;
 }
@@ -177,6 +190,7 @@ export async function runInstall(deps: InstallDeps, authorized: AuthorizedInstal
   const { order: job, manifest } = authorized;
   const { release } = job;
   const started = Date.now();
+  if (release.component === 'updater') return startSelfUpdate(deps, authorized);
   if (manifest.images.length === 0) return announceArtifacts(deps, job, manifest, started);
   const running = await runningServices(deps, manifest, release);
   await refuseForeignTags(deps, manifest, release);

@@ -170,4 +170,19 @@ describe('newContainerSpec', () => {
     expect(create).not.toHaveProperty('Hostname');
     expect(extraNetworks).toEqual([{ name: 'aico_bus', endpoint: { Aliases: ['backend-bus'] } }]);
   });
+
+  it('records the new image where compose v2 looks, so `docker compose up -d` does not recreate the container', () => {
+    const composed = {
+      ...old,
+      Config: {
+        ...old.Config,
+        Labels: { ...old.Config.Labels, 'com.docker.compose.image': 'sha256:old' },
+      },
+    } as Docker.ContainerInspectInfo;
+    const { create } = newContainerSpec(composed, oldImage, 'sha256:new');
+    expect(create.Labels).toEqual({
+      'com.docker.compose.service': 'backend',
+      'com.docker.compose.image': 'sha256:new',
+    });
+  });
 });
