@@ -5,10 +5,11 @@
  * built offline from this machine's binaries (infra/base-images.sh).
  */
 import { execFile } from 'node:child_process';
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { initRepository, openRepository, type Repository } from '@aico-update/release';
+import { UPDATER_SERVICES } from '@aico-update/shared';
 import { buildSampleBackend, docker, makeTempDir, waitUntil } from '@aico-update/shared/testing';
 
 const run = promisify(execFile);
@@ -41,10 +42,12 @@ async function runCompose(
   env: NodeJS.ProcessEnv,
   args: string[],
   root = ROOT,
+  extraFiles: readonly string[] = [],
 ): Promise<string> {
   const [command, ...composeArgs] = COMPOSE[version];
+  const files = [...FILES, ...extraFiles.flatMap((file) => ['-f', file])];
   try {
-    const { stdout } = await run(command, [...composeArgs, ...FILES, ...args], {
+    const { stdout } = await run(command, [...composeArgs, ...files, ...args], {
       cwd: root,
       env,
       maxBuffer: 32 * 1024 * 1024,
@@ -72,6 +75,8 @@ export interface StackOptions {
   root?: string;
   /** The tag of the images built from it (AICO_UPDATE_IMAGE_TAG; `local` by default). */
   imageTag?: string;
+  /** More compose files over the stack's (absolute, or relative to the source tree). */
+  extraFiles?: string[];
 }
 
 export class Stack {
@@ -139,7 +144,7 @@ export class Stack {
   }
 
   compose(...args: string[]): Promise<string> {
-    return runCompose(this.options.compose, this.env, args, this.options.root);
+    return runCompose(this.options.compose, this.env, args, this.options.root, this.options.extraFiles);
   }
 
   /** The same deployment (project, volumes, repository) made from another source tree: an upgrade. */
@@ -226,7 +231,11 @@ export class Stack {
   }
 
   /** Publishes a sample backend `version` as a signed release, its image as content-addressed blobs. */
-  async publish(version: string, behaviour: 'healthy' | 'unhealthy' = 'healthy'): Promise<void> {
+  async publish(
+    version: string,
+    behaviour: 'healthy' | 'unhealthy' = 'healthy',
+    compatibility: { needsUpdater?: string } = {},
+  ): Promise<void> {
     const tag = `${this.options.backend.image.replace(/:.*$/, '')}:${version}-${this.options.project}`;
     await buildSampleBackend(tag, version, behaviour);
     const archive = join(await makeTempDir('stack-image'), 'backend.tar');
@@ -240,7 +249,65 @@ export class Stack {
       notes: behaviour === 'healthy' ? `Sample backend ${version}` : `A broken sample backend ${version}`,
       artifacts: [],
       images: [{ service: 'backend', archive }],
+      ...compatibility,
     });
+  }
+
+  /**
+   * Publishes the update system itself at `version` (component updater): each service's image is the
+   * deployed one with the version stamped in (AICO_UPDATE_VERSION), published as plain layers (they are
+   * the deployed images' own, so only the configs are new). `broken` makes that service's new image exit
+   * at once. Returns each service's new image id.
+   */
+  async publishUpdater(
+    version: string,
+    broken?: (typeof UPDATER_SERVICES)[number],
+  ): Promise<Record<string, string>> {
+    const dir = await makeTempDir('stack-updater');
+    const ids: Record<string, string> = {};
+    const images: { service: string; archive: string }[] = [];
+    for (const service of UPDATER_SERVICES) {
+      const tag = `aico-update/${service}:${version}-${this.options.project}`;
+      const lines = [
+        `FROM aico-update/${service}:${this.options.imageTag ?? 'local'}`,
+        `ENV AICO_UPDATE_VERSION=${version}`,
+        ...(service === broken ? ['CMD ["node", "-e", "process.exit(3)"]'] : []),
+      ];
+      await mkdir(join(dir, service));
+      await writeFile(join(dir, service, 'Dockerfile'), `${lines.join('\n')}\n`);
+      ids[service] = await docker('build', '-q', '-t', tag, join(dir, service));
+      const archive = join(dir, `${service}.tar`);
+      await docker('save', '-o', archive, tag);
+      await docker('rmi', tag); // the installer must load it from the verified blobs
+      images.push({ service, archive });
+    }
+    await this.repo.addRelease({
+      component: 'updater',
+      version,
+      channel: 'stable',
+      notes: broken ? `The update system ${version}, its ${broken} broken` : `The update system ${version}`,
+      artifacts: [],
+      images,
+      layers: 'plain',
+    });
+    await rm(dir, { recursive: true, force: true });
+    return ids;
+  }
+
+  /** The image each of the update system's services runs now. */
+  async serviceImages(): Promise<Record<string, string>> {
+    const ids: Record<string, string> = {};
+    for (const service of UPDATER_SERVICES) {
+      ids[service] = await docker('inspect', '--format', '{{.Image}}', this.container(service));
+    }
+    return ids;
+  }
+
+  /** SIGKILLs a container's processes from the host (a crash: the engine's restart policy applies). */
+  async crash(container: string): Promise<void> {
+    const pid = await docker('inspect', '--format', '{{.State.Pid}}', container);
+    if (!/^[1-9][0-9]*$/.test(pid)) throw new Error(`${container} is not running (pid ${pid})`);
+    process.kill(Number(pid), 'SIGKILL');
   }
 
   async down(): Promise<void> {

@@ -258,7 +258,7 @@ export function eventToBus(topic: string, event: unknown): BusPayload | undefine
         create(InstallUpdateResponseSchema, {
           success: true,
           status: InstallStatus.INSTALL_IN_PROGRESS,
-          message: `${p.kind === 'rollback' ? 'rollback' : 'install'} of ${p.component} ${p.version}: step ${p.index + 1}/${p.of} ${p.step}${p.service === '*' ? '' : ` ${p.service}`} ${p.status}`,
+          message: `${p.kind ?? 'install'} of ${p.component} ${p.version}: step ${p.index + 1}/${p.of} ${p.step}${p.service === '*' ? '' : ` ${p.service}`} ${p.status}`,
         }),
       );
     }

@@ -8,6 +8,7 @@ import { installWindow } from '../domain/install-window.ts';
 import { chooseVersion } from './candidates.ts';
 import { type InstallDeps, installedVersion, runningServices } from './install-release.ts';
 import { DISK_HEADROOM_BYTES } from './plan-executor.ts';
+import { updaterServices } from './self-update.ts';
 
 /*
  * The dry run: the plan an install of a downloaded release would follow, from the same verification,
@@ -108,22 +109,39 @@ export async function previewInstall(deps: InstallDeps, request: InstallPlanRequ
 
   let running: Awaited<ReturnType<typeof runningServices>>;
   try {
-    running = manifest.images.length > 0 ? await runningServices(deps, manifest, release) : [];
+    running =
+      component === 'updater'
+        ? await updaterServices(deps, manifest)
+        : manifest.images.length > 0
+          ? await runningServices(deps, manifest, release)
+          : [];
   } catch (error) {
     if (error instanceof InstallFailed) return refuse(error.code, error.message);
     throw error;
   }
-  const steps = planInstall(manifest.images, running, {
-    strategy: deps.strategy,
-    backupServices: Object.keys(deps.data.paths),
-    backupHooks: deps.data.hooks.length > 0,
+  const selfUpdate = component === 'updater';
+  const planned = planInstall(manifest.images, running, {
+    strategy: selfUpdate ? {} : deps.strategy,
+    backupServices: selfUpdate ? [] : Object.keys(deps.data.paths),
+    backupHooks: !selfUpdate && deps.data.hooks.length > 0,
   });
-  const swaps = steps.flatMap((s) => (s.kind === 'swap' ? [s] : []));
-  const backupStep = steps.find((s) => s.kind === 'backup');
+  // The update system's own services: the installer loads the images, a helper swaps them in order.
+  const steps: { kind: string; service: string }[] = selfUpdate
+    ? [
+        ...planned.filter((s) => s.kind === 'load-image' || s.kind === 'check-healthy'),
+        { kind: 'helper', service: 'installer' },
+        ...planned
+          .filter((s) => s.kind === 'swap')
+          .flatMap((s) => [s, { kind: 'health-gate', service: s.service }]),
+        ...(planned.some((s) => s.kind === 'swap') ? [{ kind: 'commit', service: '*' }] : []),
+      ]
+    : planned;
+  const swaps = planned.flatMap((s) => (s.kind === 'swap' ? [s] : []));
+  const backupStep = planned.find((s) => s.kind === 'backup');
   const backup =
     backupStep?.kind === 'backup' ? await backupEstimate(deps, backupStep.services, component) : null;
   const disk = backup ? await diskFor(deps, backup.estimated_bytes) : null;
-  const prepareStep = steps.find((s) => s.kind === 'prepare');
+  const prepareStep = selfUpdate ? undefined : planned.find((s) => s.kind === 'prepare');
   const downtime = await expectedDowntime(
     deps,
     swaps.map((s) => s.service),
@@ -146,13 +164,14 @@ export async function previewInstall(deps: InstallDeps, request: InstallPlanRequ
       from_image: s.fromImageId,
       to_image: s.imageId,
       strategy: s.strategy,
-      why:
-        s.note ??
-        (s.strategy === 'start-first'
-          ? `installer.strategy.${s.service} = start-first: the new container starts before the old one stops (no downtime)`
-          : deps.strategy[s.service] === 'stop-first'
-            ? `installer.strategy.${s.service} = stop-first`
-            : 'stop-first, the default (installer.strategy names none for it): the old container stops before the new one starts'),
+      why: selfUpdate
+        ? 'the update system’s own service: the self-update helper swaps it, stop-first, one at a time, the installer last'
+        : (s.note ??
+          (s.strategy === 'start-first'
+            ? `installer.strategy.${s.service} = start-first: the new container starts before the old one stops (no downtime)`
+            : deps.strategy[s.service] === 'stop-first'
+              ? `installer.strategy.${s.service} = stop-first`
+              : 'stop-first, the default (installer.strategy names none for it): the old container stops before the new one starts')),
     })),
     unchanged: running.filter((r) => !swaps.some((s) => s.service === r.service)).map((r) => r.service),
     backup,

@@ -3,12 +3,15 @@ import { join } from 'node:path';
 import {
   enqueueInstall,
   type InstallJob,
+  type ReleaseImage,
+  type ReleaseManifest,
   Topics,
   UPDATER_SERVICES,
   type UpdaterService,
 } from '@aico-update/shared';
 import semver from 'semver';
 import { InstallFailed } from '../domain/install-failed.ts';
+import type { RunningService } from '../domain/install-plan.ts';
 import { isActive, type SelfUpdateIntent, type SelfUpdateService } from '../self-update/intent.ts';
 import { removePrevious } from '../self-update/swap.ts';
 import { decide, record, recordRefusal, type StepTiming } from './history.ts';
@@ -52,42 +55,25 @@ export async function startSelfUpdate(
   }
   const containers = await deps.deployment.containers();
   const services: SelfUpdateService[] = [];
-  for (const service of UPDATER_SERVICES) {
-    const image = manifest.images.find((i) => i.service === service);
-    if (!image) continue;
-    const container = containers[service] as string | undefined;
-    if (!container) {
-      throw new InstallFailed(
-        'SERVICE_NOT_FOUND',
-        `the update system's ${service} has no container this installer can find (compose labels, installer.updater_containers); nothing was changed`,
-        false,
-      );
-    }
-    const state = await deps.runtime.container(container);
+  for (const running of await updaterServices(deps, manifest, containers)) {
+    const state = await deps.runtime.container(running.container);
     if (!state?.running || state.health === 'unhealthy') {
       throw new InstallFailed(
         'PREFLIGHT_UNHEALTHY',
-        `${container} is ${state?.running ? 'unhealthy' : 'not running'}; the update system updates itself only from a healthy state. Nothing was changed`,
+        `${running.container} is ${state?.running ? 'unhealthy' : 'not running'}; the update system updates itself only from a healthy state. Nothing was changed`,
         false,
       );
     }
-    if (state.imageId === image.image_id) continue;
-    const ref = await deps.runtime.imageRef(container);
+    const image = manifest.images.find((i) => i.service === running.service) as ReleaseImage;
+    if (running.imageId === image.image_id) continue;
+    const ref = await deps.runtime.imageRef(running.container);
     services.push({
-      service,
-      container,
-      old_image_id: state.imageId,
+      service: running.service as UpdaterService,
+      container: running.container,
+      old_image_id: running.imageId,
       new_image_id: image.image_id,
       ...(ref ? { ref } : {}),
     });
-  }
-  const foreign = manifest.images.filter((i) => !(UPDATER_SERVICES as readonly string[]).includes(i.service));
-  if (foreign.length > 0) {
-    throw new InstallFailed(
-      'SERVICE_NOT_MANAGED',
-      `the signed manifest of ${name} has images for ${foreign.map((i) => i.service).join(', ')}: an updater release carries the update system's own services only (${UPDATER_SERVICES.join(', ')}). Nothing was loaded or changed`,
-      false,
-    );
   }
   const started = Date.now();
   for (const image of manifest.images) {
@@ -137,6 +123,42 @@ export async function startSelfUpdate(
   });
   await publishProgress(deps, intent, 'helper', 'installer', 'started');
   return { outcome: 'self_update_started', services: services.map((s) => s.service) };
+}
+
+/**
+ * The update system's services an updater release changes, as they run now, in swap order. Throws
+ * InstallFailed for an image of another service, or a service whose container cannot be found.
+ */
+export async function updaterServices(
+  deps: InstallDeps,
+  manifest: ReleaseManifest,
+  containers?: Partial<Record<UpdaterService, string>>,
+): Promise<RunningService[]> {
+  const name = `updater ${manifest.version}`;
+  const foreign = manifest.images.filter((i) => !(UPDATER_SERVICES as readonly string[]).includes(i.service));
+  if (foreign.length > 0) {
+    throw new InstallFailed(
+      'SERVICE_NOT_MANAGED',
+      `the signed manifest of ${name} has images for ${foreign.map((i) => i.service).join(', ')}: an updater release carries the update system's own services only (${UPDATER_SERVICES.join(', ')}). Nothing was loaded or changed`,
+      false,
+    );
+  }
+  const found = containers ?? (await deps.deployment.containers());
+  const running: RunningService[] = [];
+  for (const service of UPDATER_SERVICES) {
+    if (!manifest.images.some((i) => i.service === service)) continue;
+    const container = found[service];
+    const state = container ? await deps.runtime.container(container) : undefined;
+    if (!container || !state) {
+      throw new InstallFailed(
+        'SERVICE_NOT_FOUND',
+        `the update system's ${service} has no container this installer can find (compose labels, installer.updater_containers); nothing was changed`,
+        false,
+      );
+    }
+    running.push({ service, container, imageId: state.imageId, fixedHostPort: state.fixedHostPort });
+  }
+  return running;
 }
 
 /**
@@ -267,7 +289,8 @@ export class SelfUpdateWatch {
     const timings: StepTiming[] = intent.steps
       .filter((s) => s.ms !== undefined && s.status !== 'started')
       .map((s) => ({ step: `self-update-${s.step}`, service: s.service, ms: s.ms as number }));
-    const helperLog = outcome.result === 'committed' ? '' : await deps.deployment.helperLog(intent.helper);
+    // The helper's last words matter only when it could not put everything back.
+    const helperLog = outcome.result === 'failed' ? await deps.deployment.helperLog(intent.helper) : '';
     await deps.deployment.removeHelper(intent.helper);
     if (outcome.result === 'committed') {
       await removePrevious(deps.runtime, intent);
