@@ -54,7 +54,8 @@ import {
   runInstall,
 } from './handlers/install-release.ts';
 import { IntegrityWatch } from './handlers/integrity.ts';
-import { installUpdaterFirst, SelfUpdateWatch } from './handlers/self-update.ts';
+import { installUpdaterFirst } from './handlers/self-update.ts';
+import { SelfUpdateWatch } from './handlers/self-update-watch.ts';
 import { createInstallDeps } from './install-deps.ts';
 import { showInstalledVersion } from './metrics.ts';
 
