@@ -42,6 +42,8 @@ describe('the update system updates itself (compose v2)', () => {
       backend: { container: `aico-backend-self${id}`, image: `aico-example/backend:current-self${id}` },
       frontendPublicKey: frontendKeys.publicKey,
       extraFiles: [join(import.meta.dirname, 'fast-health.yml')],
+      // Its own image tags: the self-update moves them, and other stacks on this engine use `local`.
+      imageTag: `self${id}`,
     });
     await stack.healthy();
     token = await stack.controlToken();
@@ -65,7 +67,7 @@ describe('the update system updates itself (compose v2)', () => {
   const leftoverImages = async () =>
     (await docker('images', '--format', '{{.Repository}}:{{.Tag}}', 'aico-update/*'))
       .split('\n')
-      .filter((tag) => tag.endsWith(`-${stack.options.project}`));
+      .filter((tag) => tag.endsWith(`-${stack.options.project}`) || tag.endsWith(`:self${id}`));
 
   /** The control API with the token read once at the start (it must still work after every swap). */
   // biome-ignore lint/suspicious/noExplicitAny: JSON answers, asserted field by field
@@ -274,7 +276,9 @@ describe('the update system updates itself (compose v2)', () => {
     expect(trustedAfter.trusted_metadata.versions.targets).toBeGreaterThanOrEqual(
       trustedBefore.trusted_metadata.versions.targets,
     );
-    // The operator runs `up -d`: compose keeps the new versions, and recreates nothing.
+    // The operator runs `up -d`: compose keeps the new versions and recreates nothing (the tags it
+    // names and the image ids the containers record agree). (`--no-deps` would recreate: it changes
+    // the configuration hash compose computes.)
     const containersBefore = await containerIds();
     await stack.compose('up', '-d');
     await expectOneVersion(images);

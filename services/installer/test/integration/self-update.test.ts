@@ -101,7 +101,7 @@ class StandIns {
         ref: this.refs[service],
       })),
       health_timeout_ms: 15_000,
-      soak_ms: 1000,
+      soak_ms: 500,
       started_at: new Date().toISOString(),
       phase: 'started',
       swapped: [],
