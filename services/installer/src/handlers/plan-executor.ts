@@ -11,6 +11,7 @@ import { record, type StepTiming } from './history.ts';
 import { countAutomaticFailure, publishInstallerStatus, quarantine } from './holds.ts';
 import type { InstallDeps } from './install-release.ts';
 import { loadImage } from './load-image.ts';
+import { requireHealthy } from './preflight-health.ts';
 
 /*
  * Runs a journaled plan: each step written to the journal before and after it runs, an executor per
@@ -157,16 +158,13 @@ function executorsFor(deps: InstallDeps, journal: Journal, log: Logger): Executo
         }
       }
     },
-    'check-healthy': async (step) => {
-      const state = await deps.runtime.container(step.container);
-      if (!state?.running || state.health === 'unhealthy') {
-        throw new InstallFailed(
-          'PREFLIGHT_UNHEALTHY',
-          `${step.container} is ${state?.running ? 'unhealthy' : 'not running'} before the update; fix it first (an update must start from a healthy state). Nothing was changed`,
-          false,
-        );
-      }
-    },
+    'check-healthy': (step) =>
+      requireHealthy(
+        deps.runtime,
+        step.container,
+        deps.healthTimeoutMs,
+        'fix it first (an update must start from a healthy state)',
+      ),
     'load-image': (step) => loadImage(deps, step.image),
     backup: async (step) => {
       const backup = await takeBackup(deps.runtime, deps.backups, deps.data, {

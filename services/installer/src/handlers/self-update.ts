@@ -21,6 +21,7 @@ import {
   type InstallOutcome,
 } from './install-release.ts';
 import { loadImage } from './load-image.ts';
+import { requireHealthy } from './preflight-health.ts';
 
 /*
  * The update system updates itself. The installer cannot swap its own container, so it verifies and
@@ -91,14 +92,12 @@ async function beginSelfUpdate(
   const containers = await deps.deployment.containers();
   const services: SelfUpdateService[] = [];
   for (const running of await updaterServices(deps, manifest, containers)) {
-    const state = await deps.runtime.container(running.container);
-    if (!state?.running || state.health === 'unhealthy') {
-      throw new InstallFailed(
-        'PREFLIGHT_UNHEALTHY',
-        `${running.container} is ${state?.running ? 'unhealthy' : 'not running'}; the update system updates itself only from a healthy state. Nothing was changed`,
-        false,
-      );
-    }
+    await requireHealthy(
+      deps.runtime,
+      running.container,
+      deps.healthTimeoutMs,
+      'the update system updates itself only from a healthy state',
+    );
     const image = manifest.images.find((i) => i.service === running.service) as ReleaseImage;
     if (running.imageId === image.image_id) continue;
     const ref = await deps.runtime.imageRef(running.container);
