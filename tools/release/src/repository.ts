@@ -1,37 +1,24 @@
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { type ArchivedImage, type ExtractedBlob, readImageArchive } from '@aico-update/image-archive';
 import {
-  AppError,
   type Artifact,
   artifactTargetPath,
-  type BlobRef,
-  blobTargetPath,
-  CHANNELS,
-  type Channel,
-  COMPONENTS,
-  type Component,
   hashFile,
-  PLATFORMS,
-  type Platform,
   type ReleaseCustom,
   type ReleaseImage,
   type ReleaseManifest,
   releaseBlobs,
   releaseCustomSchema,
   releaseTargetPath,
-  UPDATER_SERVICES,
 } from '@aico-update/shared';
 import { Metadata, type MetadataKind } from '@tufjs/models';
 import semver from 'semver';
-import {
-  checkZstdLevel,
-  type LayerPublishing,
-  stageChunkedLayer,
-  type TargetEntry,
-} from './chunked-layers.ts';
+import type { LayerPublishing, TargetEntry } from './chunked-layers.ts';
+import { ReleaseToolError } from './errors.ts';
 import { generateKey, type KeyFile, loadKeys, publicKeyJson, signerFor } from './keys.ts';
+import { checkReleaseInput } from './release-input.ts';
+import { stageImage } from './stage-image.ts';
 
 /*
  * The repository side of TUF for AICO releases. Layout of a repository folder:
@@ -47,7 +34,7 @@ import { generateKey, type KeyFile, loadKeys, publicKeyJson, signerFor } from '.
 export const ROLES = ['root', 'targets', 'snapshot', 'timestamp'] as const;
 export type Role = (typeof ROLES)[number];
 
-export class ReleaseToolError extends AppError {}
+export { ReleaseToolError };
 
 interface RepoSettings {
   version: 1;
@@ -321,52 +308,11 @@ export class Repository {
     published: readonly PublishedRelease[],
     input: AddReleaseInput,
   ): Promise<ReleaseManifest> {
-    const component = parseChoice('component', input.component, COMPONENTS) as Component;
-    const channel = parseChoice('channel', input.channel, CHANNELS) as Channel;
-    if (semver.valid(input.version) !== input.version) {
-      throw new ReleaseToolError(
-        'INVALID_ARGUMENT',
-        `version "${input.version}" is not semver; use MAJOR.MINOR.PATCH such as 1.2.0`,
-      );
-    }
-    if (input.minFromVersion !== undefined && semver.valid(input.minFromVersion) !== input.minFromVersion) {
-      throw new ReleaseToolError(
-        'INVALID_ARGUMENT',
-        `min-from "${input.minFromVersion}" is not semver; use e.g. 1.0.0`,
-      );
-    }
-    const existing = published.filter((r) => r.component === component);
-    if (existing.some((r) => r.version === input.version)) {
-      throw new ReleaseToolError(
-        'RELEASE_EXISTS',
-        `${component} ${input.version} is already published; a published version is never replaced: publish a new version`,
-      );
-    }
-    const latest = existing.filter((r) => r.channel === channel).at(-1);
-    if (latest && semver.lte(input.version, latest.version) && !input.force) {
-      throw new ReleaseToolError(
-        'VERSION_NOT_NEWER',
-        `${component} ${input.version} is not newer than ${latest.version}, the latest on channel ${channel}; ` +
-          'publish a higher version, or pass --force to publish it anyway (clients never move to a lower version)',
-      );
-    }
+    const { component, channel, files, zstdLevel, custom: compat } = checkReleaseInput(input, published);
 
     const artifacts: Artifact[] = [];
-    const files = [
-      ...input.artifacts.map((file) => ({ file, platform: undefined })),
-      ...(input.packages ?? []).map(({ platform, file }) => ({
-        file,
-        platform: parseChoice('platform', platform, PLATFORMS) as Platform,
-      })),
-    ];
     for (const { file, platform } of files) {
       const name = basename(file);
-      if (artifacts.some((a) => a.name === name)) {
-        throw new ReleaseToolError(
-          'INVALID_ARGUMENT',
-          `two artifacts are named ${name}; artifact names must differ`,
-        );
-      }
       let info: { length: number; sha256: string };
       try {
         info = await hashFile(file);
@@ -379,23 +325,14 @@ export class Repository {
       artifacts.push({ name, target, ...info, ...(platform ? { platform } : {}) });
     }
     const images: ReleaseImage[] = [];
-    let zstdLevel: number | undefined;
-    try {
-      zstdLevel = input.layers === 'plain' ? undefined : checkZstdLevel(input.zstdLevel);
-    } catch (error) {
-      throw new ReleaseToolError('INVALID_ARGUMENT', (error as Error).message);
-    }
-    const foreign = (input.images ?? []).filter(
-      (i) => component === 'updater' && !(UPDATER_SERVICES as readonly string[]).includes(i.service),
-    );
-    if (foreign.length > 0) {
-      throw new ReleaseToolError(
-        'INVALID_ARGUMENT',
-        `an updater release carries images of the update system's own services only (${UPDATER_SERVICES.join(', ')}), not ${foreign.map((i) => i.service).join(', ')}`,
-      );
-    }
     for (const { service, archive } of input.images ?? []) {
-      images.push(await this.#stageImage(targets, service, archive, zstdLevel));
+      images.push(
+        await stageImage(
+          targets.targets,
+          { service, archive, zstdLevel, workParent: this.dir },
+          (target, sha, write) => this.#storeTarget(target, sha, write),
+        ),
+      );
     }
     const blobBytes = releaseBlobs({ images }).reduce((sum, b) => sum + b.length, 0);
     const manifest: ReleaseManifest = {
@@ -406,7 +343,7 @@ export class Repository {
       critical: input.critical ?? false,
       notes: input.notes ?? '',
       ...(input.minFromVersion ? { min_from_version: input.minFromVersion } : {}),
-      ...compatibility(component, input),
+      ...compat,
       released_at: isoSeconds(input.releasedAt ?? new Date()),
       size_bytes: artifacts.reduce((sum, a) => sum + a.length, 0) + blobBytes,
       artifacts,
@@ -590,62 +527,6 @@ export class Repository {
     return `${JSON.stringify(metadata.toJSON(), null, 1)}\n`;
   }
 
-  /** Adds an image's blobs as targets (a blob already published by an earlier release is reused). */
-  async #stageImage(
-    targets: SignedJson & { targets: Record<string, TargetEntry> },
-    service: string,
-    archive: string,
-    zstdLevel: number | undefined,
-  ): Promise<ReleaseImage> {
-    if (!/^[a-z0-9][a-z0-9_.-]*$/.test(service)) {
-      throw new ReleaseToolError(
-        'INVALID_ARGUMENT',
-        `image service name "${service}" must be lower-case letters, digits, . _ -`,
-      );
-    }
-    const work = await mkdtemp(join(this.dir, '.image-'));
-    try {
-      let archived: ArchivedImage[];
-      try {
-        archived = await readImageArchive(archive, work);
-      } catch (error) {
-        throw new ReleaseToolError('ARTIFACT_NOT_FOUND', `image for ${service}: ${(error as Error).message}`);
-      }
-      if (archived.length !== 1) {
-        throw new ReleaseToolError(
-          'INVALID_ARGUMENT',
-          `image archive ${archive} holds ${archived.length} images; save exactly one per service (docker save IMAGE)`,
-        );
-      }
-      const image = archived[0] as ArchivedImage;
-      const stage = async (blob: ExtractedBlob, chunked?: BlobRef['chunked']): Promise<BlobRef> => {
-        const target = blobTargetPath(blob.digest);
-        const sha256 = blob.digest.slice('sha256:'.length);
-        if (!targets.targets[target]) {
-          await this.#storeTarget(target, sha256, (dest) => rename(blob.file, dest));
-          targets.targets[target] = { length: blob.length, hashes: { sha256 } };
-        }
-        return { digest: blob.digest, length: blob.length, target, ...(chunked ? { chunked } : {}) };
-      };
-      const config = await stage(image.config);
-      const layers: BlobRef[] = [];
-      // One after another: an image may list the same layer twice.
-      for (const layer of image.layers) {
-        const chunked =
-          zstdLevel === undefined
-            ? undefined
-            : await stageChunkedLayer(targets.targets, layer, work, zstdLevel, (target, sha, write) =>
-                this.#storeTarget(target, sha, write),
-              );
-        layers.push(await stage(layer, chunked));
-      }
-      // No tags: the installer tags only what the deployment names for the service it swaps.
-      return { service, image_id: image.imageId, repo_tags: [], config, layers };
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  }
-
   async #storeTarget(
     target: string,
     sha256: string,
@@ -657,72 +538,4 @@ export class Repository {
     await write(tmp);
     await rename(tmp, dest);
   }
-}
-
-function parseChoice(name: string, value: string, allowed: readonly string[]): string {
-  if (!allowed.includes(value)) {
-    throw new ReleaseToolError(
-      'INVALID_ARGUMENT',
-      `${name} "${value}" is not allowed; use one of ${allowed.join(', ')}`,
-    );
-  }
-  return value;
-}
-
-/** The compatibility a release declares, checked: what a backend serves, what a frontend needs. */
-function compatibility(
-  component: Component,
-  input: Pick<
-    AddReleaseInput,
-    'frontendApis' | 'frontendApi' | 'needsBackend' | 'needsUpdater' | 'storePlatforms'
-  >,
-): Partial<ReleaseCustom> {
-  const frontendOnly = {
-    frontendApi: '--frontend-api',
-    needsBackend: '--needs-backend',
-    storePlatforms: '--store',
-  };
-  for (const [key, flag] of Object.entries(frontendOnly)) {
-    if (input[key as keyof typeof frontendOnly] !== undefined && component !== 'frontend') {
-      throw new ReleaseToolError(
-        'INVALID_ARGUMENT',
-        `${flag} is for frontend releases; this is a ${component} release`,
-      );
-    }
-  }
-  for (const [key, flag] of Object.entries({
-    frontendApis: '--frontend-apis',
-    needsUpdater: '--needs-updater',
-  })) {
-    if (input[key as 'frontendApis' | 'needsUpdater'] !== undefined && component !== 'backend') {
-      throw new ReleaseToolError(
-        'INVALID_ARGUMENT',
-        `${flag} is for backend releases; this is a ${component} release`,
-      );
-    }
-  }
-  const custom = {
-    ...(input.frontendApis ? { frontend_apis: input.frontendApis } : {}),
-    ...(input.frontendApi ? { frontend_api: input.frontendApi } : {}),
-    ...(input.needsBackend ? { needs_backend: input.needsBackend } : {}),
-    ...(input.needsUpdater ? { needs_updater: input.needsUpdater } : {}),
-    ...(input.storePlatforms ? { store_platforms: input.storePlatforms } : {}),
-  };
-  const parsed = releaseCustomSchema
-    .pick({
-      frontend_apis: true,
-      frontend_api: true,
-      needs_backend: true,
-      needs_updater: true,
-      store_platforms: true,
-    })
-    .safeParse(custom);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new ReleaseToolError(
-      'INVALID_ARGUMENT',
-      `${issue?.path.join('.')}: ${issue?.message} (API versions are short names such as 2; --needs-backend and --needs-updater take a semver range such as ">=2.0.0"; platforms are ${PLATFORMS.join(', ')})`,
-    );
-  }
-  return parsed.data;
 }

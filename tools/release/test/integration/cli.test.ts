@@ -269,4 +269,38 @@ describe('Repository.addReleases', () => {
     ).rejects.toThrow('backend 1.3.0 is already published');
     expect((await repo.readTargets()).version).toBe(before + 1);
   });
+
+  it('checks a release whole before it stores a byte: a refused one leaves nothing under targets/', async () => {
+    const { initRepository } = await import('../../src/index.ts');
+    const repo = await initRepository(repoDir);
+    await repo.addRelease({
+      component: 'backend',
+      version: '1.0.0',
+      channel: 'stable',
+      artifacts: [artifact],
+    });
+    const targetsDir = join(repoDir, 'public/targets');
+    const filesBefore = (await readdir(targetsDir, { recursive: true })).sort();
+    expect(filesBefore.length).toBeGreaterThan(0);
+    const refusals: [Record<string, unknown>, string][] = [
+      [{ frontendApi: '2' }, '--frontend-api is for frontend releases'],
+      [{ needsUpdater: 'not a range' }, 'needs_updater'],
+      [{ packages: [{ platform: 'amiga', file: artifact }] }, 'platform "amiga" is not allowed'],
+      [{ artifacts: [artifact, artifact] }, 'two artifacts are named'],
+      [{ images: [{ service: 'Bad Name', archive: artifact }] }, 'image service name "Bad Name"'],
+    ];
+    for (const [extra, message] of refusals) {
+      await expect(
+        repo.addRelease({
+          component: 'backend',
+          version: '9.0.0',
+          channel: 'stable',
+          artifacts: [artifact],
+          ...extra,
+        }),
+      ).rejects.toThrow(message);
+    }
+    expect((await readdir(targetsDir, { recursive: true })).sort()).toEqual(filesBefore);
+    expect((await repo.releases()).map((r) => r.version)).not.toContain('9.0.0');
+  });
 });
