@@ -7,7 +7,7 @@ import {
   ExpiredMetadataError,
   PersistError,
 } from 'tuf-js/dist/error.js';
-import { FetchError } from './fetcher.ts';
+import { FetchError } from './fetch-errors.ts';
 
 /*
  * tuf-js exports no error classes from its entry and wraps snapshot/targets failures into a RuntimeError

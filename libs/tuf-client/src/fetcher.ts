@@ -1,16 +1,19 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { type FileHandle, mkdir, mkdtemp, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable, type Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AppError, fsyncFile, hashFile } from '@aico-update/shared';
+import { fsyncFile, hashFile } from '@aico-update/shared';
 import { BaseFetcher } from 'tuf-js';
 import { DownloadHTTPError, DownloadLengthMismatchError } from 'tuf-js/dist/error.js';
+import { diskError, FetchError, transportError } from './fetch-errors.ts';
+import type { RateLimiter } from './rate-limiter.ts';
+import { endStream, WriteBehindFlusher } from './write-behind.ts';
 
 /*
  * The fetcher tuf-js downloads through. What the default one lacks and an updater on a home network
@@ -49,27 +52,6 @@ export interface FetcherOptions {
   rateLimiter?: RateLimiter | undefined;
 }
 
-/** A transport failure, with the code operators and the classifier see. */
-export class FetchError extends AppError {
-  readonly url: string;
-  readonly transient: boolean;
-  readonly status: number | undefined;
-
-  constructor(
-    code: string,
-    message: string,
-    url: string,
-    transient: boolean,
-    status?: number,
-    options?: ErrorOptions,
-  ) {
-    super(code, message, options);
-    this.url = url;
-    this.transient = transient;
-    this.status = status;
-  }
-}
-
 export interface FetcherStats {
   requests: number;
   bytes: number;
@@ -84,37 +66,6 @@ export interface ResumableOutcome {
   resumedFromBytes: number;
   /** Times a resumed file failed verification and was fetched again from zero. */
   restarts: number;
-}
-
-/**
- * Caps the bytes per second of every download sharing it: a token bucket that starts empty and holds at
- * most a quarter second of traffic, so the cap holds from the first byte instead of after a burst.
- */
-export class RateLimiter {
-  readonly #rate: number;
-  readonly #capacity: number;
-  #tokens = 0;
-  #last = performance.now();
-
-  constructor(bytesPerSecond: number) {
-    this.#rate = bytesPerSecond;
-    this.#capacity = Math.max(bytesPerSecond / 4, 64 * 1024);
-  }
-
-  async take(bytes: number, signal?: AbortSignal): Promise<void> {
-    const needed = Math.min(bytes, this.#capacity);
-    for (;;) {
-      const now = performance.now();
-      this.#tokens = Math.min(this.#capacity, this.#tokens + ((now - this.#last) / 1000) * this.#rate);
-      this.#last = now;
-      if (this.#tokens >= needed) {
-        // A chunk larger than the bucket may leave it negative: the next take waits for the debt.
-        this.#tokens -= bytes;
-        return;
-      }
-      await sleep(Math.ceil(((needed - this.#tokens) / this.#rate) * 1000), undefined, { signal });
-    }
-  }
 }
 
 function contentRangeStart(header: string | string[] | undefined): number | undefined {
@@ -511,128 +462,4 @@ export class TufFetcher extends BaseFetcher {
     this.lastError = error;
     return error;
   }
-}
-
-/** Ends a write stream: resolves once everything is written, rejects with a failed write's error. */
-function endStream(out: Writable): Promise<void> {
-  return new Promise<void>((resolve, reject) =>
-    out.end((error?: Error | null) => (error ? reject(error) : resolve())),
-  );
-}
-
-/**
- * Flushes a file being written to disk every few MiB, one flush at a time, without waiting for it.
- * The kernel would otherwise hold the whole download as dirty pages and write it out in one long
- * fsync at the end; flushing as it goes overlaps that with the transfer, keeps the dirty memory of a
- * big download bounded, and made a 512 MiB download ~25 % faster here (less kernel time, too).
- */
-class WriteBehindFlusher {
-  static readonly EVERY_BYTES = 16 * 1024 * 1024;
-  readonly #file: FileHandle;
-  #unflushed = 0;
-  #inFlight: Promise<void> | undefined;
-  #failure: Error | undefined;
-
-  constructor(file: FileHandle) {
-    this.#file = file;
-  }
-
-  /** Counts bytes handed to the file; a disk error of an earlier flush surfaces here. */
-  wrote(bytes: number): void {
-    if (this.#failure) throw this.#failure;
-    this.#unflushed += bytes;
-    if (this.#unflushed < WriteBehindFlusher.EVERY_BYTES || this.#inFlight) return;
-    this.#unflushed = 0;
-    this.#inFlight = this.#file.datasync().then(
-      () => {
-        this.#inFlight = undefined;
-      },
-      (error: Error) => {
-        this.#inFlight = undefined;
-        this.#failure = error;
-      },
-    );
-  }
-
-  get failure(): Error | undefined {
-    return this.#failure;
-  }
-
-  /** Waits for the flush in flight (the file must not be closed under it); throws its error. */
-  async settled(): Promise<void> {
-    await this.#inFlight;
-    if (this.#failure) throw this.#failure;
-  }
-}
-
-const TLS_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_HAS_EXPIRED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-  'CERT_UNTRUSTED',
-]);
-
-function transportError(url: string, error: unknown, when: string, idleTimedOut = false): FetchError {
-  const code = idleTimedOut ? 'IDLE_TIMEOUT' : deepCode(error);
-  const detail = `${code ?? ''} ${(error as Error)?.message ?? String(error)}`.trim();
-  if (code && TLS_CODES.has(code)) {
-    return new FetchError(
-      'TUF_TLS_UNTRUSTED',
-      `the update server's certificate is not trusted (${detail}) for ${url}; if it uses a private CA, set update_server.ca_file`,
-      url,
-      false,
-      undefined,
-      { cause: error },
-    );
-  }
-  if (code === 'IDLE_TIMEOUT') {
-    return new FetchError(
-      'TUF_SLOW_RETRIEVAL',
-      `no data from the update server ${when} within the idle timeout for ${url} (a stalled connection, or a slow-retrieval attack); update_server.idle_timeout_seconds sets the limit`,
-      url,
-      true,
-      undefined,
-      { cause: error },
-    );
-  }
-  return new FetchError(
-    'TUF_UNREACHABLE',
-    `cannot reach the update server ${when} (${detail}) for ${url}; check the network and update_server.metadata_url`,
-    url,
-    true,
-    undefined,
-    { cause: error },
-  );
-}
-
-/** A failed write or flush of a partial download: this machine's disk, not the server. Not retried at once. */
-function diskError(url: string, file: string, error: Error, resumable = false): FetchError {
-  const code = (error as NodeJS.ErrnoException).code;
-  const full = code === 'ENOSPC' || code === 'EDQUOT';
-  return new FetchError(
-    full ? 'DISK_FULL' : 'DISK_WRITE_FAILED',
-    `${full ? 'no space left on the device' : `cannot write to the disk (${code ?? error.message})`} while writing ${file} ` +
-      `for ${url}: free disk space on that volume${full ? '' : ' or check it for errors'}` +
-      (resumable ? '; the bytes written so far are kept and the download resumes from them' : ''),
-    url,
-    false,
-    undefined,
-    { cause: error },
-  );
-}
-
-/** Proxies and agents may wrap the cause (ECONNREFUSED, a TLS code) in generic errors: find the specific one. */
-const GENERIC_CODES = new Set(['ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE']);
-
-function deepCode(error: unknown): string | undefined {
-  let generic: string | undefined;
-  for (let e = error as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-    if (typeof e.code !== 'string') continue;
-    if (!GENERIC_CODES.has(e.code)) return e.code;
-    generic ??= e.code;
-  }
-  return generic;
 }

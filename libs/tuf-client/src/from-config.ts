@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import { type Logger, targetsUrlOf, type tufStateSchema, type updateServerSchema } from '@aico-update/shared';
 import type { z } from 'zod';
 import { TufClient } from './client.ts';
-import { type RateLimiter, TufFetcher } from './fetcher.ts';
+import { TufFetcher } from './fetcher.ts';
+import type { RateLimiter } from './rate-limiter.ts';
 
 /** The TUF client and its fetcher as every service builds them from its `update_server` and `tuf` settings. */
 export function createTufClient(

@@ -6,7 +6,7 @@ import { hasCode, writeFileAtomic } from '@aico-update/shared';
 import { BaseFetcher } from 'tuf-js';
 import { DownloadHTTPError, DownloadLengthMismatchError } from 'tuf-js/dist/error.js';
 import { ROOT_HISTORY } from './client.ts';
-import type { FetchError } from './fetcher.ts';
+import type { FetchError } from './fetch-errors.ts';
 
 /*
  * A local TUF mirror: the metadata a client has verified, laid out as the repository serves it
