@@ -1,9 +1,11 @@
 import { createHash, type Hash } from 'node:crypto';
 import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { createZstdDecompress, zstdDecompressSync } from 'node:zlib';
-import { type ChunkIndex, ContentMap, type LayerChunks } from './chunk-index.ts';
-import { type DeltaPlan, type PackRange, planDelta } from './delta-plan.ts';
+import { createZstdDecompress } from 'node:zlib';
+import type { ChunkCatalog } from './chunk-catalog.ts';
+import type { ChunkIndex } from './chunk-index.ts';
+import { type DeltaPlan, planDelta } from './delta-plan.ts';
+import { ByteReader, ChunkVerificationError, FrameReader, type OpenRange, unpack } from './pack-reader.ts';
 
 /*
  * Rebuilds a layer tar from its chunk index: each chunk from a layer file already held (read where
@@ -12,87 +14,6 @@ import { type DeltaPlan, type PackRange, planDelta } from './delta-plan.ts';
  * then checked again). The tar is written to a partial file with checkpoints, so a cut or a restart
  * resumes from the last one; only a file matching the diff_id is renamed into place.
  */
-
-export class ChunkVerificationError extends Error {
-  override name = 'ChunkVerificationError';
-}
-
-/** A layer file on disk and its chunks: where held chunks are read from. */
-export class HeldLayer {
-  readonly file: string;
-  readonly chunks: LayerChunks;
-  readonly #map: ContentMap;
-  readonly #offsets = new Map<string, number>();
-
-  constructor(file: string, chunks: LayerChunks) {
-    this.file = file;
-    this.chunks = chunks;
-    this.#map = new ContentMap(chunks.layout);
-    let offset = 0;
-    for (const chunk of chunks.chunks) {
-      if (!this.#offsets.has(chunk.sha256)) this.#offsets.set(chunk.sha256, offset);
-      offset += chunk.length;
-    }
-  }
-
-  has(sha256: string): boolean {
-    return this.#offsets.has(sha256);
-  }
-
-  /** The chunk's bytes, or undefined when the file no longer holds them (deleted, changed by hand). */
-  async read(chunk: { sha256: string; length: number }, into?: Buffer): Promise<Buffer | undefined> {
-    const offset = this.#offsets.get(chunk.sha256);
-    if (offset === undefined) return undefined;
-    let handle: FileHandle;
-    try {
-      handle = await open(this.file, 'r');
-    } catch {
-      return undefined;
-    }
-    try {
-      const bytes =
-        into && into.length >= chunk.length
-          ? into.subarray(0, chunk.length)
-          : Buffer.allocUnsafe(chunk.length);
-      let at = 0;
-      for (const [position, length] of this.#map.pieces(offset, chunk.length)) {
-        const { bytesRead } = await handle.read(bytes, at, length, position);
-        if (bytesRead !== length) return undefined;
-        at += length;
-      }
-      if (at !== chunk.length) return undefined;
-      return createHash('sha256').update(bytes).digest('hex') === chunk.sha256 ? bytes : undefined;
-    } finally {
-      await handle.close();
-    }
-  }
-}
-
-/** Every chunk held across some layer files, by hash. */
-export class ChunkCatalog {
-  readonly #layers: HeldLayer[] = [];
-
-  add(layer: HeldLayer): void {
-    this.#layers.push(layer);
-  }
-
-  has(sha256: string): boolean {
-    return this.#layers.some((layer) => layer.has(sha256));
-  }
-
-  /** The chunk's bytes from the first layer that still holds them; in `into` when it is large enough. */
-  async read(chunk: { sha256: string; length: number }, into?: Buffer): Promise<Buffer | undefined> {
-    for (const layer of this.#layers) {
-      if (!layer.has(chunk.sha256)) continue;
-      const bytes = await layer.read(chunk, into);
-      if (bytes) return bytes;
-    }
-    return undefined;
-  }
-}
-
-/** Opens pack bytes [start, end) for reading; the caller counts, caps and retries as it must. */
-export type OpenRange = (start: number, end: number) => Promise<AsyncIterable<Buffer>>;
 
 export interface RebuildOptions {
   index: ChunkIndex;
@@ -222,145 +143,6 @@ async function readCheckpoint(partial: string, diffId: string): Promise<Checkpoi
     return ok ? (value as Checkpoint) : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** A frame checked against its signed hash, then decompressed to at most its signed length and checked. */
-function unpack(chunk: ChunkIndex['chunks'][number], frame: Buffer): Buffer {
-  if (createHash('sha256').update(frame).digest('hex') !== chunk.frameSha256) {
-    throw new ChunkVerificationError(
-      `a pack frame (chunk ${chunk.sha256.slice(0, 12)}) does not match its signed sha256: refused before decompressing`,
-    );
-  }
-  let raw: Buffer;
-  try {
-    raw = zstdDecompressSync(frame, { maxOutputLength: chunk.length, chunkSize: Math.max(chunk.length, 64) });
-  } catch (error) {
-    throw new ChunkVerificationError(
-      `a pack frame (chunk ${chunk.sha256.slice(0, 12)}) decompresses to more than its signed ${chunk.length} bytes or is not zstd: ${(error as Error).message}`,
-    );
-  }
-  if (raw.length !== chunk.length || createHash('sha256').update(raw).digest('hex') !== chunk.sha256) {
-    throw new ChunkVerificationError(
-      `chunk ${chunk.sha256.slice(0, 12)} does not match its signed sha256: refused`,
-    );
-  }
-  return raw;
-}
-
-/** Reads frames out of pack ranges in order, with a few requests opened ahead. */
-class FrameReader {
-  readonly #open: OpenRange;
-  readonly #ranges: PackRange[];
-  readonly #prefetch: number;
-  #next = 0;
-  readonly #opened: { range: PackRange; body: Promise<ByteReader> }[] = [];
-  #current: { range: PackRange; reader: ByteReader; at: number } | undefined;
-  /** The range being read: ranges before it are done. */
-  #currentIndex = -1;
-  /** Where a frame is gathered; valid until the next frame() (each frame is unpacked at once). */
-  #scratch = Buffer.alloc(0);
-
-  constructor(openRange: OpenRange, ranges: PackRange[], prefetch: number) {
-    this.#open = openRange;
-    this.#ranges = ranges;
-    this.#prefetch = prefetch;
-  }
-
-  covers(chunk: number): boolean {
-    for (let r = Math.max(this.#currentIndex, 0); r < this.#ranges.length; r++) {
-      const range = this.#ranges[r] as PackRange;
-      if (range.first > chunk) return false;
-      if (range.last >= chunk) return true;
-    }
-    return false;
-  }
-
-  async frame(_chunk: number, info: { packOffset: number; frameLength: number }): Promise<Buffer> {
-    while (!this.#current || info.packOffset >= this.#current.range.end) await this.#advance();
-    const current = this.#current;
-    if (info.packOffset > current.at) {
-      await current.reader.skip(info.packOffset - current.at); // a held frame inside a merged range
-      current.at = info.packOffset;
-    }
-    // Frames that span network pieces are gathered into one reused buffer: a new buffer per frame
-    // would be garbage V8 collects only after tens of MiB (the service's memory peak).
-    if (this.#scratch.length < info.frameLength) this.#scratch = Buffer.allocUnsafe(info.frameLength);
-    const frame = await current.reader.take(info.frameLength, this.#scratch);
-    current.at += info.frameLength;
-    return frame;
-  }
-
-  async #advance(): Promise<void> {
-    await this.#current?.reader.close();
-    this.#current = undefined;
-    while (this.#opened.length < this.#prefetch + 1 && this.#next < this.#ranges.length) {
-      const range = this.#ranges[this.#next++] as PackRange;
-      const body = this.#open(range.start, range.end).then((iterable) => new ByteReader(iterable));
-      body.catch(() => undefined); // read (and thrown) when its turn comes
-      this.#opened.push({ range, body });
-    }
-    const next = this.#opened.shift();
-    if (!next) throw new ChunkVerificationError('the pack ended before every planned frame was read');
-    this.#currentIndex += 1;
-    this.#current = { range: next.range, reader: await next.body, at: next.range.start };
-  }
-
-  async close(): Promise<void> {
-    await this.#current?.reader.close();
-    for (const opened of this.#opened.splice(0)) await (await opened.body.catch(() => undefined))?.close();
-  }
-}
-
-/** Exact-length reads from an async iterable of buffers. */
-class ByteReader {
-  readonly #iterator: AsyncIterator<Buffer>;
-  #pending: Buffer = Buffer.alloc(0);
-
-  constructor(iterable: AsyncIterable<Buffer>) {
-    this.#iterator = iterable[Symbol.asyncIterator]();
-  }
-
-  /**
-   * The next `length` bytes: a view of what was received when it holds them, else gathered into
-   * `into` (which must hold `length` bytes) or into a new buffer.
-   */
-  async take(length: number, into?: Buffer): Promise<Buffer> {
-    if (this.#pending.length >= length) return this.#advance(length);
-    const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-    let have = 0;
-    while (have < length) {
-      if (this.#pending.length === 0) await this.#pull(length - have);
-      const piece = this.#advance(Math.min(length - have, this.#pending.length));
-      piece.copy(out, have);
-      have += piece.length;
-    }
-    return out;
-  }
-
-  /** Drops the next `length` bytes. */
-  async skip(length: number): Promise<void> {
-    let left = length;
-    while (left > 0) {
-      if (this.#pending.length === 0) await this.#pull(left);
-      left -= this.#advance(Math.min(left, this.#pending.length)).length;
-    }
-  }
-
-  #advance(length: number): Buffer {
-    const piece = this.#pending.subarray(0, length);
-    this.#pending = this.#pending.subarray(length);
-    return piece;
-  }
-
-  async #pull(missing: number): Promise<void> {
-    const next = await this.#iterator.next();
-    if (next.done) throw new ChunkVerificationError(`the data ended ${missing} bytes early`);
-    this.#pending = next.value;
-  }
-
-  async close(): Promise<void> {
-    await this.#iterator.return?.();
   }
 }
 
