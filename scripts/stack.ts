@@ -77,6 +77,8 @@ export interface StackOptions {
   imageTag?: string;
   /** More compose files over the stack's (absolute, or relative to the source tree). */
   extraFiles?: string[];
+  /** The installer's health timeout (20 s by default: a failing gate is seen soon). */
+  healthTimeoutSeconds?: number;
 }
 
 export class Stack {
@@ -100,7 +102,7 @@ export class Stack {
       AICO_INSTALLED: 'backend=1.0.0',
       AICO_INSTALLER_SERVICES: `backend=${options.backend.container}`,
       AICO_INSTALLER_SOAK_SECONDS: '2',
-      AICO_INSTALLER_HEALTH_TIMEOUT_SECONDS: '20',
+      AICO_INSTALLER_HEALTH_TIMEOUT_SECONDS: String(options.healthTimeoutSeconds ?? 20),
       AICO_BACKEND_IMAGE: options.backend.image,
       AICO_BACKEND_CONTAINER: options.backend.container,
       AICO_BACKEND_PORT: String(options.ports.backend),

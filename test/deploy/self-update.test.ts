@@ -44,6 +44,9 @@ describe('the update system updates itself (compose v2)', () => {
       extraFiles: [join(import.meta.dirname, 'fast-health.yml')],
       // Its own image tags: the self-update moves them, and other stacks on this engine use `local`.
       imageTag: `self${id}`,
+      // A new service may take a while to answer its first check on a loaded two-core machine (CI saw
+      // the downloader still starting after 20 s); the broken releases here fail by crashing, seen at once.
+      healthTimeoutSeconds: 90,
     });
     await stack.healthy();
     token = await stack.controlToken();
