@@ -75,6 +75,7 @@ export class SelfUpdateWatch {
     if (intent.steps.length !== this.#published) await publishInstallerStatus(deps);
     this.#published = intent.steps.length;
     if (intent.outcome) return this.#report(intent);
+    if (deps.intents.startingHelper) return;
     const helper = await deps.deployment.helperState(intent.helper);
     if (helper === 'running' || helper === 'restarting') return;
     // The helper is gone and said nothing: start one again (it puts back whatever had begun).

@@ -146,12 +146,20 @@ async function beginSelfUpdate(
     steps: [],
     helper_starts: 1,
   };
-  await deps.intents.write(intent);
   // The helper is the new installer's code; a release that does not change the installer runs this one's.
   try {
-    await deps.deployment.startHelper(intent, installerImage ?? (await deps.deployment.ownImageId()));
+    await deps.intents.whileStartingHelper(async () => {
+      await deps.intents.write(intent);
+      await deps.deployment.startHelper(intent, installerImage ?? (await deps.deployment.ownImageId()));
+    });
   } catch (error) {
-    // Nothing was swapped: the intent goes, and the install fails with the engine's reason.
+    // Nothing was swapped: the helper (if the engine created it) and the intent go, and the install
+    // fails with the engine's reason.
+    await deps.deployment
+      .removeHelper(intent.helper)
+      .catch((e: Error) =>
+        deps.logger.warn({ err: e, helper: intent.helper }, 'could not remove the helper'),
+      );
     await deps.intents.clear();
     throw new InstallFailed(
       'HELPER_FAILED',

@@ -73,6 +73,8 @@ export class DockerDeployment implements OwnDeployment {
         filters: { label: [`com.docker.compose.project=${project}`] },
       });
       for (const container of listed) {
+        // A helper is never one of the services, whatever labels its image brought along.
+        if (container.Labels[HELPER_LABEL] !== undefined) continue;
         const service = container.Labels['com.docker.compose.service'] as UpdaterService;
         const name = container.Names[0]?.replace(/^\//, '') ?? '';
         if (!UPDATER_SERVICES.includes(service) || name.endsWith(PREVIOUS_SUFFIX)) continue;
@@ -117,7 +119,14 @@ export class DockerDeployment implements OwnDeployment {
       Cmd: ['node', HELPER_MAIN, this.#paths.intentFile, this.#paths.dockerSocket],
       User: '0:0',
       Env: [`AICO_LOG_LEVEL=${process.env.AICO_LOG_LEVEL || 'info'}`],
-      Labels: { [HELPER_LABEL]: 'self-update', 'org.aico-update.release': intent.id },
+      Labels: {
+        [HELPER_LABEL]: 'self-update',
+        'org.aico-update.release': intent.id,
+        // An image committed from a compose container carries compose's labels; the helper is not part
+        // of the project (`up -d --remove-orphans` must not take it for a stray service mid-swap).
+        'com.docker.compose.project': '',
+        'com.docker.compose.service': '',
+      },
       Healthcheck: { Test: ['NONE'] },
       HostConfig: {
         Binds: binds,

@@ -86,6 +86,7 @@ export class IntentStore {
   readonly #file: OwnFile<z.ZodOptional<typeof selfUpdateIntentSchema>>;
   readonly #last: OwnFile<z.ZodOptional<typeof selfUpdateIntentSchema>>;
   readonly #dir: string;
+  #startingHelper = false;
 
   constructor(stateDir: string, logger: Logger) {
     this.#dir = stateDir;
@@ -100,6 +101,24 @@ export class IntentStore {
 
   read(): Promise<SelfUpdateIntent | undefined> {
     return this.#file.read();
+  }
+
+  /**
+   * True while this process is starting the helper of an intent it just wrote: the watch must not take
+   * the missing helper for a dead one and start a second (two starts under one name race in the engine).
+   * In memory on purpose: after a crash nobody is starting it, and the watch's restart is the recovery.
+   */
+  get startingHelper(): boolean {
+    return this.#startingHelper;
+  }
+
+  async whileStartingHelper<T>(start: () => Promise<T>): Promise<T> {
+    this.#startingHelper = true;
+    try {
+      return await start();
+    } finally {
+      this.#startingHelper = false;
+    }
   }
 
   write(intent: SelfUpdateIntent): Promise<void> {

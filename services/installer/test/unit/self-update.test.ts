@@ -7,8 +7,9 @@ import { describe, expect, it } from 'vitest';
 import type { ContainerRuntime, ContainerState } from '../../src/domain/ports.ts';
 import type { InstallDeps } from '../../src/handlers/install-release.ts';
 import { updaterServices } from '../../src/handlers/self-update.ts';
+import { SelfUpdateWatch } from '../../src/handlers/self-update-watch.ts';
 import type { OwnDeployment } from '../../src/self-update/deployment.ts';
-import { IntentStore, selfUpdateIntentSchema } from '../../src/self-update/intent.ts';
+import { IntentStore, type SelfUpdateIntent, selfUpdateIntentSchema } from '../../src/self-update/intent.ts';
 
 const logger = pino({ level: 'silent' });
 const id = (c: string) => `sha256:${c.repeat(64)}`;
@@ -119,5 +120,48 @@ describe('the self-update intent', () => {
     const dir = await makeTempDir('intent');
     await writeFile(join(dir, 'self-update.json'), '{"v":1,"services":"everything"}');
     expect(await new IntentStore(dir, logger).read()).toBeUndefined();
+  });
+});
+
+describe('the self-update watch', () => {
+  it('leaves the helper alone while this installer is starting it, then watches it', async () => {
+    const dir = await makeTempDir('intent');
+    const intents = new IntentStore(dir, logger);
+    // Only what the watch reads of an intent without steps or outcome.
+    const intent = { v: 1, helper: 'aico-installer-1-self-update', steps: [] } as unknown as SelfUpdateIntent;
+    const looked: string[] = [];
+    const deployment: Partial<OwnDeployment> = {
+      helperState: async (name) => {
+        looked.push(name);
+        return 'running';
+      },
+    };
+    const strict = <T extends object>(what: string, target: T) =>
+      new Proxy(target, {
+        get: (t, key) => {
+          if (key in t) return t[key as keyof T];
+          if (key === 'then') return undefined;
+          throw new Error(`the fake ${what} does not implement ${String(key)}`);
+        },
+      });
+    const fakeIntents = strict('intents', {
+      read: async () => intent,
+      get startingHelper() {
+        return intents.startingHelper;
+      },
+    });
+    const watch = new SelfUpdateWatch(
+      strict('deps', {
+        intents: fakeIntents,
+        deployment: strict('deployment', deployment),
+        logger,
+      }) as unknown as InstallDeps,
+    );
+    await intents.whileStartingHelper(async () => {
+      await watch.tick();
+      expect(looked).toEqual([]);
+    });
+    await watch.tick();
+    expect(looked).toEqual(['aico-installer-1-self-update']);
   });
 });
