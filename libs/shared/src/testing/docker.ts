@@ -38,7 +38,7 @@ export async function docker(...args: string[]): Promise<string> {
 export async function importFolder(dir: string, tag: string, ...changes: string[]): Promise<string> {
   const work = await makeTempDir('import');
   try {
-    await run('tar', ['-C', dir, '-cf', join(work, 'rootfs.tar'), '.']);
+    await run('tar', ['--sort=name', '-C', dir, '-cf', join(work, 'rootfs.tar'), '.']);
     await docker(
       'import',
       ...changes.flatMap((change) => ['--change', change]),
@@ -97,7 +97,9 @@ export type SampleBehaviour = 'healthy' | 'unhealthy' | 'exits';
 
 /**
  * A sample "AICO backend" image (~2 MB): static busybox httpd on port 8771 answering
- * `GET /api/v1/health` with `{"status":"healthy","service":"backend","version":…}`, with a HEALTHCHECK.
+ * `GET /api/v1/health` with `{"status":"healthy","service":"backend","version":…}`, with a HEALTHCHECK
+ * every second (a generous timeout and three tries: on a loaded two-core box `docker exec` alone can take
+ * seconds, and a healthy sample that flaps to `unhealthy` fails tests that are about something else).
  * `unhealthy` serves no health endpoint (its HEALTHCHECK fails); `exits` stops at once.
  * Like a real backend it "migrates" its data when a volume is mounted at /data: every start appends
  * `started <version>` to /data/log and creates /data/written-by-<version>. Busybox's applets are
@@ -139,7 +141,7 @@ export async function buildSampleBackend(
       `CMD ${cmd}`,
       'EXPOSE 8771',
       `LABEL org.opencontainers.image.version=${version}`,
-      'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","/dev/null","http://127.0.0.1:8771/api/v1/health"]',
+      'HEALTHCHECK --interval=1s --timeout=10s --retries=3 CMD ["/bin/busybox","wget","-q","-O","/dev/null","http://127.0.0.1:8771/api/v1/health"]',
     );
   } finally {
     await rm(dir, { recursive: true, force: true });
