@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { zstdCompressSync } from 'node:zlib';
@@ -36,6 +36,20 @@ import { releaseRef, runDownloadJob, startTestDownloader } from '../support/harn
  */
 
 const KIB = 1024;
+/**
+ * Every file's content comes from a seed and every timestamp is pinned, so a layer is the same bytes on
+ * every run and machine (importFolder's tar sorts by name): how many chunks a change touches is a fact
+ * of the chunker, asserted exactly, not a matter of luck.
+ */
+const PINNED = new Date('2026-01-01T00:00:00Z');
+const seeded = (seed: string, length: number) =>
+  createCipheriv('aes-256-ctr', createHash('sha256').update(seed).digest(), Buffer.alloc(16)).update(
+    Buffer.alloc(length),
+  );
+async function writePinned(name: string, content: string | Buffer): Promise<void> {
+  await writeFile(join(rootfs, 'app', name), content);
+  await utimes(join(rootfs, 'app', name), PINNED, PINNED);
+}
 let redis: SpawnedServer;
 let nats: SpawnedServer;
 let redisClient: Redis;
@@ -73,7 +87,7 @@ beforeEach(async () => {
   // 64 files of 256 KiB: 16 MiB of content, about 16 chunks at the publisher's 1 MiB average, so that
   // a change of a few chunks is a delta, not the whole pack.
   await mkdir(join(rootfs, 'app'), { recursive: true });
-  for (let i = 0; i < 64; i++) await writeFile(join(rootfs, 'app', `part-${i}.bin`), randomBytes(256 * KIB));
+  for (let i = 0; i < 64; i++) await writePinned(`part-${i}.bin`, seeded(`part-${i}`, 256 * KIB));
 });
 
 afterEach(async () => {
@@ -96,6 +110,7 @@ async function publishImage(
   release: Partial<AddReleaseInput> = {},
 ): Promise<{ imageId: string; manifest: ReleaseManifest }> {
   const tag = testTag('aico-test/chunked', version);
+  for (const dir of [rootfs, join(rootfs, 'app')]) await utimes(dir, PINNED, PINNED);
   const imageId = await importFolder(rootfs, tag);
   cleanups.push(() => docker('rmi', '-f', tag));
   const archive = join(t.workDir, `backend-${version}.tar`);
@@ -184,7 +199,7 @@ function forgeBomb(layer: { digest: string; length: number }) {
 
 describe('chunked layers', () => {
   it('a first install fetches the compressed pack, not the layer; a changed file moves only its chunks; a rebuild with new timestamps moves no pack bytes; each layer is verified and loads as the same image', async () => {
-    await writeFile(join(rootfs, 'app', 'text.txt'), 'the companion remembers\n'.repeat(40_000)); // compressible
+    await writePinned('text.txt', 'the companion remembers\n'.repeat(40_000)); // compressible
     await publishImage('1.0.0');
     await downloader();
     const v1 = await layerOf('1.0.0');
@@ -202,7 +217,7 @@ describe('chunked layers', () => {
     );
 
     // One 256 KiB file changes: a new layer, of which little is fetched, in few requests.
-    await writeFile(join(rootfs, 'app', 'part-17.bin'), randomBytes(256 * KIB));
+    await writePinned('part-17.bin', seeded('part-17 changed', 256 * KIB));
     await publishImage('1.1.0');
     t.faults.resetRequests();
     expect((await download('1.1.0')).state).toBe('completed');
@@ -226,7 +241,7 @@ describe('chunked layers', () => {
     expect(completes.at(-1)?.bytes_reused).toBe(heldRaw);
 
     // The same files rebuilt with new timestamps: a new digest, and not one pack byte fetched.
-    const later = new Date(Date.now() + 86_400_000);
+    const later = new Date(PINNED.getTime() + 86_400_000);
     for (const name of await readdir(join(rootfs, 'app')))
       await utimes(join(rootfs, 'app', name), later, later);
     const { imageId } = await publishImage('1.2.0');
@@ -373,7 +388,7 @@ describe('chunked layers', () => {
     await downloader();
     expect((await download('1.0.0')).state).toBe('completed');
     const v1 = await layerOf('1.0.0');
-    await writeFile(join(rootfs, 'app', 'part-3.bin'), randomBytes(256 * KIB));
+    await writePinned('part-3.bin', seeded('part-3 changed', 256 * KIB));
     await publishImage('1.1.0');
     // Zero the second half of the cached 1.0.0 layer: its index still says it holds those chunks.
     const held = join(cache(), 'blobs', v1.digest.slice(7));
@@ -390,9 +405,9 @@ describe('chunked layers', () => {
 
   it('garbage collection removes a layer no kept release needs together with its chunk index', async () => {
     await publishImage('1.0.0');
-    await writeFile(join(rootfs, 'app', 'part-5.bin'), randomBytes(256 * KIB));
+    await writePinned('part-5.bin', seeded('part-5 changed', 256 * KIB));
     await publishImage('1.1.0');
-    await writeFile(join(rootfs, 'app', 'part-6.bin'), randomBytes(256 * KIB));
+    await writePinned('part-6.bin', seeded('part-6 changed', 256 * KIB));
     await publishImage('1.2.0');
     await downloader();
     for (const version of ['1.0.0', '1.1.0']) expect((await download(version)).state).toBe('completed');
