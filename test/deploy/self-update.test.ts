@@ -12,8 +12,9 @@ import { ZmqPeer } from '../../services/bus-gateway/test/support/peer.ts';
  * updater releases built from the deployed images with a new version stamped in, published and found
  * like any release, installed on request through the control API. A broken installer is put back; the
  * helper, the old installer and the new installer are SIGKILLed (from the host: a crash, so the
- * engine's restart policies apply) at the steps where each matters; a good release then installs,
- * compose keeps it, state came through; and a backend that needs a newer updater gets it first.
+ * engine's restart policies apply) at the steps where each matters; and a backend that needs a newer
+ * updater gets it first: a good updater release installs through the helper, compose keeps it, state
+ * came through, and the backend then installs through the new services.
  * Health checks run every second here (fast-health.yml), so that a gate takes seconds.
  */
 
@@ -207,7 +208,6 @@ describe('the update system updates itself (compose v2)', () => {
   }, async () => {
     const before = await stack.serviceImages();
     const next = await stack.publishUpdater('1.2.0');
-    released['1.2.0'] = next;
     await downloaded('updater@1.2.0');
     const since = await installUpdater('1.2.0');
     await waitUntil(
@@ -230,13 +230,16 @@ describe('the update system updates itself (compose v2)', () => {
     expect((await apiWhenUp('/status')).installed.updater).toBe('1.1.0');
   });
 
-  it('installs a good release: every service on it, healthy; events reach the bus; up -d keeps it; state came through', {
+  it('a backend release that needs a newer updater: the updater installs first through the helper (every service on it, healthy; events reach the bus; state came through; up -d keeps it), then the backend through the new services', {
     timeout: 600_000,
   }, async () => {
+    released['1.3.0'] = await stack.publishUpdater('1.3.0');
+    await stack.publish('1.1.0', 'healthy', { needsUpdater: '>=1.3.0' });
+    await downloaded('updater@1.3.0', 'backend@1.1.0');
     const historyBefore = (await apiWhenUp('/history?limit=200')).history as unknown[];
     const trustedBefore = await installerStatus();
     // The dry run shows the helper's plan first, and changes nothing.
-    const preview = await api('/install/plan', { component: 'updater', version: '1.2.0' });
+    const preview = await api('/install/plan', { component: 'updater', version: '1.3.0' });
     expect(preview.status, JSON.stringify(preview.body)).toBe(200);
     expect(preview.body.plan.steps.filter((s: string) => /^(helper|swap|commit)/.test(s))).toEqual([
       'helper:installer',
@@ -244,30 +247,41 @@ describe('the update system updates itself (compose v2)', () => {
       'commit:*',
     ]);
     expect(await stack.serviceImages()).toEqual(released['1.1.0']);
-    const since = await installUpdater('1.2.0');
-    const outcome = await decided('updater', '1.2.0', 'rolled_back,failed,installed', since);
-    expect(outcome.kind, outcome.reason).toBe('installed');
-    const images = released['1.2.0'] as Record<string, string>;
+
+    const since = new Date().toISOString();
+    const { status, body } = await api('/install', { component: 'backend', version: '1.1.0' });
+    expect(status, JSON.stringify(body)).toBe(202);
+    const backend = await decided('backend', '1.1.0', 'installed,rolled_back,failed,refused', since);
+    expect(backend.kind, backend.reason).toBe('installed');
+    expect(await stack.backendVersion()).toBe('1.1.0');
+    const updater = await decided('updater', '1.3.0', 'installed', since);
+    expect(updater.at < (backend as { at: string }).at).toBe(true);
+    const plan = await decided('backend', '1.1.0', 'updater_first', since);
+    expect(plan.reason).toMatch(
+      /needs the update system >=1\.3\.0 \(1\.1\.0 runs here\): updater 1\.3\.0 installs first/,
+    );
+
+    const images = released['1.3.0'] as Record<string, string>;
     await expectOneVersion(images);
     for (const service of UPDATER_SERVICES) {
       const env = await docker('inspect', '--format', '{{json .Config.Env}}', stack.container(service));
-      expect(env, service).toContain('AICO_UPDATE_VERSION=1.2.0');
+      expect(env, service).toContain('AICO_UPDATE_VERSION=1.3.0');
     }
-    const status = await apiWhenUp('/status');
-    expect(status.installed).toMatchObject({ updater: '1.2.0', backend: '1.0.0' });
-    expect(status.self_update).toMatchObject({
-      version: '1.2.0',
+    const after = await apiWhenUp('/status');
+    expect(after.installed).toMatchObject({ updater: '1.3.0', backend: '1.1.0' });
+    expect(after.self_update).toMatchObject({
+      version: '1.3.0',
       phase: 'reported',
       outcome: { result: 'committed' },
     });
     // Published while the gateway itself was being swapped, delivered to the bus once it was back.
     const messages = () => frontend.received.map((m) => m.frames.map((f) => f.toString('latin1')).join(' '));
     await waitUntil(
-      () => messages().some((m) => /updater 1\.2\.0: installed/.test(m)),
+      () => messages().some((m) => /updater 1\.3\.0: installed/.test(m)),
       'the install completion on the bus',
       60_000,
     );
-    expect(messages().some((m) => /self-update of updater 1\.2\.0: .*swap bus-gateway done/.test(m))).toBe(
+    expect(messages().some((m) => /self-update of updater 1\.3\.0: .*swap bus-gateway done/.test(m))).toBe(
       true,
     );
     // State: the history before is still there, the token still opens the API, the installer kept its
@@ -286,28 +300,7 @@ describe('the update system updates itself (compose v2)', () => {
     await stack.compose('up', '-d');
     await expectOneVersion(images);
     expect(await containerIds()).toEqual(containersBefore);
-  });
-
-  it('a backend release that needs a newer updater: the updater installs first, then the backend', {
-    timeout: 600_000,
-  }, async () => {
-    released['1.3.0'] = await stack.publishUpdater('1.3.0');
-    await stack.publish('1.1.0', 'healthy', { needsUpdater: '>=1.3.0' });
-    await downloaded('updater@1.3.0', 'backend@1.1.0');
-    const since = new Date().toISOString();
-    const { status, body } = await api('/install', { component: 'backend', version: '1.1.0' });
-    expect(status, JSON.stringify(body)).toBe(202);
-    const backend = await decided('backend', '1.1.0', 'installed,rolled_back,failed,refused', since);
-    expect(backend.kind, backend.reason).toBe('installed');
     expect(await stack.backendVersion()).toBe('1.1.0');
-    const updater = await decided('updater', '1.3.0', 'installed', since);
-    expect(updater.at < (backend as { at: string }).at).toBe(true);
-    const plan = await decided('backend', '1.1.0', 'updater_first', since);
-    expect(plan.reason).toMatch(
-      /needs the update system >=1\.3\.0 \(1\.2\.0 runs here\): updater 1\.3\.0 installs first/,
-    );
-    await expectOneVersion(released['1.3.0'] as Record<string, string>);
-    expect((await apiWhenUp('/status')).installed).toMatchObject({ updater: '1.3.0', backend: '1.1.0' });
   });
 
   const installerStatus = async () =>
