@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import LongestFirst from './test/sequencer.ts';
 
 // Two projects: unit (pure logic, in-memory fakes, fast) and integration (real Redis, NATS, HTTPS, Docker).
 // Integration suites spawn their own servers on free ports, so files may run in parallel; two cores
@@ -7,6 +8,7 @@ export default defineConfig({
   test: {
     reporters: ['default', './test/summary-reporter.ts'],
     maxWorkers: 2,
+    sequence: { sequencer: LongestFirst },
     projects: [
       {
         test: {
