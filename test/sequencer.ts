@@ -21,7 +21,7 @@ const rank = (file: TestSpecification) => {
 
 export default class LongestFirst extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
-    const sorted = await super.sort(files);
-    return sorted.toSorted((a, b) => rank(a) - rank(b) || sorted.indexOf(a) - sorted.indexOf(b));
+    // toSorted is stable: files of one rank keep vitest's order.
+    return (await super.sort(files)).toSorted((a, b) => rank(a) - rank(b));
   }
 }

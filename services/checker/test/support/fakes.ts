@@ -7,6 +7,7 @@ import type {
   ReleaseRef,
   Topic,
 } from '@aico-update/shared';
+import { strictFake } from '@aico-update/shared/testing';
 import type {
   CheckState,
   DownloadQueue,
@@ -16,19 +17,9 @@ import type {
 } from '../../src/domain/ports.ts';
 
 /*
- * In-memory fakes of the checker's ports for unit tests. Each implements exactly what it declares; the
- * Proxy makes any other property access throw, so a fake never silently accepts a call it does not know.
+ * In-memory fakes of the checker's ports for unit tests. Each implements exactly what it declares;
+ * strictFake makes any other property access throw, so a fake never silently accepts a call it does not know.
  */
-function strict<T extends object>(name: string, target: T): T {
-  return new Proxy(target, {
-    get(object, property, receiver) {
-      if (property in object || typeof property === 'symbol' || property === 'then')
-        return Reflect.get(object, property, receiver);
-      throw new Error(`${name} fake does not implement ${String(property)}`);
-    },
-  });
-}
-
 export function release(overrides: Partial<ReleaseRef> & Pick<ReleaseRef, 'version'>): ReleaseRef {
   const component = overrides.component ?? 'backend';
   return {
@@ -60,11 +51,11 @@ export function fakeSource(
       return { timestamp: new Date('2027-01-01T00:00:00Z') };
     },
   };
-  return { source: strict('ReleaseSource', source), verified };
+  return { source: strictFake('ReleaseSource', source), verified };
 }
 
 export function fakeInstalled(versions: Record<string, string>): InstalledVersions {
-  return strict('InstalledVersions', { get: async () => versions });
+  return strictFake('InstalledVersions', { get: async () => versions });
 }
 
 export class FakeState implements CheckState {
@@ -114,5 +105,3 @@ export class FakeDownloads implements DownloadQueue {
     }
   }
 }
-
-export const strictFake = strict;

@@ -1,3 +1,4 @@
+import { strictFake } from '@aico-update/shared/testing';
 import { describe, expect, it } from 'vitest';
 import { InstallFailed } from '../../src/domain/install-failed.ts';
 import type { ContainerRuntime, ContainerState, HealthState } from '../../src/domain/ports.ts';
@@ -24,13 +25,7 @@ function scriptedRuntime(states: Array<{ running: boolean; health: HealthState }
         }
       : undefined;
   };
-  const runtime = new Proxy({ container } as Partial<ContainerRuntime>, {
-    get: (target, key) => {
-      if (key in target) return target[key as keyof ContainerRuntime];
-      if (key === 'then') return undefined;
-      throw new Error(`the fake runtime does not implement ${String(key)}`);
-    },
-  }) as ContainerRuntime;
+  const runtime = strictFake('runtime', { container } as Partial<ContainerRuntime>) as ContainerRuntime;
   return { runtime, calls: () => calls };
 }
 

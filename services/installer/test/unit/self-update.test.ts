@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ReleaseManifest } from '@aico-update/shared';
-import { makeTempDir } from '@aico-update/shared/testing';
+import { makeTempDir, strictFake } from '@aico-update/shared/testing';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ContainerRuntime, ContainerState } from '../../src/domain/ports.ts';
@@ -51,17 +51,9 @@ function depsWith(containers: Record<string, string>, calls: string[]): InstallD
           }
         : undefined,
   };
-  const strict = <T extends object>(what: string, target: T) =>
-    new Proxy(target, {
-      get: (t, key) => {
-        if (key in t) return t[key as keyof T];
-        if (key === 'then') return undefined;
-        throw new Error(`the fake ${what} does not implement ${String(key)}`);
-      },
-    });
-  return strict('deps', {
-    deployment: strict('deployment', deployment),
-    runtime: strict('runtime', runtime),
+  return strictFake('deps', {
+    deployment: strictFake('deployment', deployment),
+    runtime: strictFake('runtime', runtime),
   }) as unknown as InstallDeps;
 }
 
@@ -136,24 +128,16 @@ describe('the self-update watch', () => {
         return 'running';
       },
     };
-    const strict = <T extends object>(what: string, target: T) =>
-      new Proxy(target, {
-        get: (t, key) => {
-          if (key in t) return t[key as keyof T];
-          if (key === 'then') return undefined;
-          throw new Error(`the fake ${what} does not implement ${String(key)}`);
-        },
-      });
-    const fakeIntents = strict('intents', {
+    const fakeIntents = strictFake('intents', {
       read: async () => intent,
       get startingHelper() {
         return intents.startingHelper;
       },
     });
     const watch = new SelfUpdateWatch(
-      strict('deps', {
+      strictFake('deps', {
         intents: fakeIntents,
-        deployment: strict('deployment', deployment),
+        deployment: strictFake('deployment', deployment),
         logger,
       }) as unknown as InstallDeps,
     );
